@@ -1,0 +1,92 @@
+//! Errors of the dataset repository.
+
+use std::path::PathBuf;
+
+/// What went wrong in the repository. Input problems carry the path, table or snapshot they
+/// concern; [`Error::Internal`] marks our own bugs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a regrpo dataset repository (no regrpo.json): run `regrpo init {path}` first")]
+    NotARepository { path: PathBuf },
+
+    #[error("{path} already holds a dataset repository")]
+    AlreadyExists { path: PathBuf },
+
+    #[error("unknown table `{table}` (tables: {known})")]
+    UnknownTable { table: String, known: String },
+
+    #[error("Delta table `{table}`: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
+
+    #[error("snapshot `{name}` does not exist")]
+    NoSuchSnapshot { name: String },
+
+    #[error("snapshot `{name}` already exists; snapshots are immutable, pick another name")]
+    SnapshotExists { name: String },
+
+    #[error("invalid snapshot name `{name}`: use letters, digits, `-`, `_` and `.`")]
+    BadSnapshotName { name: String },
+
+    #[error("snapshot file {path} is unreadable: {reason}")]
+    BadSnapshot { path: PathBuf, reason: String },
+
+    #[error("{path}: {reason}")]
+    BadInput { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Schema(#[from] regrpo_schemas::Error),
+
+    #[error("Arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    #[error("DataFusion: {0}")]
+    DataFusion(Box<deltalake::datafusion::error::DataFusionError>),
+
+    /// A bug in regrpo, not a problem with the input.
+    #[error("internal error (a bug in regrpo): {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path.into(), source })
+    }
+}
+
+/// Attaches a table name to a Delta error.
+pub(crate) trait DeltaContext<T> {
+    fn table(self, table: &str) -> Result<T>;
+}
+
+impl<T> DeltaContext<T> for std::result::Result<T, deltalake::DeltaTableError> {
+    fn table(self, table: &str) -> Result<T> {
+        self.map_err(|source| Error::Delta { table: table.to_string(), source: Box::new(source) })
+    }
+}
+
+impl From<deltalake::datafusion::error::DataFusionError> for Error {
+    fn from(e: deltalake::datafusion::error::DataFusionError) -> Self {
+        Error::DataFusion(Box::new(e))
+    }
+}

@@ -1,0 +1,122 @@
+//! OpenAI chat fine-tuning JSONL: `{messages: [...], tools?: [...]}` per line, assistant turns
+//! with `tool_calls`, `role: "tool"` results, and a final assistant answer.
+
+use regrpo_schemas::action::Action;
+use regrpo_schemas::{ActionRecord, Step, Trajectory};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::common::{observation, seal};
+use super::{Converted, FormatReader, RawRecord};
+use crate::jsonscan::Layout;
+
+#[derive(Debug, Deserialize)]
+struct ChatRecord {
+    #[serde(default)]
+    id: Option<Value>,
+    messages: Vec<ChatMsg>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMsg {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
+/// Text of a message content: a string, or the `text` parts of a list.
+fn text_of(content: &Option<Value>) -> Option<String> {
+    match content.as_ref()? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            Some(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n"))
+        }
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+pub(crate) struct OpenaiReader;
+
+impl FormatReader for OpenaiReader {
+    fn layout(&self) -> Layout {
+        Layout::Lines
+    }
+
+    fn convert(&mut self, rec: &RawRecord<'_>) -> Result<Converted, String> {
+        let r: ChatRecord = rec.parse()?;
+        let mut system = None;
+        let mut task: Option<String> = None;
+        let mut steps: Vec<Step> = Vec::new();
+        let mut final_answer = None;
+        let mut extra_user_turns = 0;
+        for (n, m) in r.messages.iter().enumerate() {
+            match m.role.as_str() {
+                "system" | "developer" => system = text_of(&m.content),
+                "user" => {
+                    if task.is_none() {
+                        task = Some(text_of(&m.content).unwrap_or_default());
+                    } else {
+                        extra_user_turns += 1;
+                    }
+                }
+                "assistant" => match &m.tool_calls {
+                    Some(calls) if !calls.is_empty() => {
+                        let action = Action::from_json_value(&Value::Array(calls.clone()))
+                            .map_err(|e| format!("field `messages[{n}].tool_calls`: {e}"))?;
+                        steps.push(Step {
+                            index: steps.len() as i32,
+                            thought: text_of(&m.content).filter(|t| !t.trim().is_empty()),
+                            action: Some(ActionRecord::from(&action)),
+                            observation: None,
+                        });
+                    }
+                    _ => final_answer = text_of(&m.content),
+                },
+                "tool" | "function" => {
+                    let text = text_of(&m.content).unwrap_or_default();
+                    let step = steps
+                        .last_mut()
+                        .ok_or_else(|| format!("field `messages[{n}]`: a tool result before any tool call"))?;
+                    match &mut step.observation {
+                        // Several parallel calls: their results in order.
+                        Some(o) => {
+                            o.text.push('\n');
+                            o.text.push_str(&text);
+                        }
+                        None => step.observation = Some(observation(false, text)),
+                    }
+                }
+                other => return Err(format!("field `messages[{n}].role`: unknown role `{other}`")),
+            }
+        }
+        let task = task.ok_or("field `messages`: no user message")?;
+        let source_id = match &r.id {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => format!("line-{}", rec.line.unwrap_or(0)),
+        };
+        let t = seal(Trajectory {
+            trajectory_id: String::new(),
+            source: "openai".into(),
+            source_id,
+            source_file: rec.file.to_string(),
+            source_offset: rec.offset as i64,
+            source_line: rec.line.map(|l| l as i64),
+            task,
+            system_prompt: system,
+            files: vec![],
+            tool_specs: Value::Array(r.tools.unwrap_or_default()).to_string(),
+            steps,
+            final_answer,
+            gt_answer: None,
+            meta: (extra_user_turns > 0).then(|| json!({"extra_user_turns": extra_user_turns}).to_string()),
+            ingest_batch: rec.batch.to_string(),
+        });
+        Ok(Converted { trajectories: vec![t], rots: vec![] })
+    }
+}

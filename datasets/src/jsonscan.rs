@@ -1,0 +1,399 @@
+//! Streaming record scanner for JSON inputs too big to parse at once.
+//!
+//! It splits a byte stream into records without building a tree: the elements of a top-level
+//! array (`[{…}, {…}]`), the members of a top-level object (`{"id": {…}, …}`), or the lines
+//! of JSON Lines. Each record comes with its byte offset (and line, for JSON Lines) so that a
+//! reject names where it was. Memory is bounded by the largest record, not the file. Nesting
+//! depth is only counted here, never recursed into, so a JSON bomb cannot overflow the stack;
+//! serde_json's own recursion limit then rejects it as a record.
+
+use std::io::BufRead;
+
+/// How records are laid out in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `[record, record, …]`
+    Array,
+    /// `{"key": record, …}`
+    Object,
+    /// One record per line.
+    Lines,
+}
+
+/// One record, or a piece of the file that could not be delimited as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Record { offset: u64, line: Option<u64>, key: Option<String>, bytes: Vec<u8> },
+    Bad { offset: u64, line: Option<u64>, reason: String, excerpt: Vec<u8> },
+}
+
+/// The largest record kept in memory; larger ones are rejected (and skipped) whole.
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
+const EXCERPT: usize = 160;
+
+/// Iterates the records of a reader.
+pub struct Scanner<R> {
+    reader: R,
+    layout: Layout,
+    offset: u64,
+    line: u64,
+    state: State,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Start,
+    InContainer,
+    Done,
+}
+
+impl<R: BufRead> Scanner<R> {
+    pub fn new(reader: R, layout: Layout) -> Self {
+        Scanner { reader, layout, offset: 0, line: 1, state: State::Start }
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        Ok(self.reader.fill_buf()?.first().copied())
+    }
+
+    fn bump(&mut self) -> std::io::Result<Option<u8>> {
+        let b = self.peek()?;
+        if let Some(b) = b {
+            self.reader.consume(1);
+            self.offset += 1;
+            if b == b'\n' {
+                self.line += 1;
+            }
+        }
+        Ok(b)
+    }
+
+    fn skip_ws(&mut self) -> std::io::Result<()> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            let n = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            let newlines = buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            let all = n == buf.len();
+            self.reader.consume(n);
+            self.offset += n as u64;
+            self.line += newlines;
+            if !all {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads one JSON value starting at the current byte, tracking strings and depth.
+    /// Returns `(bytes, complete)`; a scalar ends at `,`, `]`, `}` or whitespace at depth 0.
+    fn read_value(&mut self) -> std::io::Result<(Vec<u8>, bool, bool)> {
+        let mut out = Vec::new();
+        let mut depth = 0usize;
+        let mut in_str = false;
+        let mut escaped = false;
+        let mut oversized = false;
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                let complete = depth == 0 && !in_str && !out.is_empty();
+                return Ok((out, complete, oversized));
+            }
+            let mut end = None;
+            for (i, &b) in buf.iter().enumerate() {
+                if in_str {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_str = false;
+                        if depth == 0 {
+                            end = Some(i + 1);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => in_str = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' if depth == 0 => {
+                        end = Some(i);
+                        break;
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(i + 1);
+                            break;
+                        }
+                    }
+                    b',' if depth == 0 => {
+                        end = Some(i);
+                        break;
+                    }
+                    b if depth == 0 && b.is_ascii_whitespace() && i > 0 => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let take = end.unwrap_or(buf.len());
+            if out.len() + take <= MAX_RECORD_BYTES {
+                out.extend_from_slice(&buf[..take]);
+            } else {
+                oversized = true;
+                if out.len() < EXCERPT {
+                    out.extend_from_slice(&buf[..take.min(EXCERPT)]);
+                }
+            }
+            let newlines = buf[..take].iter().filter(|b| **b == b'\n').count() as u64;
+            self.reader.consume(take);
+            self.offset += take as u64;
+            self.line += newlines;
+            if end.is_some() {
+                return Ok((out, true, oversized));
+            }
+        }
+    }
+
+    fn bad(&self, offset: u64, reason: impl Into<String>, excerpt: &[u8]) -> Item {
+        let line = (self.layout == Layout::Lines).then_some(self.line);
+        Item::Bad { offset, line, reason: reason.into(), excerpt: excerpt[..excerpt.len().min(EXCERPT)].to_vec() }
+    }
+
+    fn next_line(&mut self) -> std::io::Result<Option<Item>> {
+        if self.state == State::Done {
+            return Ok(None);
+        }
+        loop {
+            let start = self.offset;
+            let line_no = self.line;
+            let mut bytes = Vec::new();
+            let mut oversized = false;
+            let mut saw_any = false;
+            loop {
+                let buf = self.reader.fill_buf()?;
+                if buf.is_empty() {
+                    break;
+                }
+                saw_any = true;
+                let nl = buf.iter().position(|b| *b == b'\n');
+                let take = nl.map_or(buf.len(), |p| p + 1);
+                if bytes.len() + take <= MAX_RECORD_BYTES {
+                    bytes.extend_from_slice(&buf[..take]);
+                } else {
+                    oversized = true;
+                }
+                self.reader.consume(take);
+                self.offset += take as u64;
+                if nl.is_some() {
+                    self.line += 1;
+                    break;
+                }
+            }
+            if !saw_any {
+                if start == 0 {
+                    self.state = State::Done;
+                    return Ok(Some(self.bad(0, "empty file: expected JSON Lines, one record per line", b"")));
+                }
+                return Ok(None);
+            }
+            if oversized {
+                return Ok(Some(Item::Bad {
+                    offset: start,
+                    line: Some(line_no),
+                    reason: format!("line longer than {MAX_RECORD_BYTES} bytes"),
+                    excerpt: bytes[..bytes.len().min(EXCERPT)].to_vec(),
+                }));
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some(Item::Record { offset: start, line: Some(line_no), key: None, bytes }));
+        }
+    }
+
+    /// The next record, bad stretch, or `None` at the end.
+    pub fn next_item(&mut self) -> std::io::Result<Option<Item>> {
+        if self.layout == Layout::Lines {
+            return self.next_line();
+        }
+        let (open, close, what) = match self.layout {
+            Layout::Array => (b'[', b']', "a JSON array of records"),
+            _ => (b'{', b'}', "a JSON object of records keyed by id"),
+        };
+        match self.state {
+            State::Done => return Ok(None),
+            State::Start => {
+                self.skip_ws()?;
+                let at = self.offset;
+                match self.peek()? {
+                    None => {
+                        self.state = State::Done;
+                        return Ok(Some(self.bad(at, format!("empty file: expected {what}"), b"")));
+                    }
+                    Some(b) if b == open => {
+                        self.bump()?;
+                        self.state = State::InContainer;
+                    }
+                    Some(_) => {
+                        self.state = State::Done;
+                        let (bytes, _, _) = self.read_value()?;
+                        return Ok(Some(self.bad(at, format!("expected {what}, found something else"), &bytes)));
+                    }
+                }
+            }
+            State::InContainer => {}
+        }
+        loop {
+            self.skip_ws()?;
+            let at = self.offset;
+            match self.peek()? {
+                None => {
+                    self.state = State::Done;
+                    return Ok(Some(self.bad(
+                        at,
+                        format!("truncated: the file ends before the closing `{}`", close as char),
+                        b"",
+                    )));
+                }
+                Some(b',') => {
+                    self.bump()?;
+                    continue;
+                }
+                Some(b) if b == close => {
+                    self.bump()?;
+                    self.skip_ws()?;
+                    self.state = State::Done;
+                    let tail_at = self.offset;
+                    if self.peek()?.is_some() {
+                        let (bytes, _, _) = self.read_value()?;
+                        return Ok(Some(self.bad(
+                            tail_at,
+                            "unexpected data after the end of the top-level value",
+                            &bytes,
+                        )));
+                    }
+                    return Ok(None);
+                }
+                Some(_) => {}
+            }
+            let mut key = None;
+            if self.layout == Layout::Object {
+                let (kbytes, complete, _) = self.read_value()?;
+                let parsed = serde_json::from_slice::<String>(&kbytes);
+                self.skip_ws()?;
+                let colon = self.bump()?;
+                match (parsed, complete, colon) {
+                    (Ok(k), true, Some(b':')) => key = Some(k),
+                    _ => {
+                        self.state = State::Done;
+                        return Ok(Some(self.bad(at, "expected `\"key\": value` in the top-level object", &kbytes)));
+                    }
+                }
+                self.skip_ws()?;
+            }
+            let start = self.offset;
+            let (bytes, complete, oversized) = self.read_value()?;
+            if oversized {
+                return Ok(Some(self.bad(start, format!("record larger than {MAX_RECORD_BYTES} bytes"), &bytes)));
+            }
+            if !complete {
+                self.state = State::Done;
+                return Ok(Some(self.bad(start, "truncated: the file ends inside this record", &bytes)));
+            }
+            return Ok(Some(Item::Record { offset: start, line: None, key, bytes }));
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Scanner<R> {
+    type Item = std::io::Result<Item>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(text: &[u8], layout: Layout) -> Vec<Item> {
+        Scanner::new(std::io::BufReader::with_capacity(7, text), layout).map(Result::unwrap).collect()
+    }
+
+    fn records(items: &[Item]) -> Vec<(u64, String)> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Record { offset, bytes, .. } => Some((*offset, String::from_utf8_lossy(bytes).into_owned())),
+                Item::Bad { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn array_elements_with_offsets_across_buffer_boundaries() {
+        let text = br#" [ {"a": "x,]}\"y"} , [1, 2], 3 ,"s"] "#;
+        let items = scan(text, Layout::Array);
+        assert_eq!(
+            records(&items),
+            vec![(3, r#"{"a": "x,]}\"y"}"#.into()), (22, "[1, 2]".into()), (30, "3".into()), (33, "\"s\"".into())]
+        );
+        assert_eq!(items.len(), 4);
+    }
+
+    #[test]
+    fn truncated_array_keeps_good_records_and_reports_the_rest() {
+        let items = scan(br#"[{"a": 1}, {"b": [2, "#, Layout::Array);
+        assert_eq!(records(&items), vec![(1, r#"{"a": 1}"#.into())]);
+        assert!(matches!(&items[1], Item::Bad { offset: 11, reason, .. } if reason.contains("truncated")));
+    }
+
+    #[test]
+    fn empty_and_wrong_top_level_are_reported() {
+        assert!(matches!(&scan(b"  \n", Layout::Array)[0], Item::Bad { reason, .. } if reason.contains("empty file")));
+        assert!(
+            matches!(&scan(b"{\"a\":1}", Layout::Array)[0], Item::Bad { reason, .. } if reason.contains("expected a JSON array"))
+        );
+        assert!(matches!(&scan(b"", Layout::Lines)[0], Item::Bad { reason, .. } if reason.contains("empty file")));
+    }
+
+    #[test]
+    fn object_members_carry_their_keys() {
+        let items = scan(br#"{"q1": {"x": 1}, "q2": {"y": 2}}"#, Layout::Object);
+        let keys: Vec<_> = items
+            .iter()
+            .map(|i| match i {
+                Item::Record { key, .. } => key.clone().unwrap(),
+                Item::Bad { reason, .. } => panic!("{reason}"),
+            })
+            .collect();
+        assert_eq!(keys, ["q1", "q2"]);
+    }
+
+    #[test]
+    fn lines_skip_blank_lines_and_count_lines() {
+        let items = scan(b"{\"a\":1}\n\n{\"b\":2}", Layout::Lines);
+        assert!(matches!(&items[1], Item::Record { line: Some(3), offset: 9, .. }));
+    }
+
+    #[test]
+    fn deep_nesting_is_delimited_without_recursion() {
+        let mut text = b"[".to_vec();
+        text.extend(std::iter::repeat_n(b'[', 200_000));
+        text.extend(std::iter::repeat_n(b']', 200_000));
+        text.extend(b", 1]");
+        let items = scan(&text, Layout::Array);
+        assert_eq!(items.len(), 2);
+    }
+}

@@ -1,0 +1,351 @@
+//! The dataset repository: a folder of Delta tables, one per record kind, plus snapshots.
+//!
+//! ```text
+//! DIR/
+//!   regrpo.json              what this folder is (format version)
+//!   tables/<table>/          one Delta table per kind: _delta_log/ + Parquet files
+//!   snapshots/<name>.json    immutable manifests (see `snapshot`)
+//! ```
+//!
+//! Every append is one Delta commit, so a crash leaves the last committed version intact. Ids
+//! are content hashes; [`Appender`] skips rows whose id the table already holds, so appending
+//! the same input twice adds nothing.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructField, StructType};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use regrpo_schemas::Record;
+use regrpo_schemas::table::all_tables;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{DeltaContext, Error, IoContext, Result};
+
+const MANIFEST: &str = "regrpo.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// What `regrpo.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    created_by: String,
+}
+
+/// A dataset repository on the local file system.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    root: PathBuf,
+}
+
+impl Repository {
+    /// Creates a repository in `root` (made if missing; it must not already hold one) with an
+    /// empty Delta table per record kind.
+    pub async fn init(root: impl AsRef<Path>) -> Result<Repository> {
+        let root = root.as_ref();
+        std::fs::create_dir_all(root).at(root)?;
+        let root = root.canonicalize().at(root)?;
+        if root.join(MANIFEST).exists() {
+            return Err(Error::AlreadyExists { path: root });
+        }
+        std::fs::create_dir_all(root.join("tables")).at(&root)?;
+        std::fs::create_dir_all(root.join("snapshots")).at(&root)?;
+        let repo = Repository { root };
+        for (name, schema) in all_tables() {
+            repo.create_table(name, &schema).await?;
+        }
+        // The manifest goes last: a folder without it is not (yet) a repository.
+        let manifest = Manifest { format: FORMAT_VERSION, created_by: format!("regrpo {}", env!("CARGO_PKG_VERSION")) };
+        let path = repo.root.join(MANIFEST);
+        let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&path, text + "\n").at(&path)?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository.
+    pub fn open(root: impl AsRef<Path>) -> Result<Repository> {
+        let root = root.as_ref();
+        let manifest_path = root.join(MANIFEST);
+        let text = match std::fs::read_to_string(&manifest_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository { path: root.to_path_buf() });
+            }
+            Err(e) => return Err(Error::Io { path: manifest_path, source: e }),
+        };
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::BadInput { path: manifest_path.clone(), reason: e.to_string() })?;
+        if manifest.format != FORMAT_VERSION {
+            return Err(Error::BadInput {
+                path: manifest_path,
+                reason: format!(
+                    "repository format {} is not supported (this build reads {FORMAT_VERSION})",
+                    manifest.format
+                ),
+            });
+        }
+        let root = root.canonicalize().at(root)?;
+        Ok(Repository { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The names of all tables.
+    pub fn table_names() -> Vec<&'static str> {
+        all_tables().into_iter().map(|(n, _)| n).collect()
+    }
+
+    fn check_table(name: &str) -> Result<()> {
+        if Self::table_names().contains(&name) {
+            Ok(())
+        } else {
+            Err(Error::UnknownTable { table: name.to_string(), known: Self::table_names().join(", ") })
+        }
+    }
+
+    /// The folder of a table.
+    pub fn table_path(&self, name: &str) -> PathBuf {
+        self.root.join("tables").join(name)
+    }
+
+    /// The URL a Delta reader opens the table at.
+    pub fn table_url(&self, name: &str) -> Result<Url> {
+        Self::check_table(name)?;
+        let path = self.table_path(name);
+        Url::from_directory_path(&path)
+            .map_err(|()| Error::Internal(format!("cannot make a URL of {}", path.display())))
+    }
+
+    async fn create_table(&self, name: &str, schema: &SchemaRef) -> Result<()> {
+        let path = self.table_path(name);
+        std::fs::create_dir_all(&path).at(&path)?;
+        let kernel: StructType =
+            schema.as_ref().try_into_kernel().map_err(|e| Error::Internal(format!("{name}: {e}")))?;
+        let table = DeltaTableBuilder::from_url(self.table_url(name)?).table(name)?.build().table(name)?;
+        table
+            .create()
+            .with_table_name(name)
+            .with_columns(kernel.fields().cloned().collect::<Vec<StructField>>())
+            // Snapshots pin old versions; Delta's log cleanup would make them unreadable.
+            .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+            .with_configuration_property(TableProperty::CheckpointInterval, Some("100"))
+            .await
+            .table(name)?;
+        Ok(())
+    }
+
+    /// Opens a table at its latest version or at `version`.
+    pub async fn load(&self, name: &str, version: Option<i64>) -> Result<DeltaTable> {
+        let mut builder = DeltaTableBuilder::from_url(self.table_url(name)?).table(name)?;
+        if let Some(v) = version {
+            builder = builder.with_version(v as _);
+        }
+        builder.load().await.table(name)
+    }
+
+    /// The latest version of every table.
+    pub async fn versions(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for name in Self::table_names() {
+            let t = self.load(name, None).await?;
+            out.insert(name.to_string(), t.version().unwrap_or(0) as i64);
+        }
+        Ok(out)
+    }
+
+    /// Reads a whole table (at `version`, or the latest) as batches of its declared schema.
+    pub async fn read_batches(
+        &self,
+        name: &str,
+        version: Option<i64>,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
+        let table = self.load(name, version).await?;
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).table(name)?;
+        let provider = table.table_provider().await?;
+        let mut df = ctx.read_table(provider)?;
+        if let Some(cols) = columns {
+            df = df.select_columns(cols)?;
+        }
+        Ok(df.collect().await?)
+    }
+
+    /// Reads every row of a record table (at `version`, or the latest).
+    pub async fn read<R: Record>(&self, version: Option<i64>) -> Result<Vec<R>> {
+        let schema = R::schema();
+        let mut out = Vec::new();
+        for batch in self.read_batches(R::TABLE, version, None).await? {
+            let batch = conform(&batch, &schema)?;
+            out.extend(regrpo_schemas::from_batch::<R>(&batch)?);
+        }
+        Ok(out)
+    }
+
+    /// The ids a record table holds now.
+    pub async fn existing_ids<R: Record>(&self) -> Result<HashSet<String>> {
+        let mut ids = HashSet::new();
+        for batch in self.read_batches(R::TABLE, None, Some(&[R::ID])).await? {
+            let col = cast(batch.column(0), &DataType::Utf8)?;
+            let col = col
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::Internal("id column is not a string".into()))?;
+            ids.extend(col.iter().flatten().map(str::to_string));
+        }
+        Ok(ids)
+    }
+
+    /// Appends records in one Delta commit, without checking ids. Returns the new version, or
+    /// `None` when there was nothing to write.
+    pub async fn commit<R: Record>(&self, records: &[R], operation: &str) -> Result<Option<i64>> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let batch = regrpo_schemas::to_batch(records)?;
+        self.commit_batches(R::TABLE, vec![batch], operation).await.map(Some)
+    }
+
+    /// Appends batches of a table's schema in one Delta commit; returns the new version.
+    pub async fn commit_batches(&self, name: &str, batches: Vec<RecordBatch>, operation: &str) -> Result<i64> {
+        let table = self.load(name, None).await?;
+        let mut meta = serde_json::Map::new();
+        meta.insert("regrpo.operation".into(), operation.into());
+        let table = table
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_writer_properties(writer_properties(name))
+            .with_commit_properties(CommitProperties::default().with_metadata(meta))
+            .await
+            .table(name)?;
+        Ok(table.version().unwrap_or(0) as i64)
+    }
+
+    /// An appender that skips rows already in the table (or already appended through it).
+    pub async fn appender<R: Record>(&self) -> Result<Appender<R>> {
+        let seen = if R::ID.is_empty() { HashSet::new() } else { self.existing_ids::<R>().await? };
+        Ok(Appender { repo: self.clone(), seen, _rows: std::marker::PhantomData })
+    }
+}
+
+/// Parquet settings: zstd, statistics on every column page, row groups of at most 64k rows
+/// (rows here are whole trajectories or RoT samples, so this keeps groups in the tens of MB).
+pub fn writer_properties(_table: &str) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(true)
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .build()
+}
+
+/// Casts a batch read back from Delta (which may use view types or other list field names) to
+/// the declared schema, column by column.
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let col = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| Error::Internal(format!("column `{}` missing from the table", field.name())))?;
+        cols.push(if col.data_type() == field.data_type() { col.clone() } else { cast(col, field.data_type())? });
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
+}
+
+/// Appends records, skipping any whose id the table already holds.
+pub struct Appender<R: Record> {
+    repo: Repository,
+    seen: HashSet<String>,
+    _rows: std::marker::PhantomData<R>,
+}
+
+/// What one append did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub added: usize,
+    pub duplicates: usize,
+    pub version: Option<i64>,
+}
+
+impl<R: Record> Appender<R> {
+    /// Whether a row with this id exists (or was appended here).
+    pub fn contains(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Appends the rows not seen before, as one commit.
+    pub async fn append(&mut self, records: Vec<R>, operation: &str) -> Result<Appended> {
+        let total = records.len();
+        let fresh: Vec<R> = if R::ID.is_empty() {
+            records
+        } else {
+            let mut fresh = Vec::with_capacity(records.len());
+            let mut batch_ids = HashSet::new();
+            for r in records {
+                if !self.seen.contains(r.id()) && batch_ids.insert(r.id().to_string()) {
+                    fresh.push(r);
+                }
+            }
+            fresh
+        };
+        let version = self.repo.commit(&fresh, operation).await?;
+        self.seen.extend(fresh.iter().map(|r| r.id().to_string()));
+        Ok(Appended { added: fresh.len(), duplicates: total - fresh.len(), version })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regrpo_schemas::Reject;
+
+    fn reject(i: i64) -> Reject {
+        Reject {
+            reject_id: format!("r{i}"),
+            format: "mat".into(),
+            file: "f".into(),
+            line: None,
+            byte_offset: i,
+            reason: "bad".into(),
+            excerpt: String::new(),
+            ingest_batch: "b".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_are_idempotent_and_read_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path().join("repo")).await.unwrap();
+        assert!(matches!(Repository::init(repo.root()).await, Err(Error::AlreadyExists { .. })));
+        let mut app = repo.appender::<Reject>().await.unwrap();
+        let first = app.append(vec![reject(1), reject(2), reject(2)], "test").await.unwrap();
+        assert_eq!((first.added, first.duplicates, first.version), (2, 1, Some(1)));
+        let mut again = Repository::open(repo.root()).unwrap().appender::<Reject>().await.unwrap();
+        let second = again.append(vec![reject(1), reject(2)], "test").await.unwrap();
+        assert_eq!((second.added, second.version), (0, None));
+        let mut rows = repo.read::<Reject>(None).await.unwrap();
+        rows.sort_by(|a, b| a.reject_id.cmp(&b.reject_id));
+        assert_eq!(rows, vec![reject(1), reject(2)]);
+        assert_eq!(repo.read::<Reject>(Some(0)).await.unwrap(), vec![]);
+    }
+
+    #[test]
+    fn opening_a_plain_folder_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Repository::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("regrpo init"), "{err}");
+    }
+}

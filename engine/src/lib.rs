@@ -1,0 +1,1 @@
+//! regrpo-engine

@@ -1,0 +1,22 @@
+//! `regrpo-queries`: SQL over a dataset repository.
+//!
+//! [`Session`] opens a DataFusion context with every table of a repository registered at a
+//! pinned version (a snapshot, or the latest), read-only. Everything that reads data — the
+//! CLI's `sql` and `query`, the Flight SQL server, the trainer's data loader — goes through
+//! it. Depends on `regrpo-schemas`, `regrpo-datasets`, datafusion and arrow.
+//!
+//! ```text
+//!  Repository + snapshot ──Session::open──▶ SessionContext (tables @ versions, UDFs)
+//!                                              │ sql (read-only)
+//!                                              ▼
+//!                                   RecordBatches → table | csv | json | parquet
+//! ```
+
+pub mod error;
+pub mod output;
+pub mod session;
+pub mod udf;
+
+pub use error::{Error, Result};
+pub use output::OutputFormat;
+pub use session::{At, Session};

@@ -1,0 +1,112 @@
+//! A DataFusion session over a repository, every table registered at a pinned version.
+//!
+//! This is the one path by which the CLI, the Flight SQL server and the trainer read data:
+//! `Session::open(&repo, At::Snapshot("v1"))` pins every table to the snapshot's Delta
+//! version, so the same query over the same snapshot returns the same rows forever.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use regrpo_datasets::{Repository, Snapshot, snapshot};
+
+use crate::error::{Error, Result};
+
+/// Which versions of the tables a session reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    /// The latest version of every table.
+    Latest,
+    /// The versions a named snapshot pinned.
+    Snapshot(String),
+}
+
+impl At {
+    /// `Some(name)` → that snapshot, `None` → latest.
+    pub fn from_option(name: Option<&str>) -> At {
+        name.map_or(At::Latest, |n| At::Snapshot(n.to_string()))
+    }
+}
+
+/// A read-only SQL session over a repository.
+#[derive(Clone)]
+pub struct Session {
+    ctx: SessionContext,
+    snapshot: Option<Snapshot>,
+    versions: BTreeMap<String, i64>,
+}
+
+/// The options every statement runs with: no DDL, no DML (which includes COPY), no
+/// `SET`/transaction statements.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+impl Session {
+    /// Opens a session with every table registered at the chosen versions.
+    pub async fn open(repo: &Repository, at: At) -> Result<Session> {
+        Self::open_with_config(repo, at, SessionConfig::new()).await
+    }
+
+    /// Like [`Session::open`], with a DataFusion configuration (memory limits, batch size…).
+    pub async fn open_with_config(repo: &Repository, at: At, config: SessionConfig) -> Result<Session> {
+        let (snapshot, versions) = match &at {
+            At::Latest => (None, repo.versions().await?),
+            At::Snapshot(name) => {
+                let s = snapshot::get(repo, name)?;
+                let v = s.versions();
+                (Some(s), v)
+            }
+        };
+        let config = config.with_information_schema(true).with_default_catalog_and_schema("regrpo", "public");
+        let ctx = SessionContext::new_with_config(config);
+        for (name, version) in &versions {
+            let table = repo.load(name, Some(*version)).await?;
+            table.update_datafusion_session(&ctx.state()).map_err(|e| {
+                Error::Dataset(regrpo_datasets::Error::Delta { table: name.clone(), source: Box::new(e) })
+            })?;
+            let provider = table.table_provider().await?;
+            ctx.register_table(name.as_str(), Arc::clone(&provider))?;
+        }
+        crate::udf::register_all(&ctx);
+        Ok(Session { ctx, snapshot, versions })
+    }
+
+    /// The DataFusion context, for callers that build plans themselves.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The snapshot this session reads, if it was opened at one.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// `{table: version}` this session reads.
+    pub fn versions(&self) -> &BTreeMap<String, i64> {
+        &self.versions
+    }
+
+    /// Plans a read-only statement. Writes of any kind are refused with [`Error::ReadOnly`].
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        match self.ctx.sql_with_options(sql, read_only()).await {
+            Ok(df) => Ok(df),
+            Err(e) => {
+                let msg = e.to_string();
+                if ["DDL not supported", "DML not supported", "Statement not supported"].iter().any(|m| msg.contains(m))
+                {
+                    Err(Error::ReadOnly { reason: msg.trim_start_matches("Error during planning: ").to_string() })
+                } else {
+                    Err(Error::from(e))
+                }
+            }
+        }
+    }
+
+    /// Runs a read-only statement and collects its batches.
+    pub async fn query(&self, sql: &str) -> Result<Vec<arrow::array::RecordBatch>> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+}

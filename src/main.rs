@@ -1,0 +1,172 @@
+//! `regrpo`: the command line. Glue over the library crates: argument parsing, progress,
+//! logging and output; the work happens in `regrpo-datasets`, `regrpo-queries`,
+//! `regrpo-engine` and `regrpo-trainer`.
+
+mod data;
+mod demo;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use regrpo_datasets::ingest::Format;
+use regrpo_queries::OutputFormat;
+
+/// Turn tool-use failures of AI agents into training signal.
+///
+/// A dataset repository (`regrpo init`) holds trajectories, near-misses, Reflection-of-Thought
+/// (RoT) rows and run logs as versioned Delta tables. Ingest agent data, snapshot it, query it
+/// with SQL.
+#[derive(Debug, Parser)]
+#[command(name = "regrpo", version, propagate_version = true, arg_required_else_help = true)]
+struct Cli {
+    /// No progress bars or informational logs (results and errors are still printed).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an empty dataset repository in DIR.
+    Init { dir: PathBuf },
+
+    /// Read agent data files into the repository (re-running adds nothing twice).
+    ///
+    /// Formats: regrpo (ReGRPO reference JSON), mat (MM-Traj ShareGPT JSON), bfcl (BFCL JSON
+    /// Lines + answers), gta (GTA dataset.json), openai (chat JSONL with tool_calls).
+    /// Records that cannot be read go to the `rejects` table with the reason.
+    Ingest {
+        dir: PathBuf,
+        #[arg(long, short)]
+        format: Format,
+        /// BFCL only: the answers file (default: <questions>.answers.json or possible_answer/<name>).
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// Rows per Delta commit.
+        #[arg(long)]
+        chunk_rows: Option<usize>,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+
+    /// Named, immutable snapshots of every table's version.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+
+    /// Delete data files that no snapshot and no latest table version references.
+    Gc {
+        dir: PathBuf,
+        /// Keep unreferenced files younger than this many seconds (a writer may be committing them).
+        #[arg(long, default_value_t = 3600)]
+        min_age: u64,
+        #[arg(long)]
+        dry_run: bool,
+    },
+
+    /// Run the whole pipeline on the embedded default in a fresh folder.
+    Demo {
+        /// Where to put everything (must be empty or absent).
+        #[arg(long, default_value = "regrpo-demo")]
+        dir: PathBuf,
+    },
+
+    /// Run a read-only SQL query (tables: trajectories, near_misses, rot, rejects, runs, metrics, rollouts).
+    Sql {
+        dir: PathBuf,
+        /// Read the tables as this snapshot pinned them (default: latest).
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        query: String,
+        #[arg(long, short, default_value = "table")]
+        format: OutputFormat,
+        /// Write to this file instead of stdout (required for parquet).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Pin every table's current version under NAME.
+    Create {
+        dir: PathBuf,
+        name: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List snapshots, oldest first.
+    List { dir: PathBuf },
+    /// Show the versions, rows and files a snapshot pins.
+    Show { dir: PathBuf, name: String },
+    /// Compare two snapshots table by table.
+    Diff { dir: PathBuf, a: String, b: String },
+    /// Re-open pinned versions and re-hash every file.
+    Verify { dir: PathBuf, name: String },
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,regrpo=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Init { dir } => data::init(&dir).await,
+        Command::Ingest { dir, format, answers, chunk_rows, paths } => {
+            data::ingest(&dir, format, &paths, answers, chunk_rows, quiet).await
+        }
+        Command::Snapshot(s) => match s {
+            SnapshotCommand::Create { dir, name, note } => data::snapshot_create(&dir, &name, note.as_deref()).await,
+            SnapshotCommand::List { dir } => data::snapshot_list(&dir),
+            SnapshotCommand::Show { dir, name } => data::snapshot_show(&dir, &name),
+            SnapshotCommand::Diff { dir, a, b } => data::snapshot_diff(&dir, &a, &b),
+            SnapshotCommand::Verify { dir, name } => data::snapshot_verify(&dir, &name).await,
+        },
+        Command::Gc { dir, min_age, dry_run } => data::gc(&dir, min_age, dry_run).await,
+        Command::Demo { dir } => demo::run(&dir, quiet).await,
+        Command::Sql { dir, snapshot, query, format, out } => {
+            data::sql(&dir, snapshot.as_deref(), &query, format, out.as_deref()).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`regrpo sql … | head`) is not a failure.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Progress bars for long commands (hidden with `--quiet` or when stderr is not a terminal).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Whether bars are drawn at all.
+pub fn enabled(quiet: bool) -> bool {
+    !quiet
+}
+
+/// A byte-counting bar that also shows records per second.
+pub struct BytesBar {
+    bar: ProgressBar,
+    records: std::sync::atomic::AtomicU64,
+}
+
+impl BytesBar {
+    pub fn new(quiet: bool, what: &str) -> Arc<Self> {
+        let bar = ProgressBar::with_draw_target(Some(0), draw_target(quiet));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} · {msg} ({eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Arc::new(BytesBar { bar, records: 0.into() })
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl regrpo_datasets::ingest::Progress for BytesBar {
+    fn start(&self, total_bytes: u64) {
+        self.bar.set_length(total_bytes);
+    }
+
+    fn advance(&self, bytes: u64, records: u64) {
+        use std::sync::atomic::Ordering;
+        let n = self.records.fetch_add(records, Ordering::Relaxed) + records;
+        self.bar.inc(bytes);
+        if records > 0 && n.is_multiple_of(64) {
+            let secs = self.bar.elapsed().as_secs_f64().max(1e-3);
+            self.bar.set_message(format!("{n} records, {:.0} records/s", n as f64 / secs));
+        }
+    }
+}
+
+fn draw_target(quiet: bool) -> ProgressDrawTarget {
+    if enabled(quiet) { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() }
+}
