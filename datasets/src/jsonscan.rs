@@ -218,6 +218,9 @@ impl<R: BufRead> Scanner<R> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
             return Ok(Some(Item::Record { offset: start, line: Some(line_no), key: None, bytes }));
         }
     }

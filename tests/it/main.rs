@@ -1,1 +1,169 @@
+//! End-to-end tests of the real `regrpo` binary.
 
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_regrpo"));
+    c.arg("--quiet");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("regrpo runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "regrpo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "regrpo {args:?} should have failed");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn fixture(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel).display().to_string()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `SELECT …` through the CLI as CSV, without the header.
+fn sql(repo: &Path, snapshot: Option<&str>, q: &str) -> Vec<String> {
+    let mut args = vec!["sql", s(repo), q, "--format", "csv"];
+    if let Some(name) = snapshot {
+        args.extend(["--snapshot", name]);
+    }
+    ok(&args).lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("demo");
+    let out = ok(&["demo", "--dir", s(&out_dir)]);
+    assert!(out.contains("ArgInvalid"), "{out}");
+    assert!(out_dir.join("repo/regrpo.json").exists());
+    let err = fails(&["demo", "--dir", s(&out_dir)]);
+    assert!(err.contains("not empty"), "{err}");
+}
+
+#[test]
+fn sql_answers_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    ok(&["init", s(&repo)]);
+    ok(&["ingest", s(&repo), "--format", "regrpo", &fixture("regrpo/rot_sample.json")]);
+    let rows = sql(&repo, None, "SELECT error_type, count(*) FROM rot GROUP BY 1 ORDER BY 1");
+    assert_eq!(rows, ["ArgInvalid,2", "GroundingDrift,1", "ToolMismatch,1"]);
+    for write in [
+        "DROP TABLE rot",
+        "INSERT INTO rot (rot_id) VALUES ('x')",
+        "CREATE TABLE t AS SELECT 1",
+        "COPY (SELECT 1) TO '/tmp/regrpo-copy.csv'",
+    ] {
+        let err = fails(&["sql", s(&repo), write]);
+        assert!(err.contains("refused"), "{write}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one-line cause: {err}");
+    }
+    let err = fails(&["sql", s(&dir.path().join("nowhere")), "SELECT 1"]);
+    assert!(err.contains("regrpo init"), "{err}");
+}
+
+#[test]
+fn snapshot_commands_pin_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    ok(&["init", s(&repo)]);
+    ok(&["ingest", s(&repo), "-f", "mat", &fixture("mat/trajectories.json")]);
+    ok(&["snapshot", "create", s(&repo), "v1", "--note", "three"]);
+    ok(&["ingest", s(&repo), "-f", "openai", &fixture("openai/chat.jsonl")]);
+    ok(&["snapshot", "create", s(&repo), "v2"]);
+    assert_eq!(sql(&repo, Some("v1"), "SELECT count(*) FROM trajectories"), ["3"]);
+    assert_eq!(sql(&repo, Some("v2"), "SELECT count(*) FROM trajectories"), ["5"]);
+    let list = ok(&["snapshot", "list", s(&repo)]);
+    assert!(list.contains("v1") && list.contains("parent=v1"), "{list}");
+    let diff = ok(&["snapshot", "diff", s(&repo), "v1", "v2"]);
+    assert!(diff.contains("trajectories"), "{diff}");
+    assert!(ok(&["snapshot", "verify", s(&repo), "v1"]).contains("verified"));
+    ok(&["gc", s(&repo), "--min-age", "0"]);
+    assert!(ok(&["snapshot", "verify", s(&repo), "v1"]).contains("verified"));
+    assert!(fails(&["snapshot", "create", s(&repo), "v1"]).contains("immutable"));
+}
+
+/// A JSON Lines corpus of `n` distinct chat records, about 1.5 kB each.
+fn chat_corpus(path: &Path, n: usize) {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let filler = "lorem ipsum dolor sit amet ".repeat(40);
+    for i in 0..n {
+        let rec = serde_json::json!({
+            "id": format!("rec-{i}"),
+            "messages": [
+                {"role": "user", "content": format!("question {i}: {filler}")},
+                {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "calculator", "arguments": format!("{{\"expression\": \"{i} * 2\"}}")}}]},
+                {"role": "tool", "content": format!("{}", i * 2)},
+                {"role": "assistant", "content": format!("{}", i * 2)},
+            ]
+        });
+        writeln!(w, "{rec}").unwrap();
+    }
+}
+
+fn delta_commits(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("tables/trajectories/_delta_log"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sigkill_mid_ingest_leaves_the_last_version_and_a_rerun_completes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("chat.jsonl");
+    let n = 30_000;
+    chat_corpus(&corpus, n);
+
+    // The uninterrupted run, for reference.
+    let clean = dir.path().join("clean");
+    ok(&["init", s(&clean)]);
+    ok(&["ingest", s(&clean), "-f", "openai", "--chunk-rows", "1000", s(&corpus)]);
+    let want = sql(&clean, None, "SELECT trajectory_id FROM trajectories ORDER BY 1");
+    assert_eq!(want.len(), n);
+
+    let repo = dir.path().join("killed");
+    ok(&["init", s(&repo)]);
+    let mut child = bin()
+        .args(["ingest", s(&repo), "-f", "openai", "--chunk-rows", "1000", s(&corpus)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a few commits landed (version 0 is the empty table), then kill -9 while the
+    // writer is busy with the next one.
+    let started = Instant::now();
+    while delta_commits(&repo) < 4 {
+        assert!(started.elapsed() < Duration::from_secs(120), "ingest made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "ingest finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+
+    // The repository opens at a committed version whose rows are whole chunks.
+    let rows: usize = sql(&repo, None, "SELECT count(*) FROM trajectories")[0].parse().unwrap();
+    assert!(rows > 0 && rows < n && rows % 1000 == 0, "{rows} rows after the kill");
+    ok(&["snapshot", "create", s(&repo), "after-kill"]);
+    assert!(ok(&["snapshot", "verify", s(&repo), "after-kill"]).contains("verified"));
+
+    // A rerun ends with exactly the uninterrupted run's rows.
+    ok(&["ingest", s(&repo), "-f", "openai", "--chunk-rows", "1000", s(&corpus)]);
+    assert_eq!(sql(&repo, None, "SELECT trajectory_id FROM trajectories ORDER BY 1"), want);
+    assert!(ok(&["snapshot", "verify", s(&repo), "after-kill"]).contains("verified"));
+}

@@ -219,65 +219,26 @@ pub async fn ingest(
         let mut rejected = 0u64;
         let mut chunk = Chunk::default();
         for path in &paths_owned {
-            reader.open_file(path)?;
-            let file = std::fs::File::open(path).at(path)?;
-            let mut scanner = Scanner::new(BufReader::with_capacity(1 << 20, file), reader.layout());
-            let display = path.display().to_string();
-            let mut last = 0;
-            while let Some(item) = scanner.next_item().at(path)? {
-                records += 1;
-                match item {
-                    Item::Record { offset, line, key, bytes } => {
-                        let raw = RawRecord {
-                            file: &display,
-                            offset,
-                            line,
-                            key: key.as_deref(),
-                            bytes: &bytes,
-                            batch: &batch_for_reader,
-                        };
-                        match reader.convert(&raw) {
-                            Ok(c) => {
-                                chunk.trajectories.extend(c.trajectories);
-                                chunk.rots.extend(c.rots);
-                            }
-                            Err(reason) => {
-                                rejected += 1;
-                                chunk.rejects.push(reject(
-                                    format,
-                                    &display,
-                                    offset,
-                                    line,
-                                    &reason,
-                                    &bytes,
-                                    &batch_for_reader,
-                                ));
-                            }
+            let mut open = true;
+            let (n, r) =
+                read_file_with(reader.as_mut(), format, path, &batch_for_reader, progress.as_deref(), |row| {
+                    match row {
+                        Ok(c) => {
+                            chunk.trajectories.extend(c.trajectories);
+                            chunk.rots.extend(c.rots);
                         }
+                        Err(rej) => chunk.rejects.push(rej),
                     }
-                    Item::Bad { offset, line, reason, excerpt } => {
-                        rejected += 1;
-                        chunk.rejects.push(reject(
-                            format,
-                            &display,
-                            offset,
-                            line,
-                            &reason,
-                            &excerpt,
-                            &batch_for_reader,
-                        ));
+                    if chunk.rows() >= chunk_rows {
+                        // A send error means the writer failed; its error is the one reported.
+                        open = tx.blocking_send(std::mem::take(&mut chunk)).is_ok();
                     }
-                }
-                if let Some(p) = &progress {
-                    p.advance(scanner.offset() - last, 1);
-                    last = scanner.offset();
-                }
-                if chunk.rows() >= chunk_rows && tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
-                    return Ok((records, rejected)); // the writer failed; its error is reported
-                }
-            }
-            if let Some(p) = &progress {
-                p.advance(scanner.offset() - last, 0);
+                    open
+                })?;
+            records += n;
+            rejected += r;
+            if !open {
+                return Ok((records, rejected));
             }
         }
         if chunk.rows() > 0 {
@@ -313,6 +274,74 @@ pub async fn ingest(
     summary.rejected = rejected;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Scans one file with a reader, handing every converted record or reject to `sink` until it
+/// returns `false`. Returns `(records, rejected)`.
+fn read_file_with(
+    reader: &mut dyn FormatReader,
+    format: Format,
+    path: &Path,
+    batch: &str,
+    progress: Option<&dyn Progress>,
+    mut sink: impl FnMut(std::result::Result<Converted, Reject>) -> bool,
+) -> Result<(u64, u64)> {
+    reader.open_file(path)?;
+    let file = std::fs::File::open(path).at(path)?;
+    let mut scanner = Scanner::new(BufReader::with_capacity(1 << 20, file), reader.layout());
+    let display = path.display().to_string();
+    let (mut records, mut rejected, mut last) = (0u64, 0u64, 0u64);
+    while let Some(item) = scanner.next_item().at(path)? {
+        records += 1;
+        let row = match item {
+            Item::Record { offset, line, key, bytes } => {
+                let raw = RawRecord { file: &display, offset, line, key: key.as_deref(), bytes: &bytes, batch };
+                reader.convert(&raw).map_err(|reason| reject(format, &display, offset, line, &reason, &bytes, batch))
+            }
+            Item::Bad { offset, line, reason, excerpt } => {
+                Err(reject(format, &display, offset, line, &reason, &excerpt, batch))
+            }
+        };
+        rejected += u64::from(row.is_err());
+        if let Some(p) = progress {
+            p.advance(scanner.offset() - last, 1);
+            last = scanner.offset();
+        }
+        if !sink(row) {
+            break;
+        }
+    }
+    if let Some(p) = progress {
+        p.advance(scanner.offset() - last, 0);
+    }
+    Ok((records, rejected))
+}
+
+/// What a file converts to, in memory, without touching a repository (`ingest --dry-run`,
+/// and tests comparing what was read with what was stored).
+#[derive(Debug, Default)]
+pub struct FileContents {
+    pub trajectories: Vec<Trajectory>,
+    pub rots: Vec<Rot>,
+    pub rejects: Vec<Reject>,
+}
+
+/// Converts one file in memory. `batch` is the `ingest_batch` the rows get.
+pub fn read_file(format: Format, path: &Path, answers: Option<PathBuf>, batch: &str) -> Result<FileContents> {
+    let opts = IngestOptions { answers, ..Default::default() };
+    let mut reader = reader_for(format, &opts);
+    let mut out = FileContents::default();
+    read_file_with(reader.as_mut(), format, path, batch, None, |row| {
+        match row {
+            Ok(c) => {
+                out.trajectories.extend(c.trajectories);
+                out.rots.extend(c.rots);
+            }
+            Err(r) => out.rejects.push(r),
+        }
+        true
+    })?;
+    Ok(out)
 }
 
 fn reject(

@@ -1,0 +1,284 @@
+//! Integration tests of the dataset repository: ingest of every format (our fixtures, and the
+//! real samples in `../shared/data` when present), rejects, snapshots and gc.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regrpo_datasets::ingest::{self, Format, IngestOptions};
+use regrpo_datasets::{Error, Repository, snapshot};
+use regrpo_schemas::{Reject, Rot, Trajectory};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    workspace().join("fixtures").join(rel)
+}
+
+/// `../shared/data` beside the workspace (or `REGRPO_SHARED_DATA`), when it exists.
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("REGRPO_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("..").join("shared").join("data"));
+    if dir.join("mat").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: no shared data at {} (set REGRPO_SHARED_DATA)", dir.display());
+        None
+    }
+}
+
+async fn fresh_repo(dir: &tempfile::TempDir) -> Repository {
+    Repository::init(dir.path().join("repo")).await.unwrap()
+}
+
+async fn ingest(repo: &Repository, format: Format, paths: &[PathBuf]) -> ingest::IngestSummary {
+    ingest::ingest(repo, format, paths, &IngestOptions::default()).await.unwrap()
+}
+
+fn sorted<T, K: Ord>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    v.sort_by_key(key);
+    v
+}
+
+/// Every stored action parses and prints back to exactly the stored text.
+fn assert_actions_round_trip(trajectories: &[Trajectory], rots: &[Rot]) -> usize {
+    let mut n = 0;
+    let actions = trajectories
+        .iter()
+        .flat_map(|t| t.steps.iter().filter_map(|s| s.action.as_ref()))
+        .chain(rots.iter().flat_map(|r| [&r.failed_action, &r.corrected_action]));
+    for a in actions {
+        let parsed = a.parse().unwrap_or_else(|e| panic!("{} does not parse: {e}", a.raw));
+        assert_eq!(parsed.to_text(), a.raw, "action does not print back identically");
+        assert_eq!(parsed.tool(), a.tool);
+        n += 1;
+    }
+    n
+}
+
+/// What the repository holds equals what the readers produce in memory, field by field.
+async fn assert_read_back_equals(repo: &Repository, inputs: &[(Format, PathBuf)]) {
+    let mut want_t = Vec::new();
+    let mut want_r = Vec::new();
+    for (format, path) in inputs {
+        let c = ingest::read_file(*format, path, None, "batch").unwrap();
+        want_t.extend(c.trajectories);
+        want_r.extend(c.rots);
+    }
+    let mut got_t = repo.read::<Trajectory>(None).await.unwrap();
+    for t in &mut got_t {
+        t.ingest_batch = "batch".into();
+    }
+    let got_r = repo.read::<Rot>(None).await.unwrap();
+    let key = |t: &Trajectory| t.trajectory_id.clone();
+    assert_eq!(sorted(got_t, key), sorted(want_t, key));
+    let key = |r: &Rot| r.rot_id.clone();
+    assert_eq!(sorted(got_r, key), sorted(want_r, key));
+}
+
+fn count_by_source(ts: &[Trajectory], source: &str) -> usize {
+    ts.iter().filter(|t| t.source == source).count()
+}
+
+#[tokio::test]
+async fn fixtures_of_every_format_ingest_round_trip_and_dedupe() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    let inputs = vec![
+        (Format::Regrpo, fixture("regrpo/rot_sample.json")),
+        (Format::Regrpo, fixture("regrpo/clean_sample.json")),
+        (Format::Mat, fixture("mat/trajectories.json")),
+        (Format::Bfcl, fixture("bfcl/questions.json")),
+        (Format::Gta, fixture("gta/dataset.json")),
+        (Format::Openai, fixture("openai/chat.jsonl")),
+    ];
+    for (f, p) in &inputs {
+        let s = ingest(&repo, *f, std::slice::from_ref(p)).await;
+        assert_eq!(s.rejected, 0, "{}", p.display());
+    }
+    let ts = repo.read::<Trajectory>(None).await.unwrap();
+    let rots = repo.read::<Rot>(None).await.unwrap();
+    assert_eq!(ts.len(), 18);
+    assert_eq!(rots.len(), 4);
+    assert!(assert_actions_round_trip(&ts, &rots) > 20);
+    assert_read_back_equals(&repo, &inputs).await;
+
+    // The same inputs again: nothing added, one version per table unchanged.
+    let before = repo.versions().await.unwrap();
+    for (f, p) in &inputs {
+        let s = ingest(&repo, *f, std::slice::from_ref(p)).await;
+        assert_eq!((s.trajectories_added, s.rot_added, s.commits), (0, 0, 0));
+    }
+    assert_eq!(repo.versions().await.unwrap(), before);
+
+    // Shapes that matter downstream.
+    let gta = ts.iter().find(|t| t.source == "gta" && t.source_id == "0").unwrap();
+    assert_eq!(gta.steps.len(), 2);
+    assert_eq!(
+        gta.steps[0].observation.as_ref().unwrap().text,
+        "(10, 20, 80, 40) Coffee 3.50\n(10, 50, 80, 70) Bagel 2.25"
+    );
+    assert!(gta.tool_specs.contains("\"required\":[\"image\"]"));
+    let bfcl = ts.iter().find(|t| t.source_id == "fx_simple_2").unwrap();
+    let args: serde_json::Value = serde_json::from_str(&bfcl.steps[0].action.as_ref().unwrap().arguments).unwrap();
+    assert_eq!(args, serde_json::json!({"route": ["Paris", "Rome"], "passengers": {"adults": 2}, "cabin": "economy"}));
+    let mat = ts.iter().find(|t| t.source_id == "fxm2").unwrap();
+    assert!(mat.steps[1].action.is_none(), "a message without code has no action");
+    assert_eq!(mat.steps[1].observation.as_ref().unwrap().status, "tool_error");
+    let rot = rots.iter().find(|r| r.error_type == "GroundingDrift").unwrap();
+    let (a, b) = (rot.evidence_start.unwrap() as usize, rot.evidence_end.unwrap() as usize);
+    assert_eq!(&rot.failed_observation[a..b], "12.50");
+}
+
+#[tokio::test]
+async fn shared_data_gives_exact_counts_and_round_trips() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    let inputs = vec![
+        (Format::Mat, data.join("mat/mm_traj_subset.json")),
+        (Format::Bfcl, data.join("bfcl/simple_python.json")),
+        (Format::Regrpo, data.join("regrpo/rot_train.sample.json")),
+        (Format::Regrpo, data.join("regrpo/mat_train.sample.json")),
+    ];
+    for (f, p) in &inputs {
+        let s = ingest(&repo, *f, std::slice::from_ref(p)).await;
+        assert_eq!(s.rejected, 0, "{}", p.display());
+    }
+    let ts = repo.read::<Trajectory>(None).await.unwrap();
+    let rots = repo.read::<Rot>(None).await.unwrap();
+    assert_eq!(count_by_source(&ts, "mat"), 94);
+    assert_eq!(count_by_source(&ts, "bfcl"), 400);
+    // 6 clean trajectories, plus the 6 corrected trajectories the RoT records contain.
+    let regrpo: Vec<_> = ts.iter().filter(|t| t.source == "regrpo").collect();
+    assert_eq!(regrpo.iter().filter(|t| t.source_file.ends_with("mat_train.sample.json")).count(), 6);
+    assert_eq!(regrpo.iter().filter(|t| t.source_file.ends_with("rot_train.sample.json")).count(), 6);
+    assert_eq!(rots.len(), 6);
+    assert!(rots.iter().all(|r| ts.iter().any(|t| t.trajectory_id == r.trajectory_id)));
+    let n = assert_actions_round_trip(&ts, &rots);
+    assert!(n > 239 + 400, "only {n} actions");
+    assert_read_back_equals(&repo, &inputs).await;
+    for (f, p) in &inputs {
+        let s = ingest(&repo, *f, std::slice::from_ref(p)).await;
+        assert_eq!(s.trajectories_added + s.rot_added, 0);
+    }
+    assert!(repo.read::<Reject>(None).await.unwrap().is_empty());
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+const GOOD_CHAT: &str = r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},{"role":"tool","content":"ok"}]}"#;
+
+#[tokio::test]
+async fn malformed_inputs_end_in_rejects_and_the_good_records_go_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    let good_mat = std::fs::read_to_string(fixture("mat/trajectories.json")).unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_str(&good_mat).unwrap();
+    let one = records[0].to_string();
+
+    let truncated = format!("[{one}, {}", &one[..one.len() / 2]);
+    let mut wrong = records[1].clone();
+    wrong["conversations"][1]["value"] = serde_json::json!(5);
+    let wrong_type = format!("[{one}, {wrong}]");
+    let mut utf8 = format!("[{}, ", records[2]).into_bytes();
+    utf8.extend_from_slice(b"{\"id\": \"bad\xff\xfe\", \"conversations\": []}]");
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (write(dir.path(), "truncated.json", truncated.as_bytes()), "truncated"),
+        (write(dir.path(), "wrong_type.json", wrong_type.as_bytes()), "conversations[1].value"),
+        (write(dir.path(), "utf8.json", &utf8), "UTF-8"),
+        (write(dir.path(), "empty.json", b""), "empty file"),
+    ];
+    for (path, expect) in &cases {
+        let s = ingest(&repo, Format::Mat, std::slice::from_ref(path)).await;
+        assert_eq!(s.rejected, 1, "{}", path.display());
+        let rejects = repo.read::<Reject>(None).await.unwrap();
+        let r = rejects.iter().find(|r| r.file.ends_with(path.file_name().unwrap().to_str().unwrap())).unwrap();
+        assert!(r.reason.contains(expect), "{}: reason `{}` lacks `{expect}`", path.display(), r.reason);
+    }
+    // The good records beside the bad ones went in: records 0 (twice, deduplicated) and 2.
+    assert_eq!(repo.read::<Trajectory>(None).await.unwrap().len(), 2);
+
+    // JSON Lines: a 20 MB line of garbage and a nesting bomb between good lines.
+    let mut lines = format!("{GOOD_CHAT}\n{{\"messages\": \"").into_bytes();
+    lines.extend(std::iter::repeat_n(b'x', 20 << 20));
+    lines.extend_from_slice(b"\n");
+    lines.extend(std::iter::repeat_n(b'[', 100_000));
+    lines.extend(std::iter::repeat_n(b']', 100_000));
+    lines.extend_from_slice(format!("\n{}\n", GOOD_CHAT.replace("hi", "hello")).as_bytes());
+    let path = write(dir.path(), "chat.jsonl", &lines);
+    let s = ingest(&repo, Format::Openai, std::slice::from_ref(&path)).await;
+    assert_eq!((s.records_read, s.trajectories_added, s.rejected), (4, 2, 2));
+    let rejects = repo.read::<Reject>(None).await.unwrap();
+    let by_line = |l: i64| rejects.iter().find(|r| r.file.ends_with("chat.jsonl") && r.line == Some(l)).unwrap();
+    assert!(by_line(2).reason.contains("EOF") || by_line(2).reason.contains("end of"), "{}", by_line(2).reason);
+    assert!(by_line(3).reason.contains("nesting deeper than 128"), "{}", by_line(3).reason);
+    assert!(by_line(2).excerpt.len() <= 160);
+
+    // Rejects are content-addressed too: a rerun adds no reject twice.
+    let before = rejects.len();
+    ingest(&repo, Format::Openai, &[path]).await;
+    assert_eq!(repo.read::<Reject>(None).await.unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn bfcl_without_answers_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    let q = write(dir.path(), "q.json", std::fs::read(fixture("bfcl/questions.json")).unwrap().as_slice());
+    let err = ingest::ingest(&repo, Format::Bfcl, &[q], &IngestOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("no BFCL answers file found"), "{err}");
+    assert!(err.to_string().contains("--answers"), "{err}");
+}
+
+#[tokio::test]
+async fn snapshots_pin_rows_while_the_tables_move_on_and_gc_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    ingest(&repo, Format::Regrpo, &[fixture("regrpo/rot_sample.json")]).await;
+    let s1 = snapshot::create(&repo, "s1", Some("first")).await.unwrap();
+    assert_eq!(s1.tables["trajectories"].rows, 4);
+    assert!(matches!(snapshot::create(&repo, "s1", None).await, Err(Error::SnapshotExists { .. })));
+    assert!(matches!(snapshot::create(&repo, "../x", None).await, Err(Error::BadSnapshotName { .. })));
+    let at_s1 = repo.read::<Trajectory>(Some(s1.tables["trajectories"].version)).await.unwrap();
+
+    ingest(&repo, Format::Mat, &[fixture("mat/trajectories.json")]).await;
+    ingest(&repo, Format::Openai, &[fixture("openai/chat.jsonl")]).await;
+    let s2 = snapshot::create(&repo, "s2", None).await.unwrap();
+    assert_eq!(s2.parent.as_deref(), Some("s1"));
+    assert_eq!(repo.read::<Trajectory>(Some(s1.tables["trajectories"].version)).await.unwrap(), at_s1);
+    let d = snapshot::diff(&repo, "s1", "s2").unwrap();
+    let t = d.iter().find(|d| d.table == "trajectories").unwrap();
+    assert_eq!((t.rows_a, t.rows_b, t.files_added, t.files_removed), (4, 9, 2, 0));
+
+    // An orphan (what a killed writer leaves) is collected; pinned files are not.
+    let table_dir = repo.table_path("trajectories");
+    let pinned = &s1.tables["trajectories"].files[0].path;
+    let orphan = table_dir.join("part-00000-orphan.parquet");
+    std::fs::copy(table_dir.join(pinned), &orphan).unwrap();
+    let young = snapshot::gc(&repo, Duration::from_secs(3600), false).await.unwrap();
+    assert_eq!((young.files_removed, young.files_too_young), (0, 1));
+    let r = snapshot::gc(&repo, Duration::ZERO, false).await.unwrap();
+    assert_eq!(r.files_removed, 1);
+    assert!(!orphan.exists());
+    for name in ["s1", "s2"] {
+        let v = snapshot::verify(&repo, name).await.unwrap();
+        assert!(v.is_ok(), "{name}: {:?}", v.problems);
+    }
+    assert_eq!(repo.read::<Trajectory>(Some(s1.tables["trajectories"].version)).await.unwrap(), at_s1);
+
+    // Tampering with a pinned file is caught.
+    let path = table_dir.join(pinned);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let v = snapshot::verify(&repo, "s1").await.unwrap();
+    assert!(v.problems.iter().any(|p| p.contains("sha256")), "{:?}", v.problems);
+}
