@@ -4,6 +4,7 @@
 
 mod data;
 mod demo;
+mod engine_cmd;
 mod progress;
 
 use std::path::PathBuf;
@@ -71,6 +72,14 @@ enum Command {
         dry_run: bool,
     },
 
+    /// Generate toolworld tasks (files + question + executed ground-truth trajectory).
+    #[command(subcommand)]
+    Toolworld(ToolworldCommand),
+
+    /// The Structured Reflective Data Engine: executed near-misses → grounded RoT rows.
+    #[command(subcommand)]
+    Engine(EngineCommand),
+
     /// Run the whole pipeline on the embedded default in a fresh folder.
     Demo {
         /// Where to put everything (must be empty or absent).
@@ -90,6 +99,60 @@ enum Command {
         /// Write to this file instead of stdout (required for parquet).
         #[arg(long, short)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolworldCommand {
+    /// Generate N tasks with seed S into the repository DIR.
+    Generate {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        tasks: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EngineCommand {
+    /// Build near-misses of the trajectories, execute them, judge, reflect, verify, commit.
+    Run {
+        dir: PathBuf,
+        /// Tool sources: builtin, wasm:DIR (modules + JSON specs), remote:URL (OpenAPI tool server).
+        #[arg(long, default_value = "builtin")]
+        tools: String,
+        /// Target ErrorType mix: paper, uniform, or four weights (GroundingDrift,ToolMismatch,ArgInvalid,InfoInsufficient).
+        #[arg(long, default_value = "paper")]
+        mix: String,
+        /// Share of CodeError + NonCommit examples on top of the main four.
+        #[arg(long, default_value_t = 0.1)]
+        extra: f64,
+        /// Near-misses per trajectory (K).
+        #[arg(long, default_value_t = 2)]
+        per_trajectory: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Tool calls in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// OpenAI-compatible endpoint that writes the reflections (model: REGRPO_TEACHER_MODEL, key: OPENAI_API_KEY).
+        #[arg(long)]
+        teacher: Option<String>,
+        /// Read trajectories as this snapshot pinned them.
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        /// Only trajectories of these sources (comma-separated: toolworld, bfcl, mat, …).
+        #[arg(long, value_delimiter = ',')]
+        source: Option<Vec<String>>,
+        /// Wasm tools: wall-clock deadline per call, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        wasm_deadline_ms: u64,
+        /// Wasm tools: memory cap per call, in MiB.
+        #[arg(long, default_value_t = 64)]
+        wasm_memory_mib: usize,
     },
 }
 
@@ -139,6 +202,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SnapshotCommand::Verify { dir, name } => data::snapshot_verify(&dir, &name).await,
         },
         Command::Gc { dir, min_age, dry_run } => data::gc(&dir, min_age, dry_run).await,
+        Command::Toolworld(ToolworldCommand::Generate { dir, tasks, seed, concurrency }) => {
+            engine_cmd::toolworld_generate(&dir, tasks, seed, concurrency, quiet).await
+        }
+        Command::Engine(EngineCommand::Run {
+            dir,
+            tools,
+            mix,
+            extra,
+            per_trajectory,
+            seed,
+            concurrency,
+            teacher,
+            snapshot,
+            source,
+            wasm_deadline_ms,
+            wasm_memory_mib,
+        }) => {
+            let limits = regrpo_engine::tool::wasm::WasmLimits {
+                deadline: std::time::Duration::from_millis(wasm_deadline_ms),
+                memory_bytes: wasm_memory_mib << 20,
+                ..Default::default()
+            };
+            engine_cmd::engine_run(
+                &dir,
+                &tools,
+                &mix,
+                extra,
+                per_trajectory,
+                seed,
+                concurrency,
+                teacher.as_deref(),
+                snapshot,
+                source,
+                limits,
+                quiet,
+            )
+            .await
+            .map(|_| ())
+        }
         Command::Demo { dir } => demo::run(&dir, quiet).await,
         Command::Sql { dir, snapshot, query, format, out } => {
             data::sql(&dir, snapshot.as_deref(), &query, format, out.as_deref()).await

@@ -1,0 +1,323 @@
+//! Reflect: turn a judged failure into a Reflection-of-Thought, gate it, lay out the chat.
+//!
+//! - `Evidence` is an exact quote from the failed observation (its byte span is kept) plus one
+//!   sentence of explanation.
+//! - `FixPlan` comes from the structured difference between the failed and the corrected
+//!   action: which tool or argument, from what to what, citing the observation.
+//! - The corrected action is the original one.
+//!
+//! Two writers: the deterministic template (`template-v1`) and an optional teacher model
+//! behind an OpenAI-compatible chat-completions endpoint; both pass the same gates.
+
+use std::time::Duration;
+
+use regrpo_schemas::react::{Reflection, format_assistant, format_observation};
+use regrpo_schemas::{Action, ErrorType, Message, Trajectory};
+use serde_json::{Map, Value, json};
+
+/// A judged failure, with what the reflection may draw on.
+pub struct Failure<'a> {
+    pub trajectory: &'a Trajectory,
+    pub step_index: usize,
+    pub original: &'a Action,
+    pub failed: &'a Action,
+    pub failed_observation: &'a str,
+    pub failed_error_code: Option<&'a str>,
+    pub original_observation: &'a str,
+    pub error_type: ErrorType,
+}
+
+/// A reflection and where its quote sits in the failed observation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reflected {
+    pub reflection: Reflection,
+    pub evidence_span: Option<(usize, usize)>,
+    pub generator: String,
+}
+
+const MAX_QUOTE: usize = 120;
+
+/// The most telling line of the failed observation: the first error line, else the first line
+/// the original observation does not have, else the first line. Cut to 120 characters.
+pub fn pick_quote(failed: &str, original: &str) -> Option<(usize, usize)> {
+    let mut lines = Vec::new();
+    let mut at = 0;
+    for line in failed.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let lead = body.len() - body.trim_start().len();
+        let t = body.trim();
+        if !t.is_empty() {
+            lines.push((at + lead, t));
+        }
+        at += line.len();
+    }
+    let original_lines: Vec<&str> = original.lines().map(str::trim).collect();
+    let (start, text) = lines
+        .iter()
+        .find(|(_, l)| l.starts_with("Error") || l.contains("rror:"))
+        .or_else(|| lines.iter().find(|(_, l)| !original_lines.contains(l)))
+        .or_else(|| lines.first())
+        .copied()?;
+    let mut end = text.len();
+    if text.chars().count() > MAX_QUOTE {
+        end = text.char_indices().nth(MAX_QUOTE).map_or(text.len(), |(i, _)| i);
+        if let Some(space) = text[..end].rfind(' ').filter(|s| *s > MAX_QUOTE / 2) {
+            end = space;
+        }
+    }
+    Some((start, start + end))
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => format!("'{s}'"),
+        v => v.to_string(),
+    };
+    if s.chars().count() > 80 { format!("{}…'", s.chars().take(79).collect::<String>()) } else { s }
+}
+
+fn explanation(f: &Failure<'_>) -> String {
+    let tool = f.failed.tool();
+    match f.error_type {
+        ErrorType::ArgInvalid => match f.failed_error_code.unwrap_or("") {
+            "file_not_found" => "so the file the call names does not exist".into(),
+            "invalid_arguments" => format!("so the arguments of {tool} do not match its schema"),
+            "out_of_bounds" | "empty_box" => "so the box or position lies outside the image".into(),
+            "sql_unknown_name" => "so the query names something the table does not have".into(),
+            _ => format!("so an argument of {tool} is invalid"),
+        },
+        ErrorType::ToolMismatch => {
+            format!("so {tool} is the wrong tool for this step, which needs {}", f.original.tool())
+        }
+        ErrorType::GroundingDrift => {
+            "so the call looked at the wrong target and its result does not answer the task".into()
+        }
+        ErrorType::InfoInsufficient => "so the call left out information the task gives".into(),
+        ErrorType::CodeError => format!("so the code passed to {tool} does not run"),
+        ErrorType::NonCommit => "so the task ended without the answer being submitted".into(),
+    }
+}
+
+/// What the corrected action changes, in words.
+pub fn fix_steps(original: &Action, failed: &Action) -> Vec<String> {
+    if failed.calls.is_empty() {
+        let answer = original.arguments().values().next().map(short).unwrap_or_default();
+        return vec![format!("submit the answer with final_answer(answer={answer}) instead of printing it")];
+    }
+    let (oa, fa): (Map<String, Value>, Map<String, Value>) = (original.arguments(), failed.arguments());
+    let mut steps = Vec::new();
+    if original.tool() != failed.tool() {
+        let args: Vec<String> = oa.iter().map(|(k, v)| format!("{k}={}", short(v))).collect();
+        steps.push(format!("call {} instead of {} with {}", original.tool(), failed.tool(), args.join(", ")));
+        return steps;
+    }
+    for (k, v) in &fa {
+        if oa.contains_key(k) {
+            continue;
+        }
+        match oa.iter().find(|(ok, ov)| *ov == v && !fa.contains_key(*ok)) {
+            Some((ok, _)) => steps.push(format!("pass the argument as {ok} instead of {k}")),
+            None => steps.push(format!("remove the argument {k}, which {} does not take", original.tool())),
+        }
+    }
+    for (k, v) in &oa {
+        match fa.get(k) {
+            None if !steps.iter().any(|s| s.contains(&format!("as {k} "))) => {
+                steps.push(format!("add the required argument {k}={}", short(v)))
+            }
+            Some(fv) if fv != v => steps.push(format!("set {k} to {} instead of {}", short(v), short(fv))),
+            _ => {}
+        }
+    }
+    steps
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or_else(String::new, |f| f.to_uppercase().collect::<String>() + c.as_str())
+}
+
+/// The deterministic template reflection.
+pub fn template(f: &Failure<'_>) -> Reflected {
+    let span = pick_quote(f.failed_observation, f.original_observation);
+    let quote = span.map_or("", |(a, b)| &f.failed_observation[a..b]);
+    let evidence = format!("The observation says '{quote}', {}.", explanation(f));
+    let steps = fix_steps(f.original, f.failed);
+    let fix_plan =
+        format!("{}, because the failed call gave '{}'.", capitalize(&steps.join("; ")), truncate(quote, 60));
+    Reflected {
+        reflection: Reflection { error_type: f.error_type.as_str().into(), evidence, fix_plan },
+        evidence_span: span,
+        generator: "template-v1".into(),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+}
+
+/// An OpenAI-compatible chat-completions endpoint that writes reflections.
+#[derive(Debug, Clone)]
+pub struct TeacherConfig {
+    /// Base URL, e.g. `https://api.openai.com/v1` (`/chat/completions` is appended).
+    pub url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+}
+
+impl TeacherConfig {
+    /// From a URL, with model and key from `REGRPO_TEACHER_MODEL` / `OPENAI_API_KEY`.
+    pub fn from_env(url: &str) -> Self {
+        TeacherConfig {
+            url: url.trim_end_matches('/').to_string(),
+            model: std::env::var("REGRPO_TEACHER_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into()),
+            api_key: std::env::var("OPENAI_API_KEY").ok(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+const TEACHER_PROMPT: &str = "You write Reflection-of-Thought triplets for a tool-using agent's failed step. Answer with exactly three lines:\n- ErrorType: <one of GroundingDrift, ToolMismatch, ArgInvalid, InfoInsufficient, CodeError, NonCommit>\n- Evidence: <quote the observation verbatim inside single quotes, then one sentence>\n- FixPlan: <what to change, from what to what, and why>";
+
+/// Asks the teacher for a reflection. The answer still has to pass the gates.
+pub async fn teacher(client: &reqwest::Client, cfg: &TeacherConfig, f: &Failure<'_>) -> Result<Reflected, String> {
+    let user = format!(
+        "Task: {}\nFailed action:\n{}\nObservation:\n{}\nCorrect action:\n{}\nThe judged ErrorType is {}.",
+        f.trajectory.task,
+        f.failed.to_text(),
+        f.failed_observation,
+        f.original.to_text(),
+        f.error_type
+    );
+    let body = json!({
+        "model": cfg.model,
+        "temperature": 0,
+        "messages": [{"role": "system", "content": TEACHER_PROMPT}, {"role": "user", "content": user}],
+    });
+    let mut req = client.post(format!("{}/chat/completions", cfg.url)).timeout(cfg.timeout).json(&body);
+    if let Some(k) = &cfg.api_key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| format!("teacher request failed: {e}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.map_err(|e| format!("teacher answered HTTP {status} with no JSON: {e}"))?;
+    let content = v
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("teacher answered HTTP {status} without choices[0].message.content"))?;
+    let block = format!("Reflection:\n{}", content.trim());
+    let r = regrpo_schemas::react::parse_assistant(&block)
+        .reflection
+        .ok_or("teacher answer has no ErrorType/Evidence/FixPlan lines")?;
+    let span = regrpo_datasets::ingest::quote_span(&r.evidence, f.failed_observation);
+    Ok(Reflected { reflection: r, evidence_span: span, generator: format!("teacher:{}", cfg.model) })
+}
+
+/// Runs the quality gates; returns the names of those passed, or the first failure.
+pub fn gates(f: &Failure<'_>, r: &Reflected) -> Result<Vec<String>, String> {
+    let mut passed = Vec::new();
+    let ev = &r.reflection.evidence;
+    match r.evidence_span {
+        Some((a, b)) if b > a && f.failed_observation.get(a..b).is_some_and(|q| ev.contains(q)) => {
+            passed.push("evidence_quote".into())
+        }
+        _ => return Err("gate evidence_quote: the evidence quotes nothing of the observation".into()),
+    }
+    if f.failed.to_text() == f.original.to_text() {
+        return Err("gate failed_ne_corrected: the failed and corrected actions are identical".into());
+    }
+    passed.push("failed_ne_corrected".into());
+    if f.error_type == ErrorType::ToolMismatch {
+        if f.failed.tool() == f.original.tool() {
+            return Err("gate tool_changed: a ToolMismatch that keeps the tool".into());
+        }
+        passed.push("tool_changed".into());
+    }
+    if r.reflection.error_type != f.error_type.as_str() {
+        return Err(format!(
+            "gate error_type: the reflection says {} but the judge found {}",
+            r.reflection.error_type, f.error_type
+        ));
+    }
+    passed.push("error_type".into());
+    // No leak: the failed action must not already carry the value the correction puts back.
+    let (oa, fa) = (f.original.arguments(), f.failed.arguments());
+    for (k, ov) in &oa {
+        if let (Some(Value::String(o)), Some(Value::String(fv))) = (Some(ov), fa.get(k))
+            && o != fv
+            && o.len() >= 3
+            && fv.contains(o.as_str())
+        {
+            return Err(format!("gate no_leak: the failed {k} still contains the corrected value"));
+        }
+    }
+    passed.push("no_leak".into());
+    let (le, lf) = (ev.chars().count(), r.reflection.fix_plan.chars().count());
+    if !(20..=400).contains(&le) || !(10..=400).contains(&lf) {
+        return Err(format!("gate length: evidence {le} and fix plan {lf} characters (bounds 20–400, 10–400)"));
+    }
+    passed.push("length".into());
+    Ok(passed)
+}
+
+/// The ready-to-train chat: steps before the failure, the failed action and its observation,
+/// the reflection with the corrected action, then the rest of the trajectory.
+pub fn conversation(f: &Failure<'_>, r: &Reflection) -> Vec<Message> {
+    let t = f.trajectory;
+    let msg = |role: &str, content: String| Message { role: role.into(), content };
+    let mut out = vec![
+        msg(
+            "system",
+            t.system_prompt.clone().unwrap_or_else(|| {
+                "You are a tool-using agent. Each step write a Thought then a Code block calling one tool.".into()
+            }),
+        ),
+        msg("user", format!("Task: {}", t.task)),
+    ];
+    let last = t.steps.len().saturating_sub(1);
+    for (i, step) in t.steps.iter().enumerate() {
+        let Some(action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };
+        let obs = step.observation.as_ref().map(|o| o.text.clone()).unwrap_or_default();
+        if i == f.step_index {
+            out.push(msg("assistant", format_assistant(None, step.thought.as_deref(), f.failed)));
+            out.push(msg("user", format_observation(i, f.failed_observation)));
+            out.push(msg("assistant", format_assistant(Some(r), step.thought.as_deref(), f.original)));
+        } else {
+            out.push(msg("assistant", format_assistant(None, step.thought.as_deref(), &action)));
+        }
+        if i != last || action.tool() != "final_answer" {
+            out.push(msg("user", format_observation(i, if i == f.step_index { f.original_observation } else { &obs })));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_prefers_the_error_line_and_stays_a_substring() {
+        let obs = "Schema ok\nError: file not found: bil.txt\nmore";
+        let (a, b) = pick_quote(obs, "").unwrap();
+        assert_eq!(&obs[a..b], "Error: file not found: bil.txt");
+        let obs = "total\n999";
+        let (a, b) = pick_quote(obs, "total\n1234").unwrap();
+        assert_eq!(&obs[a..b], "999");
+        let long = "x ".repeat(200);
+        let (a, b) = pick_quote(&long, "").unwrap();
+        assert!(b - a <= 120 && long.contains(&long[a..b]));
+    }
+
+    #[test]
+    fn fix_plan_names_the_change() {
+        let o = Action::parse_python("inspect_file_as_text(file_path=\"bill.txt\")").unwrap();
+        let f = Action::parse_python("inspect_file_as_text(file_path=\"bil.txt\")").unwrap();
+        assert_eq!(fix_steps(&o, &f), ["set file_path to 'bill.txt' instead of 'bil.txt'"]);
+        let f = Action::parse_python("inspect_file_as_text(filepath=\"bill.txt\")").unwrap();
+        assert_eq!(fix_steps(&o, &f), ["pass the argument as file_path instead of filepath"]);
+        let f = Action::parse_python("search_text(query=\"bill.txt\")").unwrap();
+        assert_eq!(fix_steps(&o, &f), ["call inspect_file_as_text instead of search_text with file_path='bill.txt'"]);
+    }
+}

@@ -1,0 +1,422 @@
+//! An engine run: trajectories → near-misses → executions → verdicts → RoT rows, committed in
+//! batches.
+//!
+//! Determinism: trajectories are processed in id order, in batches; the plan of a batch
+//! depends only on the seed, the trajectory and the examples accepted in earlier batches;
+//! executions run concurrently but their results are assembled in plan order. Ids are content
+//! hashes and rows carry no timestamps, so the same input and seed give the same `rot` rows,
+//! and a rerun after a crash recomputes everything and adds only what is missing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use regrpo_datasets::Repository;
+use regrpo_schemas::id::content_id;
+use regrpo_schemas::{Action, ActionRecord, ErrorType, Execution, NearMiss, Rot, Trajectory};
+use serde_json::json;
+
+use crate::error::Result;
+use crate::judge::judge;
+use crate::perturb::PerturbContext;
+use crate::planner::{Candidate, Mix, Planned, Planner};
+use crate::reflect::{self, Failure, Reflected, TeacherConfig};
+use crate::tool::{CallContext, Status, ToolSpec, ToolSuite};
+use crate::toolworld::sandbox_of;
+
+/// What an engine run does.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub mix: Mix,
+    /// Near-misses planned per trajectory (K).
+    pub per_trajectory: usize,
+    pub seed: u64,
+    /// Tool calls in flight at once.
+    pub concurrency: usize,
+    pub call_timeout: Duration,
+    /// Trajectories per commit.
+    pub batch: usize,
+    pub teacher: Option<TeacherConfig>,
+    /// Read trajectories as this snapshot pinned them (default: latest).
+    pub snapshot: Option<String>,
+    /// Only trajectories of these sources.
+    pub sources: Option<Vec<String>>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            mix: Mix::parse("paper", 0.1).expect("the paper mix is valid"),
+            per_trajectory: 2,
+            seed: 0,
+            concurrency: 16,
+            call_timeout: Duration::from_secs(10),
+            batch: 256,
+            teacher: None,
+            snapshot: None,
+            sources: None,
+        }
+    }
+}
+
+/// Receives progress.
+pub trait EngineProgress: Send + Sync {
+    fn start(&self, _trajectories: u64) {}
+    fn executed(&self, _calls: u64) {}
+    fn trajectories_done(&self, _n: u64) {}
+    fn accepted(&self, _t: ErrorType) {}
+}
+
+/// What a run produced and why things were dropped.
+#[derive(Debug, Clone, Default)]
+pub struct EngineReport {
+    pub run_id: String,
+    pub trajectories: usize,
+    pub planned: usize,
+    pub executions: usize,
+    pub accepted: BTreeMap<ErrorType, usize>,
+    pub verified: usize,
+    /// Reason → count (reasons are grouped by their leading words).
+    pub rejected: BTreeMap<String, usize>,
+    /// Tool → calls that had no executor.
+    pub missing_executors: BTreeMap<String, usize>,
+    pub near_misses_added: usize,
+    pub rot_added: usize,
+    pub elapsed: Duration,
+}
+
+impl EngineReport {
+    pub fn accepted_total(&self) -> usize {
+        self.accepted.values().sum()
+    }
+}
+
+/// The episode's own observation when a step calls no tool: nothing ran and, at the last step,
+/// no answer was submitted. The agent loop reports the same.
+pub fn no_action_observation(is_final: bool) -> Execution {
+    let text = if is_final {
+        "Error: no tool was called, so the task ended without final_answer(...); the answer was not submitted."
+    } else {
+        "Error: no tool was called in this step; write one tool call in a code block."
+    };
+    Execution {
+        status: "tool_error".into(),
+        text: text.into(),
+        error_code: Some("no_action".into()),
+        duration_us: 0,
+        tool_version: "episode/1".into(),
+    }
+}
+
+/// Executes every call of an action in order; the first failing call ends it.
+pub async fn execute_action(
+    suite: &ToolSuite,
+    action: &Action,
+    declared: &[ToolSpec],
+    ctx: &CallContext,
+    is_final: bool,
+) -> Execution {
+    if action.calls.is_empty() {
+        return no_action_observation(is_final);
+    }
+    let mut texts = Vec::new();
+    let mut last = None;
+    let mut duration = 0;
+    for call in &action.calls {
+        let e = suite.execute(call, declared, ctx).await;
+        duration += e.duration_us;
+        texts.push(e.text.clone());
+        let failed = e.status != "ok";
+        last = Some(e);
+        if failed {
+            break;
+        }
+    }
+    let mut e = last.expect("at least one call");
+    e.text = texts.join("\n");
+    e.duration_us = duration;
+    e
+}
+
+/// Tool specs a trajectory declared (OpenAI shape).
+pub fn declared_specs(t: &Trajectory) -> Vec<ToolSpec> {
+    serde_json::from_str::<Vec<serde_json::Value>>(&t.tool_specs)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(ToolSpec::from_openai)
+        .collect()
+}
+
+struct Job {
+    t: usize,
+    planned: Planned,
+    sandbox: Option<PathBuf>,
+    is_final: bool,
+}
+
+struct Outcome {
+    near_miss: NearMiss,
+    rot: Option<Rot>,
+    accepted: Option<ErrorType>,
+    verified: bool,
+    missing: Option<String>,
+}
+
+/// Runs the engine over the repository's trajectories and commits near-misses and RoT rows.
+pub async fn run(
+    repo: &Repository,
+    suite: &ToolSuite,
+    cfg: &EngineConfig,
+    progress: Option<Arc<dyn EngineProgress>>,
+) -> Result<EngineReport> {
+    let started = Instant::now();
+    let version = match &cfg.snapshot {
+        Some(name) => Some(regrpo_datasets::snapshot::get(repo, name)?.tables["trajectories"].version),
+        None => None,
+    };
+    let mut trajectories: Vec<Trajectory> = repo.read::<Trajectory>(version).await?;
+    if let Some(sources) = &cfg.sources {
+        trajectories.retain(|t| sources.contains(&t.source));
+    }
+    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+
+    let run_id = content_id([
+        json!({
+            "mix": cfg.mix.shares.iter().map(|(k, v)| (k.as_str(), v)).collect::<BTreeMap<_, _>>(),
+            "k": cfg.per_trajectory,
+            "seed": cfg.seed,
+            "teacher": cfg.teacher.as_ref().map(|t| t.model.clone()),
+            "tools": suite.names(),
+        })
+        .to_string()
+        .as_bytes(),
+        trajectories.iter().map(|t| t.trajectory_id.as_str()).collect::<Vec<_>>().join(",").as_bytes(),
+    ]);
+    let mut report = EngineReport { run_id: run_id.clone(), trajectories: trajectories.len(), ..Default::default() };
+    if let Some(p) = &progress {
+        p.start(trajectories.len() as u64);
+    }
+
+    // Spec-only tools of a source can stand in for one another (BFCL's functions).
+    let mut pools: BTreeMap<String, Vec<ToolSpec>> = BTreeMap::new();
+    for t in &trajectories {
+        let pool = pools.entry(t.source.clone()).or_default();
+        for s in declared_specs(t) {
+            if pool.len() < 1000 && suite.get(&s.name).is_none() && !pool.iter().any(|p| p.name == s.name) {
+                pool.push(s);
+            }
+        }
+    }
+
+    let mut planner = Planner::new(cfg.mix.clone());
+    let mut near_app = repo.appender::<NearMiss>().await?;
+    let mut rot_app = repo.appender::<Rot>().await?;
+    let client = reqwest::Client::new();
+    let root = repo.root().to_path_buf();
+
+    for chunk in trajectories.chunks(cfg.batch.max(1)) {
+        // Plan the batch (sequential, deterministic).
+        let mut jobs = Vec::new();
+        let declared: Vec<Vec<ToolSpec>> = chunk.iter().map(declared_specs).collect();
+        for (ti, t) in chunk.iter().enumerate() {
+            let sandbox = sandbox_of(&root, t);
+            let pool = pools.get(&t.source).map(Vec::as_slice).unwrap_or(&[]);
+            let last = t.steps.len().saturating_sub(1);
+            let mut candidates = Vec::new();
+            for (i, step) in t.steps.iter().enumerate() {
+                let Some(action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };
+                let tool = action.tool().to_string();
+                let spec = suite.get(&tool).map(|x| x.spec()).or_else(|| declared[ti].iter().find(|s| s.name == tool));
+                candidates.push(Candidate {
+                    step_index: i,
+                    action,
+                    spec,
+                    ctx: PerturbContext { spec, alternatives: pool, sandbox: sandbox.as_deref(), is_final: i == last },
+                });
+            }
+            for planned in planner.plan(&t.trajectory_id, &candidates, cfg.per_trajectory, cfg.seed) {
+                let is_final = planned.step_index == last;
+                jobs.push(Job { t: ti, planned, sandbox: sandbox.clone(), is_final });
+            }
+        }
+        report.planned += jobs.len();
+
+        // Execute concurrently; keep plan order.
+        let outcomes: Vec<Outcome> = futures::stream::iter(jobs.into_iter().map(|job| {
+            let t = &chunk[job.t];
+            let declared = &declared[job.t];
+            let pool = pools.get(&t.source).map(Vec::as_slice).unwrap_or(&[]);
+            let client = &client;
+            let run_id = run_id.as_str();
+            let progress = progress.clone();
+            async move {
+                let out = process(suite, cfg, client, t, declared, pool, &job, run_id).await;
+                if let Some(p) = &progress {
+                    p.executed(2);
+                    if let Some(et) = out.accepted {
+                        p.accepted(et);
+                    }
+                }
+                out
+            }
+        }))
+        .buffered(cfg.concurrency.max(1))
+        .collect()
+        .await;
+
+        let mut accepted = BTreeMap::new();
+        let mut near = Vec::new();
+        let mut rots = Vec::new();
+        for o in outcomes {
+            report.executions += 2;
+            if let Some(t) = o.accepted {
+                *accepted.entry(t).or_insert(0) += 1;
+            }
+            report.verified += usize::from(o.verified && o.rot.is_some());
+            if let Some(tool) = o.missing {
+                *report.missing_executors.entry(tool).or_insert(0) += 1;
+            }
+            if let Some(reason) = &o.near_miss.reason {
+                *report.rejected.entry(reason_key(reason)).or_insert(0) += 1;
+            }
+            near.push(o.near_miss);
+            rots.extend(o.rot);
+        }
+        for (t, n) in &accepted {
+            *report.accepted.entry(*t).or_insert(0) += n;
+        }
+        planner.settle(&accepted);
+        report.near_misses_added += near_app.append(near, &format!("engine {run_id}")).await?.added;
+        report.rot_added += rot_app.append(rots, &format!("engine {run_id}")).await?.added;
+        if let Some(p) = &progress {
+            p.trajectories_done(chunk.len() as u64);
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Groups reasons by their stable head (`gate no_leak`, `not executed`, `judge found …`).
+fn reason_key(reason: &str) -> String {
+    if let Some(rest) = reason.strip_prefix("not executed: ") {
+        return format!("not executed: {}", rest.split(':').next().unwrap_or(rest));
+    }
+    reason.split(':').next().unwrap_or(reason).to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn process(
+    suite: &ToolSuite,
+    cfg: &EngineConfig,
+    client: &reqwest::Client,
+    t: &Trajectory,
+    declared: &[ToolSpec],
+    pool: &[ToolSpec],
+    job: &Job,
+    run_id: &str,
+) -> Outcome {
+    let step = &t.steps[job.planned.step_index];
+    let original_rec = step.action.clone().expect("planned steps have actions");
+    let original = original_rec.parse().expect("planned steps parse");
+    let failed = &job.planned.perturbed.action;
+    let ctx = CallContext { sandbox: job.sandbox.clone(), timeout: cfg.call_timeout };
+    // The spec pool lets a swapped spec-only tool be validated against its own schema.
+    let mut known: Vec<ToolSpec> = declared.to_vec();
+    known.extend(pool.iter().filter(|p| !declared.iter().any(|d| d.name == p.name)).cloned());
+    let failed_exec = execute_action(suite, failed, &known, &ctx, job.is_final).await;
+    // Re-executing the corrected (= original) action is both the judge's reference and the
+    // verification of the RoT row.
+    let original_exec = execute_action(suite, &original, &known, &ctx, job.is_final).await;
+    let stored = step.observation.as_ref().map(|o| o.text.as_str());
+    let verified = original_exec.status == "ok" && stored.is_some_and(|s| s == original_exec.text);
+
+    let claimed = job.planned.perturbed.error_type;
+    let verdict = judge(&original, &original_exec, failed, &failed_exec);
+    let near_miss_id = content_id([
+        t.trajectory_id.as_bytes(),
+        &(job.planned.step_index as u64).to_le_bytes(),
+        job.planned.perturbed.operator.as_bytes(),
+        failed.to_text().as_bytes(),
+        &cfg.seed.to_le_bytes(),
+    ]);
+    let missing = (failed_exec.status == Status::NoExecutor.as_str()).then(|| failed.tool().to_string());
+    let mut reason = verdict.reason.clone();
+    let mut rot = None;
+    if verdict.is_failure && verdict.error_type != Some(claimed) {
+        reason = Some(format!(
+            "judge found {} where the operator claimed {claimed}",
+            verdict.error_type.map_or("no failure".into(), |e| e.to_string())
+        ));
+    }
+    if reason.is_none() {
+        let failure = Failure {
+            trajectory: t,
+            step_index: job.planned.step_index,
+            original: &original,
+            failed,
+            failed_observation: &failed_exec.text,
+            failed_error_code: failed_exec.error_code.as_deref(),
+            original_observation: stored.unwrap_or(&original_exec.text),
+            error_type: claimed,
+        };
+        let reflected: std::result::Result<Reflected, String> = match &cfg.teacher {
+            Some(tc) => reflect::teacher(client, tc, &failure).await,
+            None => Ok(reflect::template(&failure)),
+        };
+        match reflected.and_then(|r| reflect::gates(&failure, &r).map(|g| (r, g))) {
+            Ok((r, gates)) => {
+                let conversation = reflect::conversation(&failure, &r.reflection);
+                let rot_id = content_id([
+                    near_miss_id.as_bytes(),
+                    r.generator.as_bytes(),
+                    r.reflection.evidence.as_bytes(),
+                    r.reflection.fix_plan.as_bytes(),
+                ]);
+                rot = Some(Rot {
+                    rot_id,
+                    near_miss_id: Some(near_miss_id.clone()),
+                    trajectory_id: t.trajectory_id.clone(),
+                    step_index: job.planned.step_index as i32,
+                    error_type: claimed.as_str().into(),
+                    tool: original.tool().into(),
+                    evidence: r.reflection.evidence.clone(),
+                    evidence_start: r.evidence_span.map(|s| s.0 as i32),
+                    evidence_end: r.evidence_span.map(|s| s.1 as i32),
+                    fix_plan: r.reflection.fix_plan.clone(),
+                    failed_action: ActionRecord::from(failed),
+                    failed_observation: failed_exec.text.clone(),
+                    corrected_action: original_rec.clone(),
+                    corrected_observation: Some(original_exec.text.clone()),
+                    verified,
+                    conversation,
+                    gates,
+                    generator: r.generator,
+                    engine_run_id: run_id.to_string(),
+                });
+            }
+            Err(e) => reason = Some(e),
+        }
+    }
+    let accepted = rot.as_ref().map(|_| claimed);
+    let near_miss = NearMiss {
+        near_miss_id,
+        trajectory_id: t.trajectory_id.clone(),
+        step_index: job.planned.step_index as i32,
+        error_type: claimed.as_str().into(),
+        tool: original.tool().into(),
+        operator: job.planned.perturbed.operator.into(),
+        change: job.planned.perturbed.change.clone(),
+        source: "engine".into(),
+        original_action: original_rec.clone(),
+        failed_action: ActionRecord::from(failed),
+        execution: failed_exec,
+        is_failure: verdict.is_failure,
+        verdict: if rot.is_some() { "accepted".into() } else { "rejected".into() },
+        reason,
+        engine_run_id: run_id.to_string(),
+        seed: cfg.seed as i64,
+    };
+    Outcome { near_miss, rot, accepted, verified, missing }
+}

@@ -1,0 +1,172 @@
+//! `sql_query`: DataFusion SQL over the task's CSV and Parquet files, each registered as a
+//! table named by its file stem (`sales.csv` → `sales`). Errors are DataFusion's own.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use regrpo_schemas::ErrorType;
+use serde_json::{Map, Value, json};
+
+use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec};
+
+/// Rows printed at most; more are summarised.
+const MAX_ROWS: usize = 50;
+
+pub struct SqlQuery {
+    spec: ToolSpec,
+    /// One context per sandbox: registering files infers schemas, which is the slow part.
+    contexts: Mutex<HashMap<PathBuf, SessionContext>>,
+}
+
+impl SqlQuery {
+    pub fn new() -> Arc<dyn Tool> {
+        Arc::new(SqlQuery {
+            spec: ToolSpec {
+                name: "sql_query".into(),
+                description: "Run a read-only SQL query over the task's tables (each CSV/Parquet file is a table named by its file name without extension).".into(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {"query": {"type": "string", "minLength": 1, "description": "A SELECT statement."}},
+                    "required": ["query"]
+                }),
+                category: "code".into(),
+                feasible: vec![
+                    ErrorType::ArgInvalid,
+                    ErrorType::GroundingDrift,
+                    ErrorType::InfoInsufficient,
+                    ErrorType::CodeError,
+                    ErrorType::ToolMismatch,
+                ],
+            },
+            contexts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn context(&self, root: &PathBuf) -> Result<SessionContext, ToolOutput> {
+        if let Some(ctx) = self.contexts.lock().unwrap_or_else(|p| p.into_inner()).get(root) {
+            return Ok(ctx.clone());
+        }
+        let config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let mut entries: Vec<_> = std::fs::read_dir(root)
+            .map_err(|e| ToolOutput::error("io_error", format!("Error: cannot list the task files: {e}")))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let (Some(stem), Some(ext)) =
+                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
+            else {
+                continue;
+            };
+            let file = path.to_string_lossy().into_owned();
+            let registered = match ext {
+                "csv" => ctx.register_csv(stem, &file, CsvReadOptions::new().has_header(true)).await,
+                "parquet" => ctx.register_parquet(stem, &file, ParquetReadOptions::default()).await,
+                _ => continue,
+            };
+            if let Err(e) = registered {
+                return Err(ToolOutput::error("bad_table", format!("Error: cannot read {stem}.{ext}: {e}")));
+            }
+        }
+        let mut cache = self.contexts.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 256 {
+            cache.clear();
+        }
+        cache.insert(root.clone(), ctx.clone());
+        Ok(ctx)
+    }
+}
+
+/// Renders batches as CSV-like text: a header line, then one line per row.
+fn render(batches: &[datafusion::arrow::array::RecordBatch]) -> String {
+    let Some(first) = batches.first() else { return String::new() };
+    let schema = first.schema();
+    let mut out: Vec<String> = vec![schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(",")];
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let opts = FormatOptions::default().with_null("NULL");
+    'outer: for b in batches {
+        let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts)).collect();
+        for row in 0..b.num_rows() {
+            if out.len() > MAX_ROWS {
+                break 'outer;
+            }
+            let cells: Vec<String> = fmts
+                .iter()
+                .map(|f| match f {
+                    Ok(f) => f.value(row).to_string(),
+                    Err(_) => "?".into(),
+                })
+                .collect();
+            out.push(cells.join(","));
+        }
+    }
+    if total > MAX_ROWS {
+        out.push(format!("[{} more rows not shown]", total - MAX_ROWS));
+    }
+    out.join("\n")
+}
+
+#[async_trait]
+impl Tool for SqlQuery {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn version(&self) -> String {
+        "builtin-sql_query/datafusion-55".into()
+    }
+
+    async fn call(&self, args: &Map<String, Value>, ctx: &CallContext) -> ToolOutput {
+        let query = args.get("query").and_then(Value::as_str).unwrap_or_default();
+        let Some(root) = &ctx.sandbox else {
+            return ToolOutput::error("no_sandbox", "Error: this task has no tables");
+        };
+        let session = match self.context(root).await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let opts = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let df = match session.sql_with_options(query, opts).await {
+            Ok(df) => df,
+            Err(e) => {
+                return ToolOutput::error(error_code(&e.to_string()), format!("Error: {}", first_line(&e.to_string())));
+            }
+        };
+        match df.collect().await {
+            Ok(batches) if batches.iter().all(|b| b.num_rows() == 0) => {
+                let header = batches.first().map(|b| render(std::slice::from_ref(b))).unwrap_or_default();
+                ToolOutput {
+                    status: crate::tool::Status::Empty,
+                    text: format!("{header}\n(0 rows)").trim_start().to_string(),
+                    error_code: Some("no_rows".into()),
+                }
+            }
+            Ok(batches) => ToolOutput::ok(render(&batches)),
+            Err(e) => ToolOutput::error(error_code(&e.to_string()), format!("Error: {}", first_line(&e.to_string()))),
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Classifies DataFusion's message: syntax errors are code errors, unknown names are not.
+fn error_code(msg: &str) -> &'static str {
+    if msg.contains("SQL error: ParserError") || msg.contains("ParserError") {
+        "sql_syntax_error"
+    } else if msg.contains("No field named") || msg.contains("not found") || msg.contains("Schema error") {
+        "sql_unknown_name"
+    } else if msg.contains("not supported") {
+        "sql_not_supported"
+    } else {
+        "sql_error"
+    }
+}

@@ -1,0 +1,299 @@
+//! WASI preview-1 tools run by wasmtime.
+//!
+//! A tool is a module (`.wasm`, or `.wat` text) with a spec beside it (`<name>.json`: name,
+//! description, parameters, category, feasible). Arguments arrive as JSON on stdin; the module
+//! writes its result as JSON on stdout (`{"result": …}` or `{"error": "…"}`; any other output is
+//! taken as the result text). Each call gets a fresh store with:
+//!
+//! - fuel (instructions) and a memory cap (growing past it traps),
+//! - a wall-clock deadline by epoch interruption (a ticker thread bumps the epoch every ms),
+//! - the task folder preopened read-only as `.`, nothing else: no network, no other files.
+//!
+//! Modules are compiled once and linked once (`InstancePre`); instances come from the pooling
+//! allocator, so a call costs an instantiation, not a compilation. An infinite loop, a memory
+//! bomb or a trap becomes an observation with its status, never a crash or a hang.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use regrpo_schemas::ErrorType;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::error::{Error, IoContext, Result};
+use crate::tool::{CallContext, Status, Tool, ToolOutput, ToolSpec};
+
+/// Resource limits of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WasmLimits {
+    pub fuel: u64,
+    pub memory_bytes: usize,
+    pub deadline: Duration,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        WasmLimits { fuel: 2_000_000_000, memory_bytes: 64 << 20, deadline: Duration::from_secs(2) }
+    }
+}
+
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+const MAX_OUTPUT: usize = 1 << 20;
+
+/// The shared engine: epoch interruption, fuel, pooling allocation; one ticker thread.
+fn engine() -> Result<&'static Engine> {
+    static ENGINE: OnceLock<std::result::Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.epoch_interruption(true).consume_fuel(true);
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_memories(128).total_tables(128).total_core_instances(128).max_memory_size(256 << 20);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            let engine = Engine::new(&config).map_err(|e| e.to_string())?;
+            let ticker = engine.clone();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(EPOCH_TICK);
+                        ticker.increment_epoch();
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(|e| Error::Wasm(e.clone()))
+}
+
+struct State {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+}
+
+/// A tool backed by a WASI module.
+pub struct WasmTool {
+    spec: ToolSpec,
+    pre: InstancePre<State>,
+    limits: WasmLimits,
+    version: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SpecFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    parameters: Value,
+    #[serde(default = "default_category")]
+    category: String,
+    #[serde(default)]
+    feasible: Vec<ErrorType>,
+}
+
+fn default_category() -> String {
+    "wasm".into()
+}
+
+impl WasmTool {
+    /// Compiles a module (binary or WAT text) and links it once.
+    pub fn new(spec: ToolSpec, module_bytes: &[u8], limits: WasmLimits) -> Result<WasmTool> {
+        let engine = engine()?;
+        let module = Module::new(engine, module_bytes)
+            .map_err(|e| Error::ToolSetup { tool: spec.name.clone(), reason: format!("{e:#}") })?;
+        let mut linker: Linker<State> = Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut State| &mut s.wasi)
+            .map_err(|e| Error::Wasm(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::ToolSetup { tool: spec.name.clone(), reason: format!("{e:#}") })?;
+        let version = format!("wasm/{}", &regrpo_schemas::id::sha256_hex(module_bytes)[..12]);
+        Ok(WasmTool { spec, pre, limits, version })
+    }
+
+    /// Loads every `<name>.wasm` or `<name>.wat` that has a `<name>.json` spec in `dir`.
+    pub fn load_dir(dir: &Path, limits: WasmLimits) -> Result<Vec<Arc<dyn Tool>>> {
+        let mut out: Vec<Arc<dyn Tool>> = Vec::new();
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).at(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for module_path in entries {
+            let ext = module_path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext != "wasm" && ext != "wat" {
+                continue;
+            }
+            let spec_path = module_path.with_extension("json");
+            let text = std::fs::read_to_string(&spec_path).at(&spec_path)?;
+            let s: SpecFile = serde_json::from_str(&text).map_err(|e| Error::ToolSetup {
+                tool: module_path.display().to_string(),
+                reason: format!("{}: {e}", spec_path.display()),
+            })?;
+            let spec = ToolSpec {
+                name: s.name,
+                description: s.description,
+                parameters: s.parameters,
+                category: s.category,
+                feasible: s.feasible,
+            };
+            let bytes = std::fs::read(&module_path).at(&module_path)?;
+            out.push(Arc::new(WasmTool::new(spec, &bytes, limits)?));
+        }
+        Ok(out)
+    }
+
+    /// Runs one call to completion on the current (blocking) thread.
+    fn run(&self, input: Vec<u8>, sandbox: Option<&Path>) -> ToolOutput {
+        let stdout = MemoryOutputPipe::new(MAX_OUTPUT);
+        let stderr = MemoryOutputPipe::new(64 << 10);
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdin(MemoryInputPipe::new(input)).stdout(stdout.clone()).stderr(stderr.clone());
+        if let Some(dir) = sandbox
+            && let Err(e) = builder.preopened_dir(dir, ".", FsPerms::ReadOnly)
+        {
+            return ToolOutput::error("sandbox", format!("Error: cannot open the task folder: {e:#}"));
+        }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .instances(1)
+            .build();
+        let mut store = Store::new(self.pre.module().engine(), State { wasi: builder.build_p1(), limits });
+        store.limiter(|s| &mut s.limits);
+        if store.set_fuel(self.limits.fuel).is_err() {
+            return ToolOutput::error("internal", "Error: fuel is not enabled");
+        }
+        let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let result = self.pre.instantiate(&mut store).and_then(|instance| {
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call(&mut store, ())
+        });
+        let out = String::from_utf8_lossy(&stdout.contents()).into_owned();
+        let err = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        match result {
+            Ok(()) => parse_output(&out),
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    return if exit.0 == 0 {
+                        parse_output(&out)
+                    } else {
+                        ToolOutput::error(
+                            "exit",
+                            format!("Error: {} exited with status {}: {}", self.spec.name, exit.0, err.trim()),
+                        )
+                    };
+                }
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::Interrupt) => ToolOutput::with_status(
+                        Status::Timeout,
+                        "deadline_exceeded",
+                        format!(
+                            "Error: {} ran past its {:?} deadline and was stopped",
+                            self.spec.name, self.limits.deadline
+                        ),
+                    ),
+                    Some(Trap::OutOfFuel) => ToolOutput::with_status(
+                        Status::Timeout,
+                        "fuel_exhausted",
+                        format!(
+                            "Error: {} used up its {} units of fuel and was stopped",
+                            self.spec.name, self.limits.fuel
+                        ),
+                    ),
+                    Some(trap) => ToolOutput::with_status(
+                        Status::Trap,
+                        "trap",
+                        format!("Error: {} trapped: {trap}", self.spec.name),
+                    ),
+                    None if format!("{e:#}").contains("grow") || format!("{e:#}").contains("memory") => {
+                        ToolOutput::with_status(
+                            Status::Trap,
+                            "memory_limit",
+                            format!(
+                                "Error: {} exceeded its memory limit of {} bytes: {e:#}",
+                                self.spec.name, self.limits.memory_bytes
+                            ),
+                        )
+                    }
+                    None => ToolOutput::with_status(
+                        Status::Trap,
+                        "trap",
+                        format!("Error: {} failed: {e:#}", self.spec.name),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// `{"result": …}` → ok, `{"error": "…"}` → tool error, anything else → the text as result.
+fn parse_output(out: &str) -> ToolOutput {
+    match serde_json::from_str::<Value>(out.trim()) {
+        Ok(Value::Object(m)) if m.contains_key("error") => {
+            let msg = match &m["error"] {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            ToolOutput::error("tool_error", format!("Error: {msg}"))
+        }
+        Ok(Value::Object(m)) if m.contains_key("result") => ToolOutput::ok(match &m["result"] {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        }),
+        _ => ToolOutput::ok(out.trim().to_string()),
+    }
+}
+
+#[async_trait]
+impl Tool for WasmTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    async fn call(&self, args: &Map<String, Value>, ctx: &CallContext) -> ToolOutput {
+        let input = Value::Object(args.clone()).to_string().into_bytes();
+        let sandbox = ctx.sandbox.clone();
+        // The sync WASI host blocks; it runs on the blocking pool, and the epoch deadline
+        // bounds it even if the caller stops waiting.
+        let this = WasmCall {
+            pre: self.pre.clone(),
+            spec: self.spec.clone(),
+            limits: self.limits,
+            version: self.version.clone(),
+        };
+        match tokio::task::spawn_blocking(move || this.into_tool().run(input, sandbox.as_deref())).await {
+            Ok(out) => out,
+            Err(e) => ToolOutput::with_status(Status::Trap, "panic", format!("Error: the wasm host failed: {e}")),
+        }
+    }
+}
+
+/// What a blocking call needs, owned.
+struct WasmCall {
+    pre: InstancePre<State>,
+    spec: ToolSpec,
+    limits: WasmLimits,
+    version: String,
+}
+
+impl WasmCall {
+    fn into_tool(self) -> WasmTool {
+        WasmTool { spec: self.spec, pre: self.pre, limits: self.limits, version: self.version }
+    }
+}
