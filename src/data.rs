@@ -202,3 +202,19 @@ pub fn emit(batches: &[arrow::array::RecordBatch], format: OutputFormat, out: Op
     }
     Ok(())
 }
+
+pub async fn export(dir: &Path, snapshot: Option<&str>, format: &str, out: &Path) -> Result<()> {
+    if format != "regrpo-json" {
+        bail!("unknown export format `{format}` (regrpo-json; see also `regrpo publish`)");
+    }
+    let repo = Repository::open(dir)?;
+    let s = regrpo_datasets::export::export_regrpo_json(&repo, snapshot, out).await?;
+    println!(
+        "exported {} RoT records to {} and {} clean trajectories to {}",
+        s.rot_records,
+        s.rot_file.display(),
+        s.clean_records,
+        s.clean_file.display()
+    );
+    Ok(())
+}

@@ -80,6 +80,18 @@ enum Command {
     #[command(subcommand)]
     Engine(EngineCommand),
 
+    /// Write RoT rows and clean trajectories in a training layout.
+    Export {
+        dir: PathBuf,
+        /// Export what this snapshot pins (default: latest).
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        /// regrpo-json: the ReGRPO reference layout (rot_train.json + clean_train.json).
+        #[arg(long, default_value = "regrpo-json")]
+        format: String,
+        out: PathBuf,
+    },
+
     /// Run the whole pipeline on the embedded default in a fresh folder.
     Demo {
         /// Where to put everything (must be empty or absent).
@@ -241,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map(|_| ())
         }
+        Command::Export { dir, snapshot, format, out } => data::export(&dir, snapshot.as_deref(), &format, &out).await,
         Command::Demo { dir } => demo::run(&dir, quiet).await,
         Command::Sql { dir, snapshot, query, format, out } => {
             data::sql(&dir, snapshot.as_deref(), &query, format, out.as_deref()).await

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod jsonscan;
 pub mod repo;

@@ -45,11 +45,17 @@ pub struct Task {
     pub id: String,
     pub family: &'static str,
     pub question: String,
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: Files,
     /// Ground-truth calls with a thought each.
     pub calls: Vec<(String, Call)>,
     pub answer: String,
 }
+
+/// Files of a sandbox: name and bytes.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// A shape drawn in an image: quadrant, color name, bounding box.
+type Shape = (usize, &'static str, [i64; 4]);
 
 fn call(name: &str, args: Vec<(&str, Value)>) -> Call {
     Call::new(name, args.into_iter().map(|(k, v)| Arg::keyword(k, v)).collect())
@@ -110,11 +116,7 @@ fn sales_csv(rng: &mut ChaCha8Rng, products: &[&str]) -> (String, Vec<(String, S
 }
 
 /// Paragraphs with the same shape (so a query on the shared words ties across them).
-fn company_docs(
-    rng: &mut ChaCha8Rng,
-    companies: &[String],
-    flagship: &[&str],
-) -> (Vec<(String, Vec<u8>)>, Vec<(i64, String)>) {
+fn company_docs(rng: &mut ChaCha8Rng, companies: &[String], flagship: &[&str]) -> (Files, Vec<(i64, String)>) {
     let mut facts = Vec::new();
     let mut paras = Vec::new();
     for (c, p) in companies.iter().zip(flagship) {
@@ -132,7 +134,7 @@ fn company_docs(
 }
 
 /// A 64x64 PNG with a shape in some quadrants; returns the bytes and `(quadrant, color, bbox)`.
-fn shapes_png(rng: &mut ChaCha8Rng) -> (Vec<u8>, Vec<(usize, &'static str, [i64; 4])>) {
+fn shapes_png(rng: &mut ChaCha8Rng) -> (Vec<u8>, Vec<Shape>) {
     let mut img = RgbImage::from_pixel(64, 64, Rgb([255, 255, 255]));
     let mut quads: Vec<usize> = (0..4).collect();
     quads.shuffle(rng);
@@ -162,7 +164,7 @@ pub fn generate(seed: u64, index: usize) -> Task {
     let family = FAMILIES[index % FAMILIES.len()];
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
     let id = format!("tw-{seed}-{index:06}");
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut files: Files = Vec::new();
     let mut calls: Vec<(String, Call)> = Vec::new();
     let (question, answer) = match family {
         "arith" => {

@@ -15,6 +15,7 @@
 //! ```
 
 use crate::action::{Action, Surface};
+use crate::records::{Message, Trajectory};
 
 /// The triplet of a Reflection-of-Thought.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +164,32 @@ pub fn parse_observation(text: &str) -> Option<(bool, String)> {
         return Some((false, obs.to_string()));
     }
     Some((true, rest.to_string()))
+}
+
+/// A trajectory as a ReAct chat: system, the task, then each step's assistant turn and its
+/// observation (none after the final `final_answer`).
+pub fn trajectory_messages(t: &Trajectory) -> Vec<Message> {
+    const DEFAULT_SYSTEM: &str =
+        "You are a tool-using agent. Each step write a Thought then a Code block calling one tool.";
+    let msg = |role: &str, content: String| Message { role: role.into(), content };
+    let mut out = vec![
+        msg("system", t.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM.into())),
+        msg("user", format!("Task: {}", t.task)),
+    ];
+    let last = t.steps.len().saturating_sub(1);
+    for (i, step) in t.steps.iter().enumerate() {
+        let action = step.action.as_ref().and_then(|a| a.parse().ok());
+        let content = match &action {
+            Some(a) => format_assistant(None, step.thought.as_deref(), a),
+            None => step.thought.clone().unwrap_or_default(),
+        };
+        out.push(msg("assistant", content));
+        let is_final = i == last && action.as_ref().is_some_and(|a| a.tool() == "final_answer");
+        if let (Some(o), false) = (&step.observation, is_final) {
+            out.push(msg("user", format_observation(i, &o.text)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

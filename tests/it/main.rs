@@ -158,7 +158,7 @@ fn sigkill_mid_ingest_leaves_the_last_version_and_a_rerun_completes_exactly() {
 
     // The repository opens at a committed version whose rows are whole chunks.
     let rows: usize = sql(&repo, None, "SELECT count(*) FROM trajectories")[0].parse().unwrap();
-    assert!(rows > 0 && rows < n && rows % 1000 == 0, "{rows} rows after the kill");
+    assert!(rows > 0 && rows < n && rows.is_multiple_of(1000), "{rows} rows after the kill");
     ok(&["snapshot", "create", s(&repo), "after-kill"]);
     assert!(ok(&["snapshot", "verify", s(&repo), "after-kill"]).contains("verified"));
 

@@ -36,6 +36,15 @@ struct RotMeta {
     failed_observation: String,
     reflection: RefReflection,
     corrected_action: String,
+    /// Our own export adds these; the reference has none of them.
+    #[serde(default)]
+    verified: Option<bool>,
+    #[serde(default)]
+    gates: Option<Vec<String>>,
+    #[serde(default)]
+    generator: Option<String>,
+    #[serde(default)]
+    evidence_span: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,7 +131,12 @@ impl FormatReader for RegrpoReader {
             m.error_type
                 .parse::<regrpo_schemas::ErrorType>()
                 .map_err(|e| format!("field `rot_meta.error_type`: {e}"))?;
-            let span = quote_span(&m.reflection.evidence, &m.failed_observation);
+            let span = m
+                .evidence_span
+                .filter(|(a, b)| {
+                    m.failed_observation.get(*a..*b).is_some_and(|q| !q.is_empty() && m.reflection.evidence.contains(q))
+                })
+                .or_else(|| quote_span(&m.reflection.evidence, &m.failed_observation));
             let corrected_observation =
                 t.steps.get(m.step_index as usize).and_then(|s| s.observation.as_ref()).map(|o| o.text.clone());
             let conversation =
@@ -141,7 +155,7 @@ impl FormatReader for RegrpoReader {
                 trajectory_id: t.trajectory_id.clone(),
                 step_index: m.step_index,
                 error_type: m.error_type.clone(),
-                tool: failed_action.tool.clone(),
+                tool: corrected_action.tool.clone(),
                 evidence: m.reflection.evidence.clone(),
                 evidence_start: span.map(|s| s.0 as i32),
                 evidence_end: span.map(|s| s.1 as i32),
@@ -150,11 +164,11 @@ impl FormatReader for RegrpoReader {
                 failed_observation: m.failed_observation.clone(),
                 corrected_action,
                 corrected_observation,
-                // Nothing was re-executed: these are the reference's teacher-written rows.
-                verified: false,
+                // Reference rows were never re-executed; our own exports say what they were.
+                verified: m.verified.unwrap_or(false),
                 conversation,
-                gates: vec![],
-                generator: "reference".into(),
+                gates: m.gates.clone().unwrap_or_default(),
+                generator: m.generator.clone().unwrap_or_else(|| "reference".into()),
                 engine_run_id: String::new(),
             });
         }

@@ -13,7 +13,7 @@ pub struct FinalAnswer {
 }
 
 impl FinalAnswer {
-    pub fn new() -> Arc<dyn Tool> {
+    pub fn tool() -> Arc<dyn Tool> {
         Arc::new(FinalAnswer {
             spec: ToolSpec {
                 name: "final_answer".into(),

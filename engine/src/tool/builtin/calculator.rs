@@ -18,7 +18,7 @@ pub struct Calculator {
 }
 
 impl Calculator {
-    pub fn new() -> Arc<dyn Tool> {
+    pub fn tool() -> Arc<dyn Tool> {
         Arc::new(Calculator {
             spec: ToolSpec {
                 name: "calculator".into(),

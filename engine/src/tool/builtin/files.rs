@@ -16,7 +16,7 @@ pub struct InspectFile {
 }
 
 impl InspectFile {
-    pub fn new() -> Arc<dyn Tool> {
+    pub fn tool() -> Arc<dyn Tool> {
         Arc::new(InspectFile {
             spec: ToolSpec {
                 name: "inspect_file_as_text".into(),

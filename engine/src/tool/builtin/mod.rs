@@ -14,11 +14,11 @@ use super::Tool;
 /// Every builtin tool.
 pub fn all() -> Vec<Arc<dyn Tool>> {
     let mut v = vec![
-        calculator::Calculator::new(),
-        files::InspectFile::new(),
-        sql::SqlQuery::new(),
-        search::SearchText::new(),
-        answer::FinalAnswer::new(),
+        calculator::Calculator::tool(),
+        files::InspectFile::tool(),
+        sql::SqlQuery::tool(),
+        search::SearchText::tool(),
+        answer::FinalAnswer::tool(),
     ];
     v.extend(image::tools());
     v

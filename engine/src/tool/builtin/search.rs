@@ -102,7 +102,7 @@ pub struct SearchText {
 }
 
 impl SearchText {
-    pub fn new() -> Arc<dyn Tool> {
+    pub fn tool() -> Arc<dyn Tool> {
         Arc::new(SearchText {
             spec: ToolSpec {
                 name: "search_text".into(),

@@ -24,7 +24,7 @@ pub struct SqlQuery {
 }
 
 impl SqlQuery {
-    pub fn new() -> Arc<dyn Tool> {
+    pub fn tool() -> Arc<dyn Tool> {
         Arc::new(SqlQuery {
             spec: ToolSpec {
                 name: "sql_query".into(),
