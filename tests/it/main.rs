@@ -167,3 +167,43 @@ fn sigkill_mid_ingest_leaves_the_last_version_and_a_rerun_completes_exactly() {
     assert_eq!(sql(&repo, None, "SELECT trajectory_id FROM trajectories ORDER BY 1"), want);
     assert!(ok(&["snapshot", "verify", s(&repo), "after-kill"]).contains("verified"));
 }
+
+fn table_commits(repo: &Path, table: &str) -> usize {
+    std::fs::read_dir(repo.join("tables").join(table).join("_delta_log"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sigkill_mid_engine_run_then_rerun_gives_the_uninterrupted_rot_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, killed) = (dir.path().join("clean"), dir.path().join("killed"));
+    for repo in [&clean, &killed] {
+        ok(&["init", s(repo)]);
+        ok(&["toolworld", "generate", s(repo), "--tasks", "1200", "--seed", "21"]);
+    }
+    ok(&["engine", "run", s(&clean), "--seed", "3"]);
+    let want = sql(&clean, None, "SELECT rot_id, evidence, fix_plan FROM rot ORDER BY rot_id");
+    assert!(want.len() > 1500, "{} rows", want.len());
+
+    let mut child = bin()
+        .args(["engine", "run", s(&killed), "--seed", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // Version 0 is the empty table: wait for the first batch commit, then kill.
+    while table_commits(&killed, "rot") < 2 {
+        assert!(started.elapsed() < Duration::from_secs(300), "the engine made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = sql(&killed, None, "SELECT count(*) FROM rot")[0].parse::<usize>().unwrap();
+    assert!(partial < want.len(), "{partial} rows after the kill");
+
+    ok(&["engine", "run", s(&killed), "--seed", "3"]);
+    assert_eq!(sql(&killed, None, "SELECT rot_id, evidence, fix_plan FROM rot ORDER BY rot_id"), want);
+}

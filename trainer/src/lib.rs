@@ -1,1 +1,22 @@
-//! regrpo-trainer
+//! `regrpo-trainer`: the policy and how it learns.
+//!
+//! A Qwen2-family decoder in Burn ([`model`]) that loads and saves Hugging Face checkpoints
+//! ([`hf`]), generic over the backend (NdArray on CPU by default, CUDA with `--features cuda`).
+//! Depends on `regrpo-schemas`, `regrpo-queries` (the only way it reads data), `regrpo-engine`
+//! (to execute rollouts) and burn.
+//!
+//! ```text
+//!  snapshot ─SQL (queries::Session)─▶ chat samples ─tokenizer + template─▶ masked batches
+//!                                                                           │ background thread
+//!                                                                           ▼
+//!                                         Qwen2 (Burn) ── SFT ──▶ checkpoints, runs, metrics
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod hf;
+pub mod model;
+
+pub use config::Qwen2Config;
+pub use error::{Error, Result};
+pub use model::{KvCache, Qwen2};

@@ -1,0 +1,132 @@
+//! The Hugging Face `config.json` of a Qwen2 model.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, IoContext, Result};
+
+/// The fields of a Qwen2 `config.json` the model needs; everything else is kept as read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Qwen2Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<Value>,
+    /// The rest of the file, written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_max_pos() -> usize {
+    32_768
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl Qwen2Config {
+    /// A tiny config for tests and the CPU demo.
+    pub fn tiny(vocab_size: usize) -> Self {
+        Qwen2Config {
+            vocab_size,
+            hidden_size: 64,
+            intermediate_size: 160,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 2048,
+            tie_word_embeddings: true,
+            hidden_act: "silu".into(),
+            bos_token_id: None,
+            eos_token_id: None,
+            extra: Default::default(),
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Checks the shape constraints the model relies on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |r: String| Err(Error::Config(r));
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
+        }
+        if self.hidden_act != "silu" {
+            return bad(format!("hidden_act `{}` is not supported (Qwen2 uses silu)", self.hidden_act));
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let mut c: Qwen2Config = serde_json::from_str(&text)
+            .map_err(|e| Error::BadModel { path: path.to_path_buf(), reason: e.to_string() })?;
+        // transformers 5 moved rope_theta under rope_parameters.
+        if let Some(t) = c.extra.get("rope_parameters").and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
+            c.rope_theta = t;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut v = serde_json::to_value(self).map_err(|e| Error::Internal(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.entry("architectures").or_insert_with(|| serde_json::json!(["Qwen2ForCausalLM"]));
+            o.entry("model_type").or_insert_with(|| "qwen2".into());
+            o.entry("torch_dtype").or_insert_with(|| "float32".into());
+        }
+        let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(path, text + "\n").at(path)
+    }
+
+    /// Parameters of the model.
+    pub fn num_params(&self) -> usize {
+        let (h, i, v, l) = (self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers);
+        let kv = self.num_key_value_heads * self.head_dim();
+        let attn = h * h + h + 2 * (h * kv + kv) + h * h;
+        let mlp = 3 * h * i;
+        let per_layer = attn + mlp + 2 * h;
+        v * h + l * per_layer + h + if self.tie_word_embeddings { 0 } else { v * h }
+    }
+}

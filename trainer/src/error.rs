@@ -1,0 +1,56 @@
+//! Errors of the trainer.
+
+use std::path::PathBuf;
+
+/// What went wrong loading a model, reading data or training.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {reason}")]
+    BadModel { path: PathBuf, reason: String },
+
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    #[error(transparent)]
+    Query(#[from] regrpo_queries::Error),
+
+    #[error(transparent)]
+    Dataset(#[from] regrpo_datasets::Error),
+
+    #[error(transparent)]
+    Engine(#[from] regrpo_engine::Error),
+
+    #[error(transparent)]
+    Schema(#[from] regrpo_schemas::Error),
+
+    #[error("no training data: {0}")]
+    NoData(String),
+
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
+    #[error("internal error (a bug in regrpo): {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io { path: path.into(), source })
+    }
+}

@@ -1,0 +1,271 @@
+//! A Qwen2-family decoder in Burn, generic over the backend.
+//!
+//! ```text
+//! ids ─embed─▶ [RMSNorm → GQA attention (q/k/v with bias, RoPE, causal) → +
+//!               RMSNorm → SwiGLU MLP → +] × L ─RMSNorm─▶ lm_head (or tied embedding) ─▶ logits
+//! ```
+//!
+//! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM` (rotate-half
+//! RoPE with `rope_theta`, key/value heads repeated for grouped-query attention, softmax in
+//! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
+//! for generation.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
+
+use crate::config::Qwen2Config;
+
+/// Grouped-query self-attention.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// The SwiGLU feed-forward block.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+/// One decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+/// The causal language model.
+#[derive(Module, Debug)]
+pub struct Qwen2<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the output projection is tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    pub rope_theta: f64,
+}
+
+/// Past keys and values of every layer: `[batch, kv_heads, seq, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    pub layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(layers: usize) -> Self {
+        KvCache { layers: vec![None; layers] }
+    }
+
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the given batch rows (e.g. to expand one prompt into G samples).
+    pub fn select_rows(&self, rows: Tensor<B, 1, Int>) -> Self {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|(k, v)| (k.clone().select(0, rows.clone()), v.clone().select(0, rows.clone())))
+                })
+                .collect(),
+        }
+    }
+}
+
+fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
+}
+
+impl<B: Backend> Qwen2<B> {
+    /// A randomly initialised model of this shape.
+    pub fn init(c: &Qwen2Config, device: &B::Device) -> Self {
+        let h = c.hidden_size;
+        let hd = c.head_dim();
+        let layers = (0..c.num_hidden_layers)
+            .map(|_| DecoderLayer {
+                input_layernorm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
+                self_attn: Attention {
+                    q_proj: linear(h, c.num_attention_heads * hd, true, device),
+                    k_proj: linear(h, c.num_key_value_heads * hd, true, device),
+                    v_proj: linear(h, c.num_key_value_heads * hd, true, device),
+                    o_proj: linear(c.num_attention_heads * hd, h, false, device),
+                    n_heads: c.num_attention_heads,
+                    n_kv_heads: c.num_key_value_heads,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
+                mlp: Mlp {
+                    gate_proj: linear(h, c.intermediate_size, false, device),
+                    up_proj: linear(h, c.intermediate_size, false, device),
+                    down_proj: linear(c.intermediate_size, h, false, device),
+                },
+            })
+            .collect();
+        // Embeddings start small, as Hugging Face initialises them (std 0.02).
+        let embed = EmbeddingConfig::new(c.vocab_size, h).init(device);
+        let small = embed.weight.val().mul_scalar(0.02);
+        Qwen2 {
+            embed_tokens: Embedding { weight: Param::from_tensor(small) },
+            layers,
+            norm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
+            lm_head: (!c.tie_word_embeddings).then(|| linear(h, c.vocab_size, false, device)),
+            rope_theta: c.rope_theta,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    /// Logits `[batch, seq, vocab]` of a batch of token ids `[batch, seq]`, without cache.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.forward_cached(ids, &mut KvCache::new(self.layers.len()))
+    }
+
+    /// Logits of `ids` following the tokens already in `cache`, which is extended.
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let device = ids.device();
+        let [_, seq] = ids.dims();
+        let past = cache.len();
+        let head_dim = self.layers.first().map_or(0, |l| l.self_attn.head_dim);
+        let (cos, sin) = rope_tables::<B>(past, seq, head_dim, self.rope_theta, &device);
+        // Query i (absolute position past + i) may see keys 0..=past + i.
+        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, &device);
+        let mut x = self.embed_tokens.forward(ids);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.input_layernorm.forward(x.clone());
+            let h = layer.self_attn.forward(h, &cos, &sin, &mask, slot);
+            x = x + h;
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            let h = layer
+                .mlp
+                .down_proj
+                .forward(silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h));
+            x = x + h;
+        }
+        let x = self.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+}
+
+/// `cos` and `sin` of positions `past..past+seq`, `[seq, head_dim]`, laid out as Hugging Face
+/// does (`cat(freqs, freqs)`).
+fn rope_tables<B: Backend>(
+    past: usize,
+    seq: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
+    let mut angles = Vec::with_capacity(seq * head_dim);
+    for p in past..past + seq {
+        for j in 0..head_dim {
+            angles.push(p as f32 * inv[j % half]);
+        }
+    }
+    let a = Tensor::<B, 1>::from_floats(angles.as_slice(), device).reshape([seq, head_dim]);
+    (a.clone().cos(), a.sin())
+}
+
+/// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, seq, head_dim]`.
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.clone().narrow(3, d / 2, d / 2);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+}
+
+/// `[b, kv, s, d]` → `[b, kv * n_rep, s, d]`, each key head serving `n_rep` query heads.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kv, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2).repeat_dim(2, n_rep).reshape([b, kv * n_rep, s, d])
+}
+
+impl<B: Backend> Attention<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+        mask: &Tensor<B, 2, Bool>,
+        cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+        let q = apply_rope(q, cos, sin);
+        let k = apply_rope(k, cos, sin);
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let k = repeat_kv(k, nh / nkv);
+        let v = repeat_kv(v, nh / nkv);
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
+        let scores = scores.mask_fill(mask.clone().unsqueeze::<4>(), f32::NEG_INFINITY);
+        let attn = softmax(scores, 3);
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    type B = NdArray<f32>;
+
+    #[test]
+    fn cached_decoding_matches_the_full_forward() {
+        let device = Default::default();
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(50), &device);
+        let ids: Vec<i64> = vec![3, 7, 11, 2, 9, 4, 1];
+        let full = model.forward(Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [1, 7]), &device));
+        let mut cache = KvCache::new(2);
+        let head =
+            model.forward_cached(Tensor::from_data(TensorData::new(ids[..4].to_vec(), [1, 4]), &device), &mut cache);
+        let mut last = head.narrow(1, 3, 1);
+        for (i, id) in ids[4..].iter().enumerate() {
+            last = model.forward_cached(Tensor::from_data(TensorData::new(vec![*id], [1, 1]), &device), &mut cache);
+            let want = full.clone().narrow(1, 4 + i, 1);
+            let diff = (last.clone() - want).abs().max().into_scalar();
+            assert!(diff < 1e-5, "position {}: {diff}", 4 + i);
+        }
+        assert_eq!(cache.len(), 7);
+        assert_eq!(last.dims(), [1, 1, 50]);
+    }
+}

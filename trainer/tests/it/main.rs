@@ -1,0 +1,3 @@
+//! Integration tests of the trainer: parity with transformers, checkpoints, tokenizer, SFT.
+
+mod parity;
