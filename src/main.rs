@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod engine_cmd;
 mod progress;
+mod train_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,14 @@ enum Command {
         out: PathBuf,
     },
 
+    /// Train tokenizers and policies from a pinned snapshot.
+    #[command(subcommand)]
+    Train(TrainCommand),
+
+    /// Work with trained models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+
     /// Run the whole pipeline on the embedded default in a fresh folder.
     Demo {
         /// Where to put everything (must be empty or absent).
@@ -165,6 +174,88 @@ enum EngineCommand {
         /// Wasm tools: memory cap per call, in MiB.
         #[arg(long, default_value_t = 64)]
         wasm_memory_mib: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TrainCommand {
+    /// Train a byte-level BPE tokenizer on the repository's text; writes a standard tokenizer.json.
+    Tokenizer {
+        dir: PathBuf,
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        #[arg(long, default_value_t = 1024)]
+        vocab: usize,
+        out: PathBuf,
+    },
+    /// Supervised fine-tuning on clean trajectories and RoT rows of a snapshot.
+    Sft(SftArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SftArgs {
+    dir: PathBuf,
+    /// The snapshot to train from (recorded in the run; default: the latest tables).
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    /// `tiny` (a small random Qwen2) or a Hugging Face model folder.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    /// Where the run goes (checkpoints, curves, the exported model).
+    #[arg(long)]
+    out: PathBuf,
+    /// A tokenizer.json (default: the model's, or one trained on the snapshot).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Vocabulary of the tokenizer trained for a tiny model.
+    #[arg(long, default_value_t = 1024)]
+    vocab: usize,
+    #[arg(long, default_value_t = 200)]
+    steps: u64,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 512)]
+    max_len: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    /// Share of RoT samples in the mixture (0: clean trajectories only).
+    #[arg(long, default_value_t = 0.5)]
+    rot_fraction: f64,
+    /// Train every assistant turn of RoT rows, not only the reflection + correction.
+    #[arg(long)]
+    rot_all_turns: bool,
+    /// Only clean trajectories of these sources.
+    #[arg(long, value_delimiter = ',')]
+    source: Option<Vec<String>>,
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Continue from the run folder's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Write a run's model as Hugging Face files (config.json, model.safetensors, tokenizer).
+    Export { run: PathBuf, out: PathBuf },
+    /// Logits of a model on the input_ids of a safetensors file (for parity checks).
+    Logits {
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -254,6 +345,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|_| ())
         }
         Command::Export { dir, snapshot, format, out } => data::export(&dir, snapshot.as_deref(), &format, &out).await,
+        Command::Train(TrainCommand::Tokenizer { dir, snapshot, vocab, out }) => {
+            train_cmd::tokenizer(&dir, snapshot.as_deref(), vocab, &out).await
+        }
+        Command::Train(TrainCommand::Sft(a)) => {
+            let dir = a.dir.clone();
+            let device = match a.device.as_str() {
+                "cpu" => regrpo_trainer::job::DeviceKind::Cpu,
+                "cuda" => regrpo_trainer::job::DeviceKind::Cuda,
+                other => anyhow::bail!("unknown device `{other}` (cpu or cuda)"),
+            };
+            let job = regrpo_trainer::job::SftJob {
+                snapshot: a.snapshot,
+                model: regrpo_trainer::job::ModelSource::parse(&a.model),
+                tokenizer: a.tokenizer,
+                vocab: a.vocab,
+                out: a.out,
+                sft: regrpo_trainer::sft::SftConfig {
+                    steps: a.steps,
+                    batch_size: a.batch_size,
+                    grad_accum: a.grad_accum,
+                    lr: a.lr,
+                    warmup_steps: a.warmup,
+                    max_len: a.max_len,
+                    eval_every: a.eval_every,
+                    checkpoint_every: a.checkpoint_every,
+                    seed: a.seed,
+                    ..Default::default()
+                },
+                data: regrpo_trainer::data::DataConfig {
+                    rot_fraction: a.rot_fraction,
+                    rot_target: if a.rot_all_turns {
+                        regrpo_trainer::data::RotTarget::AllAssistant
+                    } else {
+                        regrpo_trainer::data::RotTarget::Reflection
+                    },
+                    sources: a.source,
+                    ..Default::default()
+                },
+                resume: a.resume,
+                device,
+            };
+            train_cmd::sft(&dir, job, quiet).await.map(|_| ())
+        }
+        Command::Model(ModelCommand::Export { run, out }) => train_cmd::export(&run, &out),
+        Command::Model(ModelCommand::Logits { model, input, out }) => train_cmd::logits(&model, &input, &out),
         Command::Demo { dir } => demo::run(&dir, quiet).await,
         Command::Sql { dir, snapshot, query, format, out } => {
             data::sql(&dir, snapshot.as_deref(), &query, format, out.as_deref()).await

@@ -17,6 +17,7 @@ pub mod error;
 pub mod export;
 pub mod ingest;
 pub mod jsonscan;
+pub mod plot;
 pub mod repo;
 pub mod snapshot;
 

@@ -13,9 +13,14 @@
 //! ```
 
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod hf;
+pub mod job;
 pub mod model;
+pub mod runlog;
+pub mod sft;
+pub mod tokenizer;
 
 pub use config::Qwen2Config;
 pub use error::{Error, Result};

@@ -10,8 +10,8 @@
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
 //! for generation.
 
-use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
@@ -122,10 +122,11 @@ impl<B: Backend> Qwen2<B> {
             })
             .collect();
         // Embeddings start small, as Hugging Face initialises them (std 0.02).
-        let embed = EmbeddingConfig::new(c.vocab_size, h).init(device);
-        let small = embed.weight.val().mul_scalar(0.02);
+        let embed = EmbeddingConfig::new(c.vocab_size, h)
+            .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
+            .init(device);
         Qwen2 {
-            embed_tokens: Embedding { weight: Param::from_tensor(small) },
+            embed_tokens: embed,
             layers,
             norm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
             lm_head: (!c.tie_word_embeddings).then(|| linear(h, c.vocab_size, false, device)),

@@ -1,0 +1,100 @@
+//! Commands of the trainer: `train tokenizer`, `train sft`, `model export`, `model logits`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use regrpo_datasets::Repository;
+use regrpo_trainer::job::{self, SftJob, SftOutcome};
+
+pub async fn tokenizer(dir: &Path, snapshot: Option<&str>, vocab: usize, out: &Path) -> Result<()> {
+    let repo = Repository::open(dir)?;
+    let tk = job::train_tokenizer(&repo, snapshot, vocab, out).await?;
+    println!(
+        "trained a byte-level BPE of {} tokens on {} → {}",
+        tk.vocab_size(),
+        snapshot.unwrap_or("the latest tables"),
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn step_bar(quiet: bool, steps: u64, prefix: &str) -> ProgressBar {
+    let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+    let b = ProgressBar::with_draw_target(Some(steps), target);
+    b.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} · {msg} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    b.set_prefix(prefix.to_string());
+    b.enable_steady_tick(Duration::from_millis(250));
+    b
+}
+
+pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
+    let repo = Repository::open(dir)?;
+    let bar = step_bar(quiet, job.sft.steps, "sft");
+    let outcome = job::run_sft(&repo, &job, |l| {
+        bar.set_position(l.step);
+        let eval = l.eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default();
+        bar.set_message(format!("loss {:.4}{eval} lr {:.2e} {:.0} tok/s", l.loss, l.lr, l.tokens_per_s));
+    })
+    .await;
+    bar.finish_and_clear();
+    let o = outcome?;
+    println!(
+        "sft run {}: {} steps in {:.1}s ({:.0} tokens/s), loss {:.4} → {:.4}, held-out loss {}, {} train / {} held-out samples",
+        o.run_id,
+        o.steps,
+        o.seconds,
+        o.tokens_per_s,
+        o.first_loss.unwrap_or(f64::NAN),
+        o.final_loss.unwrap_or(f64::NAN),
+        o.eval_loss.map_or("n/a".into(), |e| format!("{e:.4}")),
+        o.train_samples,
+        o.eval_samples
+    );
+    println!("model (Hugging Face files): {}", o.model_dir.display());
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(o)
+}
+
+pub fn export(run: &Path, out: &Path) -> Result<()> {
+    for f in job::export_model(run, out)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// Logits of a model on the `input_ids` of a safetensors file, written as `logits` beside them.
+pub fn logits(model_dir: &Path, input: &Path, out: &Path) -> Result<()> {
+    use burn::backend::NdArray;
+    use burn::tensor::{Int, Tensor, TensorData};
+    type B = NdArray<f32>;
+    let device = Default::default();
+    let (_, model) = regrpo_trainer::hf::load::<B>(model_dir, &device)?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not safetensors", input.display()))?;
+    let ids = st.tensor("input_ids").with_context(|| format!("{} has no input_ids", input.display()))?;
+    let shape = ids.shape().to_vec();
+    let id_data: Vec<i64> =
+        ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    let logits =
+        model.forward(Tensor::<B, 2, Int>::from_data(TensorData::new(id_data.clone(), [shape[0], shape[1]]), &device));
+    let dims = logits.dims().to_vec();
+    let values: Vec<f32> = logits.into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id_bytes: Vec<u8> = id_data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let logit_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![
+        ("input_ids".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::I64, shape, &id_bytes)?),
+        ("logits".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims, &logit_bytes)?),
+    ];
+    safetensors::serialize_to_file(views, None, out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}

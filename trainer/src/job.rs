@@ -1,0 +1,265 @@
+//! Whole jobs the CLI runs: train a tokenizer on a snapshot, run SFT into a run folder, export.
+//!
+//! The entry points here are concrete (CPU with NdArray, or CUDA with the `cuda` feature), so
+//! Burn's generic code is compiled, and optimised, inside this crate.
+//!
+//! A run folder holds:
+//!
+//! ```text
+//! RUN_DIR/run.json metrics.csv loss.png tokenizer.json
+//!         model/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json}
+//!         checkpoints/step-NNNNNN/{model.mpk, optim.mpk, state.json}
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use regrpo_datasets::Repository;
+use regrpo_schemas::Trajectory;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::Qwen2Config;
+use crate::data::{self, DataConfig, SftData, encode_all};
+use crate::error::{Error, IoContext, Result};
+use crate::hf;
+use crate::model::Qwen2;
+use crate::runlog::RunLog;
+use crate::sft::{self, SftConfig, StepLog};
+use crate::tokenizer::ChatTokenizer;
+
+/// Where the model starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelSource {
+    /// A tiny random Qwen2 (hidden 64, 2 layers) sized to the tokenizer.
+    Tiny,
+    /// A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    Dir(PathBuf),
+}
+
+impl ModelSource {
+    pub fn parse(s: &str) -> Self {
+        if s == "tiny" { ModelSource::Tiny } else { ModelSource::Dir(PathBuf::from(s)) }
+    }
+}
+
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// An SFT job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SftJob {
+    pub snapshot: Option<String>,
+    pub model: ModelSource,
+    /// A tokenizer.json to use (default: the model's, or one trained on the snapshot).
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary of a tokenizer trained for a tiny model.
+    pub vocab: usize,
+    pub out: PathBuf,
+    pub sft: SftConfig,
+    pub data: DataConfig,
+    pub resume: bool,
+    pub device: DeviceKind,
+}
+
+/// What an SFT job did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SftOutcome {
+    pub run_id: String,
+    pub steps: u64,
+    pub first_loss: Option<f64>,
+    pub final_loss: Option<f64>,
+    pub eval_loss: Option<f64>,
+    pub train_samples: usize,
+    pub eval_samples: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub model_dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub losses: Vec<f64>,
+}
+
+/// Every text of a snapshot the tokenizer should see: chats of trajectories and RoT rows.
+pub async fn corpus(repo: &Repository, snapshot: Option<&str>) -> Result<Vec<String>> {
+    let session = regrpo_queries::Session::open(repo, regrpo_queries::At::from_option(snapshot)).await?;
+    let ts: Vec<Trajectory> = data::read_table(&session).await?;
+    let rots: Vec<regrpo_schemas::Rot> = data::read_table(&session).await?;
+    let mut out: Vec<String> =
+        ts.iter().flat_map(|t| regrpo_schemas::react::trajectory_messages(t).into_iter().map(|m| m.content)).collect();
+    out.extend(rots.iter().flat_map(|r| r.conversation.iter().map(|m| m.content.clone())));
+    if out.is_empty() {
+        return Err(Error::NoData("the snapshot holds no text to train a tokenizer on".into()));
+    }
+    Ok(out)
+}
+
+/// Trains a byte-level BPE on a snapshot's text and writes `tokenizer.json`.
+pub async fn train_tokenizer(
+    repo: &Repository,
+    snapshot: Option<&str>,
+    vocab: usize,
+    out: &Path,
+) -> Result<ChatTokenizer> {
+    let texts = corpus(repo, snapshot).await?;
+    let tk = ChatTokenizer::train(texts.into_iter(), vocab)?;
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).at(parent)?;
+    }
+    tk.save(out)?;
+    Ok(tk)
+}
+
+async fn tokenizer_for(repo: &Repository, job: &SftJob) -> Result<ChatTokenizer> {
+    if let Some(p) = &job.tokenizer {
+        return ChatTokenizer::load(p);
+    }
+    if let ModelSource::Dir(d) = &job.model
+        && d.join("tokenizer.json").exists()
+    {
+        return ChatTokenizer::load(&d.join("tokenizer.json"));
+    }
+    let existing = job.out.join("tokenizer.json");
+    if job.resume && existing.exists() {
+        return ChatTokenizer::load(&existing);
+    }
+    train_tokenizer(repo, job.snapshot.as_deref(), job.vocab, &existing).await
+}
+
+/// Builds the starting model on a backend.
+pub fn init_model<B: Backend>(
+    source: &ModelSource,
+    vocab: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<(Qwen2Config, Qwen2<B>)> {
+    match source {
+        ModelSource::Tiny => {
+            B::seed(device, seed);
+            let c = Qwen2Config::tiny(vocab);
+            let m = Qwen2::init(&c, device);
+            Ok((c, m))
+        }
+        ModelSource::Dir(d) => {
+            let (c, m) = hf::load::<B>(d, device)?;
+            if c.vocab_size < vocab {
+                return Err(Error::BadModel {
+                    path: d.clone(),
+                    reason: format!("vocab_size {} is smaller than the tokenizer's {vocab}", c.vocab_size),
+                });
+            }
+            Ok((c, m))
+        }
+    }
+}
+
+/// Runs SFT on the chosen device.
+pub async fn run_sft(repo: &Repository, job: &SftJob, on_step: impl FnMut(&StepLog) + Send) -> Result<SftOutcome> {
+    match job.device {
+        DeviceKind::Cpu => run_sft_on::<Autodiff<NdArray<f32>>>(repo, job, Default::default(), on_step).await,
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            run_sft_on::<Autodiff<burn::backend::Cuda<f32>>>(repo, job, Default::default(), on_step).await
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => Err(Error::Config("this build has no CUDA backend: build with `--features cuda`".into())),
+    }
+}
+
+async fn run_sft_on<B: AutodiffBackend>(
+    repo: &Repository,
+    job: &SftJob,
+    device: B::Device,
+    on_step: impl FnMut(&StepLog) + Send,
+) -> Result<SftOutcome> {
+    let started = std::time::Instant::now();
+    let data: SftData = data::load(repo, job.snapshot.as_deref(), &job.data).await?;
+    let tk = tokenizer_for(repo, job).await?;
+    let (config, model) = init_model::<B>(&job.model, tk.vocab_size(), job.sft.seed, &device)?;
+    let train = encode_all(&data.train, &tk, job.data.rot_target, job.sft.max_len)?;
+    let eval = encode_all(&data.eval, &tk, job.data.rot_target, job.sft.max_len)?;
+    std::fs::create_dir_all(&job.out).at(&job.out)?;
+    tk.save(&job.out.join("tokenizer.json"))?;
+    let mut log = RunLog::new(
+        "sft",
+        &job.out,
+        data.snapshot.clone(),
+        data.versions.clone(),
+        json!({"job": job, "model": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers, "vocab": config.vocab_size, "params": config.num_params()}}),
+    )?;
+    let (train_n, eval_n) = (train.len(), eval.len());
+    let out = job.out.clone();
+    let (sft_cfg, resume, pad) = (job.sft.clone(), job.resume, tk.pad);
+    let mut logs = Vec::new();
+    let mut on_step = on_step;
+    let (model, step_logs) = tokio::task::block_in_place(|| {
+        sft::train(model, train, &eval, pad, &sft_cfg, &out, resume, |l| {
+            on_step(l);
+            logs.push(l.clone());
+        })
+    })?;
+    for l in &step_logs {
+        log.log(l.step as i64, "loss", l.loss, Some("train"));
+        log.log(l.step as i64, "lr", l.lr, Some("train"));
+        log.log(l.step as i64, "grad_norm", l.grad_norm, Some("train"));
+        log.log(l.step as i64, "tokens_per_s", l.tokens_per_s, Some("train"));
+        if let Some(e) = l.eval_loss {
+            log.log(l.step as i64, "eval_loss", e, Some("eval"));
+        }
+    }
+    let model_dir = job.out.join("model");
+    hf::save(&config, &model.valid(), &model_dir)?;
+    tk.save(&model_dir.join("tokenizer.json"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let losses: Vec<f64> = step_logs.iter().map(|l| l.loss).collect();
+    let tps = if step_logs.is_empty() {
+        0.0
+    } else {
+        step_logs.iter().map(|l| l.tokens_per_s).sum::<f64>() / step_logs.len() as f64
+    };
+    let eval_loss = step_logs.iter().rev().find_map(|l| l.eval_loss);
+    let summary = json!({"steps": step_logs.last().map(|l| l.step), "final_loss": losses.last(), "eval_loss": eval_loss, "train_samples": train_n, "eval_samples": eval_n, "seconds": seconds, "tokens_per_s": tps});
+    let files = log.finish(repo, "finished", summary, &[("loss.png", "SFT loss", &["loss", "eval_loss"])]).await?;
+    Ok(SftOutcome {
+        run_id: log.run_id.clone(),
+        steps: step_logs.last().map_or(0, |l| l.step),
+        first_loss: losses.first().copied(),
+        final_loss: losses.last().copied(),
+        eval_loss,
+        train_samples: train_n,
+        eval_samples: eval_n,
+        seconds,
+        tokens_per_s: tps,
+        model_dir,
+        files,
+        losses,
+    })
+}
+
+/// Copies a run's exported model (config, weights, tokenizer) to `out`.
+pub fn export_model(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let src = if run.join("model").join("model.safetensors").exists() { run.join("model") } else { run.to_path_buf() };
+    if !src.join("model.safetensors").exists() {
+        return Err(Error::BadModel {
+            path: run.to_path_buf(),
+            reason: "no model/model.safetensors: is this a finished run folder?".into(),
+        });
+    }
+    std::fs::create_dir_all(out).at(out)?;
+    let mut written = Vec::new();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        let from = src.join(f);
+        if from.exists() {
+            let to = out.join(f);
+            std::fs::copy(&from, &to).at(&from)?;
+            written.push(to);
+        }
+    }
+    Ok(written)
+}
