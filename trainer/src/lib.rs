@@ -18,6 +18,7 @@ pub mod error;
 pub mod hf;
 pub mod job;
 pub mod model;
+pub mod rl;
 pub mod runlog;
 pub mod sft;
 pub mod tokenizer;

@@ -1,3 +1,4 @@
 //! Integration tests of the trainer: parity with transformers, checkpoints, tokenizer, SFT.
 
+mod formulas;
 mod parity;
