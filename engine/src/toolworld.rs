@@ -355,15 +355,16 @@ pub fn generate(seed: u64, index: usize) -> Task {
 }
 
 /// The system prompt toolworld trajectories carry.
+///
+/// It names the tools and their parameters only (the full specs are in `tool_specs`): small
+/// policies train on short prompts.
 pub fn system_prompt(suite: &ToolSuite) -> String {
-    let mut s = String::from(
-        "You are a tool-using agent. Each step write a Thought then a Code block calling one tool. Tools:\n",
-    );
-    for spec in suite.specs() {
-        s.push_str(&format!("- {}({}): {}\n", spec.name, spec.parameter_names().join(", "), spec.description));
-    }
-    s.push_str("End with final_answer(answer=...).");
-    s
+    let tools: Vec<String> =
+        suite.specs().iter().map(|s| format!("{}({})", s.name, s.parameter_names().join(", "))).collect();
+    format!(
+        "You are a tool-using agent. Each step write a Thought then a Code block calling one tool. Tools: {}. End with final_answer(answer=...).",
+        tools.join(", ")
+    )
 }
 
 /// Where a task's files live inside a repository.

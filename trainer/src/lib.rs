@@ -18,8 +18,11 @@ pub mod error;
 pub mod hf;
 pub mod job;
 pub mod model;
+pub mod regrpo;
 pub mod rl;
+pub mod rollout;
 pub mod runlog;
+pub mod sampling;
 pub mod sft;
 pub mod tokenizer;
 

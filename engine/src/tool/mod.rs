@@ -317,6 +317,12 @@ impl ToolSuite {
     }
 }
 
+/// The arguments of a call by parameter name (positionals mapped in the spec's order), or
+/// `None` when one of them is an unresolved expression.
+pub fn normalized_arguments(call: &Call, spec: &ToolSpec) -> Option<Map<String, Value>> {
+    named_arguments(call, spec).ok()
+}
+
 /// Maps positional arguments (`$0`, `$1`, …) to the spec's parameter names in order; an
 /// unresolved argument (a variable the code did not bind) cannot be executed.
 fn named_arguments(call: &Call, spec: &ToolSpec) -> Result<Map<String, Value>, ToolOutput> {

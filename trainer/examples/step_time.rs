@@ -1,0 +1,34 @@
+use burn::backend::NdArray;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, Distribution, Tensor};
+use std::time::Instant;
+type B = NdArray<f32>;
+fn main() {
+    let device = Default::default();
+    let s = 600;
+    let q = Tensor::<B, 4>::random([6, 4, s, 16], Distribution::Default, &device);
+    let k = Tensor::<B, 4>::random([6, 4, s, 16], Distribution::Default, &device);
+    let t = Instant::now();
+    let sc = q.clone().matmul(k.clone().swap_dims(2, 3));
+    let _ = sc.clone().sum().into_scalar();
+    println!("matmul {:?}", t.elapsed());
+    let t = Instant::now();
+    let mask = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device);
+    let sc2 = sc.clone().mask_fill(mask.unsqueeze::<4>(), f32::NEG_INFINITY);
+    let _ = sc2.clone().sum().into_scalar();
+    println!("mask_fill {:?}", t.elapsed());
+    let t = Instant::now();
+    let a = softmax(sc2, 3);
+    let _ = a.clone().sum().into_scalar();
+    println!("softmax {:?}", t.elapsed());
+    let t = Instant::now();
+    let o = a.matmul(k);
+    let _ = o.sum().into_scalar();
+    println!("matmul2 {:?}", t.elapsed());
+    let x = Tensor::<B, 2>::random([3600, 64], Distribution::Default, &device);
+    let w = Tensor::<B, 2>::random([64, 400], Distribution::Default, &device);
+    let t = Instant::now();
+    let y = x.matmul(w);
+    let _ = y.sum().into_scalar();
+    println!("linear 3600x64x400 {:?}", t.elapsed());
+}

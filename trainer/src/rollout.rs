@@ -1,0 +1,263 @@
+//! States to act from, and completions executed and scored for real.
+//!
+//! - *Failure states*: a local trajectory up to and including a failed observation (from the
+//!   snapshot's RoT rows); the right completion reflects and corrects.
+//! - *Clean states*: a prefix at a step that did not fail; the right completion acts without
+//!   reflecting (this is what the reflection cost teaches).
+//!
+//! A completion is parsed into reflection + action; the action runs through the engine's tool
+//! suite in the task's sandbox. `success` requires the ground-truth tool, a successful
+//! execution, and every argument equivalent after normalisation **or** the same observation as
+//! the ground truth. A shifted box or a neighbouring column is a failure, unlike the
+//! reference's "same tool and first argument". Unparseable completions fail.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use regrpo_engine::run::{declared_specs, execute_action};
+use regrpo_engine::tool::normalized_arguments;
+use regrpo_engine::{CallContext, ToolSpec, ToolSuite, toolworld};
+use regrpo_schemas::react::{Reflection, parse_assistant, trajectory_messages};
+use regrpo_schemas::{Action, ErrorType, Execution, Message, Rot, Trajectory};
+use serde_json::{Map, Value};
+
+/// Why the policy is asked to act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Failure,
+    Clean,
+}
+
+impl StateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Failure => "failure",
+            StateKind::Clean => "clean",
+        }
+    }
+}
+
+/// A state and its ground truth.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub state_id: String,
+    pub kind: StateKind,
+    pub trajectory_id: String,
+    pub step_index: usize,
+    /// The chat so far; the completion is the next assistant turn.
+    pub messages: Vec<Message>,
+    pub gt_action: Action,
+    pub gt_observation: String,
+    /// The ErrorType of the failure (failure states).
+    pub error_type: Option<ErrorType>,
+    pub failed_observation: Option<String>,
+    pub sandbox: Option<PathBuf>,
+    pub specs: Vec<ToolSpec>,
+    pub is_final: bool,
+}
+
+/// Failure states from RoT rows whose trajectory is known.
+pub fn failure_states(rots: &[Rot], trajectories: &HashMap<String, Trajectory>, root: &Path) -> Vec<State> {
+    let mut out = Vec::new();
+    for r in rots {
+        let Some(t) = trajectories.get(&r.trajectory_id) else { continue };
+        let Some(at) = r
+            .conversation
+            .iter()
+            .position(|m| m.role == "assistant" && m.content.trim_start().starts_with("Reflection:"))
+        else {
+            continue;
+        };
+        let Ok(gt_action) = r.corrected_action.parse() else { continue };
+        let step = r.step_index as usize;
+        let gt_observation =
+            t.steps.get(step).and_then(|s| s.observation.as_ref()).map(|o| o.text.clone()).unwrap_or_default();
+        out.push(State {
+            state_id: format!("f-{}", r.rot_id),
+            kind: StateKind::Failure,
+            trajectory_id: r.trajectory_id.clone(),
+            step_index: step,
+            messages: r.conversation[..at].to_vec(),
+            gt_action,
+            gt_observation,
+            error_type: r.error_type.parse().ok(),
+            failed_observation: Some(r.failed_observation.clone()),
+            sandbox: toolworld::sandbox_of(root, t),
+            specs: declared_specs(t),
+            is_final: step + 1 == t.steps.len(),
+        });
+    }
+    out
+}
+
+/// Clean states: every step of every trajectory that has an action and an observation.
+pub fn clean_states(trajectories: &[Trajectory], root: &Path) -> Vec<State> {
+    let mut out = Vec::new();
+    for t in trajectories {
+        let messages = trajectory_messages(t);
+        let mut assistant_seen = 0;
+        for (i, m) in messages.iter().enumerate() {
+            if m.role != "assistant" {
+                continue;
+            }
+            let k = assistant_seen;
+            assistant_seen += 1;
+            let Some(step) = t.steps.get(k) else { continue };
+            let Some(gt_action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };
+            let gt_observation = step.observation.as_ref().map(|o| o.text.clone()).unwrap_or_default();
+            out.push(State {
+                state_id: format!("c-{}-{k}", t.trajectory_id),
+                kind: StateKind::Clean,
+                trajectory_id: t.trajectory_id.clone(),
+                step_index: k,
+                messages: messages[..i].to_vec(),
+                gt_action,
+                gt_observation,
+                error_type: None,
+                failed_observation: None,
+                sandbox: toolworld::sandbox_of(root, t),
+                specs: declared_specs(t),
+                is_final: k + 1 == t.steps.len(),
+            });
+        }
+    }
+    out
+}
+
+/// Whether two JSON values mean the same argument: numbers by value (1 == 1.0), strings
+/// trimmed and without a leading `./`, containers element by element.
+pub fn equivalent(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            (x.as_f64().unwrap_or(f64::NAN) - y.as_f64().unwrap_or(f64::NAN)).abs() <= 1e-9
+        }
+        (Value::String(x), Value::String(y)) => x.trim().trim_start_matches("./") == y.trim().trim_start_matches("./"),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equivalent(p, q)),
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn named(action: &Action, spec: Option<&ToolSpec>) -> Option<Map<String, Value>> {
+    let call = action.calls.first()?;
+    match spec {
+        Some(s) => normalized_arguments(call, s),
+        None => Some(call.arguments()),
+    }
+}
+
+/// Whether every argument of `a` is equivalent to `b`'s (same keys after normalisation).
+pub fn same_arguments(a: &Action, b: &Action, spec: Option<&ToolSpec>) -> bool {
+    match (named(a, spec), named(b, spec)) {
+        (Some(x), Some(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w))),
+        _ => false,
+    }
+}
+
+/// A completion, taken apart, executed and scored.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub reflection: Option<Reflection>,
+    /// Characters of the reflection block (tokens are counted by the caller).
+    pub reflection_text: Option<String>,
+    pub action: Option<Action>,
+    pub exec: Option<Execution>,
+    pub status: String,
+    pub success: bool,
+    /// Evidence quotes the failed observation (failure states).
+    pub grounded: bool,
+    /// The reflection names the failure's ErrorType (failure states).
+    pub type_correct: bool,
+}
+
+/// The `Reflection:` block of a completion, if it opens with one.
+pub fn reflection_block(text: &str) -> Option<String> {
+    let t = text.trim_start();
+    if !t.starts_with("Reflection:") {
+        return None;
+    }
+    let end = t.find("Thought:").or_else(|| t.find("Code:")).or_else(|| t.find("```")).unwrap_or(t.len());
+    Some(t[..end].to_string())
+}
+
+/// Parses, executes and scores a completion's text for a state.
+pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
+    let turn = parse_assistant(text);
+    let reflection_text = reflection_block(text);
+    let grounded = match (&turn.reflection, &state.failed_observation) {
+        (Some(r), Some(obs)) => regrpo_datasets::ingest::quote_span(&r.evidence, obs).is_some(),
+        _ => false,
+    };
+    let type_correct = match (&turn.reflection, state.error_type) {
+        (Some(r), Some(t)) => r.error_type.trim() == t.as_str(),
+        _ => false,
+    };
+    let action = turn.action.as_ref().and_then(|(surface, code)| Action::parse(*surface, code).ok());
+    let Some(action) = action else {
+        return Scored {
+            reflection: turn.reflection,
+            reflection_text,
+            action: None,
+            exec: None,
+            status: "unparseable".into(),
+            success: false,
+            grounded,
+            type_correct,
+        };
+    };
+    let ctx = CallContext { sandbox: state.sandbox.clone(), timeout: std::time::Duration::from_secs(10) };
+    let exec = execute_action(suite, &action, &state.specs, &ctx, state.is_final).await;
+    let spec = suite
+        .get(state.gt_action.tool())
+        .map(|t| t.spec().clone())
+        .or_else(|| state.specs.iter().find(|s| s.name == state.gt_action.tool()).cloned());
+    let success = action.tool() == state.gt_action.tool()
+        && exec.status == "ok"
+        && (same_arguments(&action, &state.gt_action, spec.as_ref()) || exec.text == state.gt_observation);
+    Scored {
+        reflection: turn.reflection,
+        reflection_text,
+        status: exec.status.clone(),
+        exec: Some(exec),
+        action: Some(action),
+        success,
+        grounded,
+        type_correct,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equivalence_normalises_numbers_paths_and_containers() {
+        assert!(equivalent(&json!(1), &json!(1.0)));
+        assert!(equivalent(&json!("./a.png "), &json!("a.png")));
+        assert!(equivalent(&json!([0, 0, 32, 32]), &json!([0.0, 0, 32, 32])));
+        assert!(!equivalent(&json!([0, 0, 32, 32]), &json!([0, 16, 32, 48])));
+        assert!(!equivalent(&json!("1"), &json!(1)));
+    }
+
+    #[test]
+    fn a_later_argument_decides_success() {
+        let suite = ToolSuite::builtin();
+        let spec = suite.get("crop").unwrap().spec().clone();
+        let right = Action::parse_python("crop(image_path=\"shapes.png\", box=[0, 0, 32, 32])").unwrap();
+        let positional = Action::parse_python("crop(\"shapes.png\", [0, 0, 32, 32])").unwrap();
+        let shifted = Action::parse_python("crop(image_path=\"shapes.png\", box=[0, 16, 32, 48])").unwrap();
+        assert!(same_arguments(&positional, &right, Some(&spec)));
+        assert!(!same_arguments(&shifted, &right, Some(&spec)));
+    }
+
+    #[test]
+    fn reflection_block_is_cut_before_the_thought() {
+        let t =
+            "Reflection:\n- ErrorType: ArgInvalid\n- Evidence: x\n- FixPlan: y\nThought: z\n\nCode:\n```py\nf()\n```";
+        assert_eq!(reflection_block(t).unwrap(), "Reflection:\n- ErrorType: ArgInvalid\n- Evidence: x\n- FixPlan: y\n");
+        assert_eq!(reflection_block("Thought: z"), None);
+    }
+}
