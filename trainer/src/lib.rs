@@ -12,11 +12,14 @@
 //!                                         Qwen2 (Burn) ── SFT ──▶ checkpoints, runs, metrics
 //! ```
 
+pub mod agent;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod hf;
 pub mod job;
+pub mod metrics;
 pub mod model;
 pub mod regrpo;
 pub mod rl;

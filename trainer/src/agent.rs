@@ -1,0 +1,155 @@
+//! The agent loop with the inference-time reflection trigger.
+//!
+//! ReAct: the policy writes a turn, its action runs with the tool suite, the observation is
+//! appended, until `final_answer` or the step budget. After each observation the deterministic
+//! trigger `ToolError ∨ EmptyObservation ∨ (step > 1 ∧ u_i < κ_i)` — `u_i` the geometric-mean
+//! probability of the action tokens, `κ_i` the mean of earlier `u` — opens at most one
+//! reflection for the step: the turn is regenerated with the assistant turn prefilled with
+//! `Reflection:` and its action replaces the failed one.
+
+use burn::tensor::backend::Backend;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use regrpo_engine::run::{declared_specs, execute_action};
+use regrpo_engine::{CallContext, ToolSuite, toolworld};
+use regrpo_schemas::react::{format_observation, parse_assistant};
+use regrpo_schemas::{Action, Message, Trajectory};
+
+use crate::error::Result;
+use crate::model::Qwen2;
+use crate::rollout::reflection_block;
+use crate::sampling::{SampleConfig, sample};
+use crate::tokenizer::ChatTokenizer;
+
+/// Settings of an episode.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentConfig {
+    pub max_steps: usize,
+    pub max_new_tokens: usize,
+    pub max_prompt_tokens: usize,
+    /// Whether the reflection trigger is on.
+    pub trigger: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig { max_steps: 8, max_new_tokens: 192, max_prompt_tokens: 1024, trigger: true }
+    }
+}
+
+/// One step of an episode.
+#[derive(Debug, Clone)]
+pub struct AgentStep {
+    pub text: String,
+    pub observation: String,
+    pub status: String,
+    /// `exp(mean log π(action tokens))`.
+    pub confidence: f64,
+    pub reflected: bool,
+}
+
+/// A finished episode.
+#[derive(Debug, Clone)]
+pub struct Episode {
+    pub steps: Vec<AgentStep>,
+    pub final_answer: Option<String>,
+}
+
+/// The trigger: a tool error, an empty observation, or low confidence after step 1.
+pub fn trigger(status: &str, observation: &str, step: usize, u: f64, earlier: &[f64]) -> bool {
+    let error = !matches!(status, "ok" | "empty");
+    let empty = status == "empty" || observation.trim().is_empty();
+    let kappa = if earlier.is_empty() { f64::NAN } else { earlier.iter().sum::<f64>() / earlier.len() as f64 };
+    error || empty || (step > 1 && u < kappa)
+}
+
+struct Turn {
+    text: String,
+    confidence: f64,
+}
+
+fn generate<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, messages: &[Message], prefix: &str, cfg: &AgentConfig) -> Result<Turn> {
+    let mut prompt = tk.prompt(messages)?;
+    if !prefix.is_empty() {
+        prompt.extend(tk.encode(prefix)?);
+    }
+    if prompt.len() > cfg.max_prompt_tokens {
+        prompt.drain(..prompt.len() - cfg.max_prompt_tokens);
+    }
+    let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: cfg.max_new_tokens };
+    let c = sample(model, &prompt, 1, &greedy, tk.im_end, tk.pad, &mut ChaCha8Rng::seed_from_u64(0)).remove(0);
+    let body: Vec<u32> = c.tokens.iter().copied().filter(|t| *t != tk.im_end).collect();
+    let text = format!("{prefix}{}", tk.decode(&body)?);
+    // The action's tokens are those after the reflection block, if any.
+    let skip = match reflection_block(&text) {
+        Some(r) => tk.encode(&r)?.len().saturating_sub(tk.encode(prefix)?.len()),
+        None => 0,
+    };
+    let lps: Vec<f64> = c.logprobs.iter().skip(skip).map(|l| f64::from(*l)).collect();
+    let confidence = if lps.is_empty() { 0.0 } else { (lps.iter().sum::<f64>() / lps.len() as f64).exp() };
+    Ok(Turn { text, confidence })
+}
+
+async fn act(text: &str, suite: &ToolSuite, ctx: &CallContext, t: &Trajectory, is_last: bool) -> (Option<Action>, String, String) {
+    let turn = parse_assistant(text);
+    let action = turn.action.as_ref().and_then(|(s, code)| Action::parse(*s, code).ok());
+    let exec = match &action {
+        Some(a) => execute_action(suite, a, &declared_specs(t), ctx, is_last).await,
+        None => regrpo_engine::run::no_action_observation(is_last),
+    };
+    (action, exec.status, exec.text)
+}
+
+/// Runs the policy on a task until it answers or the budget runs out.
+pub async fn run_episode<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, suite: &ToolSuite, task: &Trajectory, root: &std::path::Path, cfg: &AgentConfig) -> Result<Episode> {
+    let ctx = CallContext::new(toolworld::sandbox_of(root, task));
+    let mut messages = vec![
+        Message { role: "system".into(), content: task.system_prompt.clone().unwrap_or_default() },
+        Message { role: "user".into(), content: format!("Task: {}", task.task) },
+    ];
+    let mut steps = Vec::new();
+    let mut confidences: Vec<f64> = Vec::new();
+    let mut final_answer = None;
+    for i in 0..cfg.max_steps {
+        let is_last = i + 1 == cfg.max_steps;
+        let turn = generate(model, tk, &messages, "", cfg)?;
+        let (mut action, mut status, mut obs) = act(&turn.text, suite, &ctx, task, is_last).await;
+        let mut text = turn.text.clone();
+        let mut reflected = false;
+        if cfg.trigger && trigger(&status, &obs, i + 1, turn.confidence, &confidences) {
+            let mut with_failure = messages.clone();
+            with_failure.push(Message { role: "assistant".into(), content: turn.text.clone() });
+            with_failure.push(Message { role: "user".into(), content: format_observation(i, &obs) });
+            let retry = generate(model, tk, &with_failure, "Reflection:\n", cfg)?;
+            let (a2, s2, o2) = act(&retry.text, suite, &ctx, task, is_last).await;
+            messages = with_failure;
+            (action, status, obs, text, reflected) = (a2, s2, o2, retry.text, true);
+        }
+        confidences.push(turn.confidence);
+        messages.push(Message { role: "assistant".into(), content: text.clone() });
+        messages.push(Message { role: "user".into(), content: format_observation(i, &obs) });
+        steps.push(AgentStep { text, observation: obs.clone(), status: status.clone(), confidence: turn.confidence, reflected });
+        if let Some(a) = &action
+            && a.tool() == "final_answer"
+            && status == "ok"
+        {
+            final_answer = Some(obs.strip_prefix("Final answer: ").unwrap_or(&obs).to_string());
+            break;
+        }
+    }
+    Ok(Episode { steps, final_answer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_fires_on_errors_emptiness_and_low_confidence() {
+        assert!(trigger("tool_error", "Error: x", 1, 0.9, &[]));
+        assert!(trigger("empty", "", 1, 0.9, &[]));
+        assert!(!trigger("ok", "fine", 1, 0.1, &[]), "no confidence test at the first step");
+        assert!(trigger("ok", "fine", 2, 0.4, &[0.8]));
+        assert!(!trigger("ok", "fine", 2, 0.9, &[0.8]));
+    }
+}
