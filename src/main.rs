@@ -101,11 +101,42 @@ enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
 
+    /// Evaluate a policy on the held-out split: recovery, first-try success, reflection use, answers.
+    Eval {
+        dir: PathBuf,
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        /// A run folder or a model folder.
+        #[arg(long)]
+        model: PathBuf,
+        /// Only `test` (the held-out split by trajectory hash) is defined.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Where the eval run goes (default: MODEL/eval).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 40)]
+        max_states: usize,
+        #[arg(long, default_value_t = 20)]
+        max_tasks: usize,
+    },
+
     /// Run the whole pipeline on the embedded default in a fresh folder.
     Demo {
         /// Where to put everything (must be empty or absent).
         #[arg(long, default_value = "regrpo-demo")]
         dir: PathBuf,
+        /// toolworld tasks to generate.
+        #[arg(long, default_value_t = 210)]
+        tasks: usize,
+        /// SFT steps of each policy.
+        #[arg(long, default_value_t = 150)]
+        sft_steps: u64,
+        /// ReGRPO steps.
+        #[arg(long, default_value_t = 12)]
+        regrpo_steps: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 
     /// Run a read-only SQL query (tables: trajectories, near_misses, rot, rejects, runs, metrics, rollouts).
@@ -190,6 +221,72 @@ enum TrainCommand {
     },
     /// Supervised fine-tuning on clean trajectories and RoT rows of a snapshot.
     Sft(SftArgs),
+    /// ReGRPO: group-relative RL over reflection + corrective actions, rollouts executed for real.
+    Regrpo(RegrpoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RegrpoArgs {
+    dir: PathBuf,
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    /// The starting policy (also the frozen KL reference): a run folder or a model folder.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    /// Completions per state (G).
+    #[arg(long, default_value_t = 5)]
+    group_size: usize,
+    /// States per step.
+    #[arg(long, default_value_t = 4)]
+    states: usize,
+    /// Share of failure states (the rest are clean states).
+    #[arg(long, default_value_t = 0.5)]
+    failure_fraction: f64,
+    #[arg(long, default_value_t = 5e-6)]
+    lr: f64,
+    /// Reward weight of success.
+    #[arg(long, default_value_t = 1.0)]
+    lambda_exec: f64,
+    /// Reflection cost weight (per 100 reflection tokens).
+    #[arg(long, default_value_t = 0.1)]
+    eta: f64,
+    /// Weight of the grounded-evidence / right-ErrorType score.
+    #[arg(long, default_value_t = 0.0)]
+    lambda_val: f64,
+    /// KL weight to the reference.
+    #[arg(long, default_value_t = 0.04)]
+    beta: f64,
+    /// k1 or k3.
+    #[arg(long, default_value = "k1")]
+    kl: String,
+    /// Every token weighs the same in the loss (instead of every sequence).
+    #[arg(long)]
+    token_level: bool,
+    /// Divide advantages by the group's standard deviation.
+    #[arg(long)]
+    normalize_advantages: bool,
+    /// Clip advantages to ±this.
+    #[arg(long)]
+    clip_advantages: Option<f64>,
+    /// Updates per batch of rollouts; more than one uses the PPO ratio with clipping.
+    #[arg(long, default_value_t = 1)]
+    updates: usize,
+    #[arg(long, default_value_t = 0.2)]
+    ppo_clip_low: f64,
+    #[arg(long, default_value_t = 0.28)]
+    ppo_clip_high: f64,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    #[arg(long, default_value_t = 192)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -388,9 +485,71 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             train_cmd::sft(&dir, job, quiet).await.map(|_| ())
         }
+        Command::Train(TrainCommand::Regrpo(a)) => {
+            let kl = match a.kl.as_str() {
+                "k1" => regrpo_trainer::rl::KlEstimator::K1,
+                "k3" => regrpo_trainer::rl::KlEstimator::K3,
+                other => anyhow::bail!("unknown KL estimator `{other}` (k1 or k3)"),
+            };
+            let cfg = regrpo_trainer::regrpo::RegrpoConfig {
+                steps: a.steps,
+                group_size: a.group_size,
+                states_per_step: a.states,
+                failure_fraction: a.failure_fraction,
+                lr: a.lr,
+                sample: regrpo_trainer::sampling::SampleConfig {
+                    temperature: a.temperature,
+                    top_p: a.top_p,
+                    max_new_tokens: a.max_new_tokens,
+                },
+                reward: regrpo_trainer::rl::RewardConfig {
+                    lambda_exec: a.lambda_exec,
+                    eta: a.eta,
+                    lambda_val: a.lambda_val,
+                },
+                advantage: regrpo_trainer::rl::AdvantageConfig {
+                    normalize: a.normalize_advantages,
+                    clip: a.clip_advantages,
+                    leave_one_out: false,
+                },
+                loss: regrpo_trainer::rl::LossConfig {
+                    beta: a.beta,
+                    kl,
+                    token_level: a.token_level,
+                    length_normalize: false,
+                    ppo_clip: (a.updates > 1).then_some((a.ppo_clip_low, a.ppo_clip_high)),
+                },
+                updates_per_batch: a.updates,
+                seed: a.seed,
+                ..Default::default()
+            };
+            let job = regrpo_trainer::job::RegrpoJob {
+                snapshot: a.snapshot,
+                init: a.model,
+                out: a.out,
+                cfg,
+                eval_fraction: 0.1,
+            };
+            train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
+        }
+        Command::Eval { dir, snapshot, model, split, out, max_states, max_tasks } => {
+            if split != "test" {
+                anyhow::bail!("unknown split `{split}`: evaluation runs on `test`, the held-out split");
+            }
+            let out = out.unwrap_or_else(|| model.join("eval"));
+            let cfg = regrpo_trainer::eval::EvalConfig {
+                max_failure_states: max_states,
+                max_clean_states: max_states,
+                max_tasks,
+                ..Default::default()
+            };
+            train_cmd::eval(&dir, snapshot.as_deref(), &model, &out, &cfg).await.map(|_| ())
+        }
         Command::Model(ModelCommand::Export { run, out }) => train_cmd::export(&run, &out),
         Command::Model(ModelCommand::Logits { model, input, out }) => train_cmd::logits(&model, &input, &out),
-        Command::Demo { dir } => demo::run(&dir, quiet).await,
+        Command::Demo { dir, tasks, sft_steps, regrpo_steps, seed } => {
+            demo::run(&dir, &demo::DemoConfig { tasks, sft_steps, regrpo_steps, seed }, quiet).await
+        }
         Command::Sql { dir, snapshot, query, format, out } => {
             data::sql(&dir, snapshot.as_deref(), &query, format, out.as_deref()).await
         }

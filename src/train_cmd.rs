@@ -98,3 +98,62 @@ pub fn logits(model_dir: &Path, input: &Path, out: &Path) -> Result<()> {
     println!("wrote {}", out.display());
     Ok(())
 }
+
+pub async fn regrpo(
+    dir: &Path,
+    job: regrpo_trainer::job::RegrpoJob,
+    quiet: bool,
+) -> Result<regrpo_trainer::job::RegrpoOutcome> {
+    let repo = Repository::open(dir)?;
+    let suite = regrpo_engine::ToolSuite::builtin();
+    let bar = step_bar(quiet, job.cfg.steps, "regrpo");
+    let o = job::run_regrpo(&repo, &job, &suite, |s| {
+        bar.set_position(s.step);
+        bar.set_message(format!(
+            "reward {:.3} success {:.2} refl(clean) {:.1} tok · skipped {}",
+            s.mean_reward, s.success_rate, s.clean_reflection_tokens, s.skipped_groups
+        ));
+    })
+    .await;
+    bar.finish_and_clear();
+    let o = o?;
+    let first = job::quarter(&o.steps, true);
+    let last = job::quarter(&o.steps, false);
+    println!(
+        "regrpo run {}: {} steps in {:.1}s, mean reward first quarter {first:.3} → last quarter {last:.3}; {} rollouts and {} policy near-misses committed",
+        o.run_id,
+        o.steps.len(),
+        o.seconds,
+        o.rollouts_added,
+        o.policy_near_misses_added
+    );
+    println!("model (Hugging Face files): {}", o.model_dir.display());
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(o)
+}
+
+pub async fn eval(
+    dir: &Path,
+    snapshot: Option<&str>,
+    model: &Path,
+    out: &Path,
+    cfg: &regrpo_trainer::eval::EvalConfig,
+) -> Result<regrpo_trainer::eval::EvalReport> {
+    let repo = Repository::open(dir)?;
+    let suite = regrpo_engine::ToolSuite::builtin();
+    let r = job::run_eval(&repo, snapshot, model, out, cfg, &suite, &model.display().to_string()).await?;
+    println!(
+        "evaluation of {} on the held-out split ({} failure states, {} clean states, {} tasks):",
+        model.display(),
+        r.failure_states,
+        r.clean_states,
+        r.tasks
+    );
+    for (name, v) in r.rows() {
+        println!("  {name:<30} {v:>8.3}");
+    }
+    println!("written to the runs and metrics tables, and {}", out.join("run.json").display());
+    Ok(r)
+}

@@ -68,7 +68,13 @@ struct Turn {
     confidence: f64,
 }
 
-fn generate<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, messages: &[Message], prefix: &str, cfg: &AgentConfig) -> Result<Turn> {
+fn generate<B: Backend>(
+    model: &Qwen2<B>,
+    tk: &ChatTokenizer,
+    messages: &[Message],
+    prefix: &str,
+    cfg: &AgentConfig,
+) -> Result<Turn> {
     let mut prompt = tk.prompt(messages)?;
     if !prefix.is_empty() {
         prompt.extend(tk.encode(prefix)?);
@@ -90,7 +96,13 @@ fn generate<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, messages: &[Messag
     Ok(Turn { text, confidence })
 }
 
-async fn act(text: &str, suite: &ToolSuite, ctx: &CallContext, t: &Trajectory, is_last: bool) -> (Option<Action>, String, String) {
+async fn act(
+    text: &str,
+    suite: &ToolSuite,
+    ctx: &CallContext,
+    t: &Trajectory,
+    is_last: bool,
+) -> (Option<Action>, String, String) {
     let turn = parse_assistant(text);
     let action = turn.action.as_ref().and_then(|(s, code)| Action::parse(*s, code).ok());
     let exec = match &action {
@@ -101,7 +113,14 @@ async fn act(text: &str, suite: &ToolSuite, ctx: &CallContext, t: &Trajectory, i
 }
 
 /// Runs the policy on a task until it answers or the budget runs out.
-pub async fn run_episode<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, suite: &ToolSuite, task: &Trajectory, root: &std::path::Path, cfg: &AgentConfig) -> Result<Episode> {
+pub async fn run_episode<B: Backend>(
+    model: &Qwen2<B>,
+    tk: &ChatTokenizer,
+    suite: &ToolSuite,
+    task: &Trajectory,
+    root: &std::path::Path,
+    cfg: &AgentConfig,
+) -> Result<Episode> {
     let ctx = CallContext::new(toolworld::sandbox_of(root, task));
     let mut messages = vec![
         Message { role: "system".into(), content: task.system_prompt.clone().unwrap_or_default() },
@@ -128,7 +147,13 @@ pub async fn run_episode<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, suite
         confidences.push(turn.confidence);
         messages.push(Message { role: "assistant".into(), content: text.clone() });
         messages.push(Message { role: "user".into(), content: format_observation(i, &obs) });
-        steps.push(AgentStep { text, observation: obs.clone(), status: status.clone(), confidence: turn.confidence, reflected });
+        steps.push(AgentStep {
+            text,
+            observation: obs.clone(),
+            status: status.clone(),
+            confidence: turn.confidence,
+            reflected,
+        });
         if let Some(a) = &action
             && a.tool() == "final_answer"
             && status == "ok"

@@ -42,7 +42,14 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { eval_fraction: 0.1, max_failure_states: 40, max_clean_states: 40, max_tasks: 20, max_new_tokens: 192, max_prompt_tokens: 1024 }
+        EvalConfig {
+            eval_fraction: 0.1,
+            max_failure_states: 40,
+            max_clean_states: 40,
+            max_tasks: 20,
+            max_new_tokens: 192,
+            max_prompt_tokens: 1024,
+        }
     }
 }
 
@@ -81,10 +88,18 @@ fn ratio(n: usize, d: usize) -> f64 {
 }
 
 /// Held-out states and tasks of a snapshot's rows.
-pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Path, cfg: &EvalConfig) -> (Vec<State>, Vec<State>, Vec<Trajectory>) {
-    let test: Vec<Trajectory> = trajectories.iter().filter(|t| is_held_out(&t.trajectory_id, cfg.eval_fraction)).cloned().collect();
-    let by_id: HashMap<String, Trajectory> = trajectories.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
-    let test_rots: Vec<Rot> = rots.iter().filter(|r| is_held_out(&r.trajectory_id, cfg.eval_fraction)).cloned().collect();
+pub fn held_out(
+    trajectories: &[Trajectory],
+    rots: &[Rot],
+    root: &std::path::Path,
+    cfg: &EvalConfig,
+) -> (Vec<State>, Vec<State>, Vec<Trajectory>) {
+    let test: Vec<Trajectory> =
+        trajectories.iter().filter(|t| is_held_out(&t.trajectory_id, cfg.eval_fraction)).cloned().collect();
+    let by_id: HashMap<String, Trajectory> =
+        trajectories.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
+    let test_rots: Vec<Rot> =
+        rots.iter().filter(|r| is_held_out(&r.trajectory_id, cfg.eval_fraction)).cloned().collect();
     let mut fails = failure_states(&test_rots, &by_id, root);
     fails.truncate(cfg.max_failure_states);
     let mut cleans = clean_states(&test, root);
@@ -94,9 +109,23 @@ pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Pat
 }
 
 /// Evaluates a model (greedy decoding) on held-out states and tasks.
-pub async fn evaluate<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, suite: &ToolSuite, failures: &[State], cleans: &[State], tasks: &[Trajectory], root: &std::path::Path, cfg: &EvalConfig) -> Result<EvalReport> {
+pub async fn evaluate<B: Backend>(
+    model: &Qwen2<B>,
+    tk: &ChatTokenizer,
+    suite: &ToolSuite,
+    failures: &[State],
+    cleans: &[State],
+    tasks: &[Trajectory],
+    root: &std::path::Path,
+    cfg: &EvalConfig,
+) -> Result<EvalReport> {
     let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: cfg.max_new_tokens };
-    let mut r = EvalReport { failure_states: failures.len(), clean_states: cleans.len(), tasks: tasks.len(), ..Default::default() };
+    let mut r = EvalReport {
+        failure_states: failures.len(),
+        clean_states: cleans.len(),
+        tasks: tasks.len(),
+        ..Default::default()
+    };
     let (mut recovered, mut typed, mut grounded, mut with_refl_f) = (0, 0, 0, 0);
     let (mut first_try, mut unnecessary) = (0, 0);
     let (mut refl_tokens, mut refl_n) = (0usize, 0usize);
@@ -134,7 +163,11 @@ pub async fn evaluate<B: Backend>(model: &Qwen2<B>, tk: &ChatTokenizer, suite: &
     r.mean_reflection_tokens = if refl_n == 0 { 0.0 } else { refl_tokens as f64 / refl_n as f64 };
     r.error_type_accuracy = ratio(typed, with_refl_f);
     r.evidence_grounding_rate = ratio(grounded, with_refl_f);
-    let agent = AgentConfig { max_new_tokens: cfg.max_new_tokens, max_prompt_tokens: cfg.max_prompt_tokens, ..Default::default() };
+    let agent = AgentConfig {
+        max_new_tokens: cfg.max_new_tokens,
+        max_prompt_tokens: cfg.max_prompt_tokens,
+        ..Default::default()
+    };
     let mut correct = 0;
     for t in tasks {
         let ep = run_episode(model, tk, suite, t, root, &agent).await?;

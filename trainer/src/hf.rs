@@ -138,7 +138,7 @@ impl<B: Backend> Loader<'_, B> {
 /// Loads `config.json` and the weights of a model folder.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Qwen2Config, Qwen2<B>)> {
     let config = Qwen2Config::load(&dir.join("config.json"))?;
-    let mut model = Qwen2::<B>::init(&config, device);
+    let mut model = Qwen2::<B>::init(&config, 0, device);
     let mut l = Loader::<B> { arrays: read_all(dir)?, dir, device };
     let (h, i, hd, eps) = (config.hidden_size, config.intermediate_size, config.head_dim(), config.rms_norm_eps);
     let (q, kv) = (config.num_attention_heads * hd, config.num_key_value_heads * hd);

@@ -141,9 +141,8 @@ pub fn init_model<B: Backend>(
 ) -> Result<(Qwen2Config, Qwen2<B>)> {
     match source {
         ModelSource::Tiny => {
-            B::seed(device, seed);
             let c = Qwen2Config::tiny(vocab);
-            let m = Qwen2::init(&c, device);
+            let m = Qwen2::init(&c, seed, device);
             Ok((c, m))
         }
         ModelSource::Dir(d) => {
@@ -294,7 +293,10 @@ pub struct RegrpoOutcome {
 }
 
 /// Trajectories and RoT rows of a snapshot, read through a session.
-pub async fn snapshot_rows(repo: &Repository, snapshot: Option<&str>) -> Result<(Vec<Trajectory>, Vec<regrpo_schemas::Rot>, std::collections::BTreeMap<String, i64>)> {
+pub async fn snapshot_rows(
+    repo: &Repository,
+    snapshot: Option<&str>,
+) -> Result<(Vec<Trajectory>, Vec<regrpo_schemas::Rot>, std::collections::BTreeMap<String, i64>)> {
     let session = regrpo_queries::Session::open(repo, regrpo_queries::At::from_option(snapshot)).await?;
     let mut ts: Vec<Trajectory> = data::read_table(&session).await?;
     ts.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
@@ -304,7 +306,12 @@ pub async fn snapshot_rows(repo: &Repository, snapshot: Option<&str>) -> Result<
 }
 
 /// Runs ReGRPO on the CPU.
-pub async fn run_regrpo(repo: &Repository, job: &RegrpoJob, suite: &regrpo_engine::ToolSuite, mut on_step: impl FnMut(&crate::regrpo::RegrpoStep) + Send) -> Result<RegrpoOutcome> {
+pub async fn run_regrpo(
+    repo: &Repository,
+    job: &RegrpoJob,
+    suite: &regrpo_engine::ToolSuite,
+    mut on_step: impl FnMut(&crate::regrpo::RegrpoStep) + Send,
+) -> Result<RegrpoOutcome> {
     type B = Autodiff<NdArray<f32>>;
     let started = std::time::Instant::now();
     let device = Default::default();
@@ -313,17 +320,28 @@ pub async fn run_regrpo(repo: &Repository, job: &RegrpoJob, suite: &regrpo_engin
     let (config, policy) = hf::load::<B>(&dir, &device)?;
     let (_, reference) = hf::load::<NdArray<f32>>(&dir, &device)?;
     let (ts, rots, versions) = snapshot_rows(repo, job.snapshot.as_deref()).await?;
-    let train_ts: Vec<Trajectory> = ts.iter().filter(|t| !data::is_held_out(&t.trajectory_id, job.eval_fraction)).cloned().collect();
-    let by_id: std::collections::HashMap<String, Trajectory> = ts.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
-    let train_rots: Vec<regrpo_schemas::Rot> = rots.into_iter().filter(|r| !data::is_held_out(&r.trajectory_id, job.eval_fraction)).collect();
+    let train_ts: Vec<Trajectory> =
+        ts.iter().filter(|t| !data::is_held_out(&t.trajectory_id, job.eval_fraction)).cloned().collect();
+    let by_id: std::collections::HashMap<String, Trajectory> =
+        ts.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
+    let train_rots: Vec<regrpo_schemas::Rot> =
+        rots.into_iter().filter(|r| !data::is_held_out(&r.trajectory_id, job.eval_fraction)).collect();
     let failures = crate::rollout::failure_states(&train_rots, &by_id, repo.root());
     let cleans = crate::rollout::clean_states(&train_ts, repo.root());
     if failures.is_empty() && cleans.is_empty() {
         return Err(Error::NoData("no failure or clean states in the training split".into()));
     }
-    let mut log = RunLog::new("regrpo", &job.out, job.snapshot.clone(), versions, json!({"job": job, "init_params": config.num_params()}))?;
+    let mut log = RunLog::new(
+        "regrpo",
+        &job.out,
+        job.snapshot.clone(),
+        versions,
+        json!({"job": job, "init_params": config.num_params()}),
+    )?;
     let run_id = log.run_id.clone();
-    let result = crate::regrpo::train(policy, &reference, &tk, suite, &failures, &cleans, &job.cfg, &run_id, |s| on_step(s)).await?;
+    let result =
+        crate::regrpo::train(policy, &reference, &tk, suite, &failures, &cleans, &job.cfg, &run_id, |s| on_step(s))
+            .await?;
     for s in &result.steps {
         let st = s.step as i64;
         for (name, v) in [
@@ -345,7 +363,8 @@ pub async fn run_regrpo(repo: &Repository, job: &RegrpoJob, suite: &regrpo_engin
     let model_dir = job.out.join("model");
     hf::save(&config, &result.model.valid(), &model_dir)?;
     tk.save(&model_dir.join("tokenizer.json"))?;
-    let (rollouts_added, near_added) = crate::regrpo::commit_rollouts(repo, result.rollouts, result.near_misses, &run_id).await?;
+    let (rollouts_added, near_added) =
+        crate::regrpo::commit_rollouts(repo, result.rollouts, result.near_misses, &run_id).await?;
     let n = result.steps.len().max(1) as f64;
     let summary = json!({
         "steps": result.steps.len(),
@@ -364,22 +383,46 @@ pub async fn run_regrpo(repo: &Repository, job: &RegrpoJob, suite: &regrpo_engin
             summary,
             &[
                 ("reward.png", "ReGRPO mean group reward", &["mean_reward", "success_rate"]),
-                ("reflection.png", "Reflection tokens per completion", &["clean_reflection_tokens", "failure_reflection_tokens"]),
+                (
+                    "reflection.png",
+                    "Reflection tokens per completion",
+                    &["clean_reflection_tokens", "failure_reflection_tokens"],
+                ),
             ],
         )
         .await?;
-    Ok(RegrpoOutcome { run_id, steps: result.steps, rollouts_added, policy_near_misses_added: near_added, model_dir, files, seconds: started.elapsed().as_secs_f64() })
+    Ok(RegrpoOutcome {
+        run_id,
+        steps: result.steps,
+        rollouts_added,
+        policy_near_misses_added: near_added,
+        model_dir,
+        files,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Mean reward of the first (or last) quarter of steps.
 pub fn quarter(steps: &[crate::regrpo::RegrpoStep], first: bool) -> f64 {
     let q = (steps.len() / 4).max(1);
-    let part: Vec<f64> = if first { steps.iter().take(q).map(|s| s.mean_reward).collect() } else { steps.iter().rev().take(q).map(|s| s.mean_reward).collect() };
+    let part: Vec<f64> = if first {
+        steps.iter().take(q).map(|s| s.mean_reward).collect()
+    } else {
+        steps.iter().rev().take(q).map(|s| s.mean_reward).collect()
+    };
     part.iter().sum::<f64>() / part.len().max(1) as f64
 }
 
 /// Evaluates a model on the held-out split and logs a run (`kind = eval`).
-pub async fn run_eval(repo: &Repository, snapshot: Option<&str>, model: &Path, out: &Path, cfg: &crate::eval::EvalConfig, suite: &regrpo_engine::ToolSuite, label: &str) -> Result<crate::eval::EvalReport> {
+pub async fn run_eval(
+    repo: &Repository,
+    snapshot: Option<&str>,
+    model: &Path,
+    out: &Path,
+    cfg: &crate::eval::EvalConfig,
+    suite: &regrpo_engine::ToolSuite,
+    label: &str,
+) -> Result<crate::eval::EvalReport> {
     let device = Default::default();
     let dir = model_dir(model);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
@@ -387,7 +430,13 @@ pub async fn run_eval(repo: &Repository, snapshot: Option<&str>, model: &Path, o
     let (ts, rots, versions) = snapshot_rows(repo, snapshot).await?;
     let (fails, cleans, tasks) = crate::eval::held_out(&ts, &rots, repo.root(), cfg);
     let report = crate::eval::evaluate(&policy, &tk, suite, &fails, &cleans, &tasks, repo.root(), cfg).await?;
-    let mut log = RunLog::new("eval", out, snapshot.map(str::to_string), versions, json!({"model": dir, "label": label, "eval": cfg}))?;
+    let mut log = RunLog::new(
+        "eval",
+        out,
+        snapshot.map(str::to_string),
+        versions,
+        json!({"model": dir, "label": label, "eval": cfg}),
+    )?;
     for (name, v) in report.rows() {
         log.log(0, name, v, Some("test"));
     }

@@ -21,7 +21,10 @@ pub fn gta_is_correct(pred: &str, whitelist: &[Vec<String>], blacklist: Option<&
         if alts.is_empty() {
             return false;
         }
-        RegexBuilder::new(&format!(r"\b(?:{})\b", alts.join("|"))).case_insensitive(true).build().is_ok_and(|re| re.is_match(pred))
+        RegexBuilder::new(&format!(r"\b(?:{})\b", alts.join("|")))
+            .case_insensitive(true)
+            .build()
+            .is_ok_and(|re| re.is_match(pred))
     };
     let all_white = whitelist.iter().all(|g| any(g));
     let black: Vec<String> = blacklist.map(|b| b.iter().flatten().cloned().collect()).unwrap_or_default();
@@ -34,13 +37,23 @@ pub fn gta_answer_score(pred: &str, gt: &Value) -> Option<f64> {
     match gt {
         Value::Object(o) => {
             let groups = |v: Option<&Value>| -> Option<Vec<Vec<String>>> {
-                v?.as_array().map(|gs| gs.iter().map(|g| g.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()).collect())
+                v?.as_array().map(|gs| {
+                    gs.iter()
+                        .map(|g| {
+                            g.as_array()
+                                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
             };
             let white = groups(o.get("whitelist")).unwrap_or_default();
             let black = groups(o.get("blacklist"));
             Some(f64::from(u8::from(gta_is_correct(pred, &white, black.as_deref()))))
         }
-        Value::Array(refs) => Some(summ_score(pred, &refs.iter().filter_map(|r| r.as_str().map(str::to_string)).collect::<Vec<_>>())),
+        Value::Array(refs) => {
+            Some(summ_score(pred, &refs.iter().filter_map(|r| r.as_str().map(str::to_string)).collect::<Vec<_>>()))
+        }
         _ => None,
     }
 }
@@ -57,7 +70,8 @@ pub fn summ_score(pred: &str, refs: &[String]) -> f64 {
         .map(|r| {
             let r = tokens(r);
             let mut rest = r.clone();
-            let common = p.iter().filter(|w| rest.iter().position(|x| x == *w).map(|i| rest.remove(i)).is_some()).count() as f64;
+            let common =
+                p.iter().filter(|w| rest.iter().position(|x| x == *w).map(|i| rest.remove(i)).is_some()).count() as f64;
             if common == 0.0 {
                 return 0.0;
             }
@@ -97,13 +111,18 @@ pub fn gta_step_metrics(queries: &[(Vec<(GtaStep, GtaStep)>, Value)]) -> GtaStep
             answer_total += 1;
         }
         for (pred, reference) in steps {
-            let same_kind = matches!((pred, reference), (GtaStep::Tool { error: false, .. }, GtaStep::Tool { .. }) | (GtaStep::Answer(_), GtaStep::Answer(_)));
+            let same_kind = matches!(
+                (pred, reference),
+                (GtaStep::Tool { error: false, .. }, GtaStep::Tool { .. }) | (GtaStep::Answer(_), GtaStep::Answer(_))
+            );
             inst += usize::from(same_kind);
             if let GtaStep::Tool { .. } = reference {
                 tool_total += 1;
             }
             match (pred, reference) {
-                (GtaStep::Tool { name: pn, arguments: pa, .. }, GtaStep::Tool { name: gn, arguments: ga, .. }) if pn == gn => {
+                (GtaStep::Tool { name: pn, arguments: pa, .. }, GtaStep::Tool { name: gn, arguments: ga, .. })
+                    if pn == gn =>
+                {
                     tool += 1;
                     arg += usize::from(pa == ga);
                 }
@@ -131,7 +150,11 @@ fn gaia_is_float(s: &str) -> bool {
 }
 
 fn gaia_str(s: &str, remove_punct: bool) -> String {
-    s.chars().filter(|c| !c.is_whitespace()).filter(|c| !remove_punct || !c.is_ascii_punctuation()).collect::<String>().to_lowercase()
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .filter(|c| !remove_punct || !c.is_ascii_punctuation())
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// GAIA's `question_scorer`.
@@ -146,7 +169,11 @@ pub fn gaia_score(model_answer: &str, ground_truth: &str) -> bool {
             return false;
         }
         return ma.iter().zip(&gt).all(|(m, g)| {
-            if gaia_is_float(g) { gaia_number(m) == g.trim().parse::<f64>().unwrap_or(f64::NAN) } else { gaia_str(m, false) == gaia_str(g, false) }
+            if gaia_is_float(g) {
+                gaia_number(m) == g.trim().parse::<f64>().unwrap_or(f64::NAN)
+            } else {
+                gaia_str(m, false) == gaia_str(g, false)
+            }
         });
     }
     gaia_str(model_answer, true) == gaia_str(ground_truth, true)

@@ -10,11 +10,11 @@
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
 //! for generation.
 
-use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
 
@@ -92,46 +92,76 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
-    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
+/// Draws initial weights from a generator of its own, so initialisation depends on the seed
+/// alone (not on a backend-global RNG other threads also draw from).
+struct Init<'a, B: Backend> {
+    rng: rand_chacha::ChaCha8Rng,
+    device: &'a B::Device,
+}
+
+impl<B: Backend> Init<'_, B> {
+    /// Normal(0, std) values (Box–Muller).
+    fn normal(&mut self, n: usize, std: f32) -> Vec<f32> {
+        use rand::Rng;
+        (0..n)
+            .map(|_| {
+                let u1: f32 = self.rng.random::<f32>().max(1e-12);
+                let u2: f32 = self.rng.random::<f32>();
+                std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+            })
+            .collect()
+    }
+
+    fn matrix(&mut self, rows: usize, cols: usize, std: f32) -> Param<Tensor<B, 2>> {
+        Param::from_tensor(Tensor::from_data(TensorData::new(self.normal(rows * cols, std), [rows, cols]), self.device))
+    }
+
+    fn vector(&mut self, n: usize, value: f32) -> Param<Tensor<B, 1>> {
+        Param::from_tensor(Tensor::from_data(TensorData::new(vec![value; n], [n]), self.device))
+    }
+
+    /// A linear layer `[d_in, d_out]` with N(0, 0.02) weights and zero bias, as Hugging Face
+    /// initialises Qwen2.
+    fn linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear<B> {
+        Linear { weight: self.matrix(d_in, d_out, 0.02), bias: bias.then(|| self.vector(d_out, 0.0)) }
+    }
+
+    fn norm(&mut self, d: usize, eps: f64) -> RmsNorm<B> {
+        RmsNorm { gamma: self.vector(d, 1.0), epsilon: eps }
+    }
 }
 
 impl<B: Backend> Qwen2<B> {
-    /// A randomly initialised model of this shape.
-    pub fn init(c: &Qwen2Config, device: &B::Device) -> Self {
+    /// A model of this shape initialised from `seed` alone.
+    pub fn init(c: &Qwen2Config, seed: u64, device: &B::Device) -> Self {
+        use rand::SeedableRng;
+        let mut init = Init::<B> { rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed), device };
         let h = c.hidden_size;
         let hd = c.head_dim();
+        let embed_tokens = Embedding { weight: init.matrix(c.vocab_size, h, 0.02) };
         let layers = (0..c.num_hidden_layers)
             .map(|_| DecoderLayer {
-                input_layernorm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
+                input_layernorm: init.norm(h, c.rms_norm_eps),
                 self_attn: Attention {
-                    q_proj: linear(h, c.num_attention_heads * hd, true, device),
-                    k_proj: linear(h, c.num_key_value_heads * hd, true, device),
-                    v_proj: linear(h, c.num_key_value_heads * hd, true, device),
-                    o_proj: linear(c.num_attention_heads * hd, h, false, device),
+                    q_proj: init.linear(h, c.num_attention_heads * hd, true),
+                    k_proj: init.linear(h, c.num_key_value_heads * hd, true),
+                    v_proj: init.linear(h, c.num_key_value_heads * hd, true),
+                    o_proj: init.linear(c.num_attention_heads * hd, h, false),
                     n_heads: c.num_attention_heads,
                     n_kv_heads: c.num_key_value_heads,
                     head_dim: hd,
                 },
-                post_attention_layernorm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
+                post_attention_layernorm: init.norm(h, c.rms_norm_eps),
                 mlp: Mlp {
-                    gate_proj: linear(h, c.intermediate_size, false, device),
-                    up_proj: linear(h, c.intermediate_size, false, device),
-                    down_proj: linear(c.intermediate_size, h, false, device),
+                    gate_proj: init.linear(h, c.intermediate_size, false),
+                    up_proj: init.linear(h, c.intermediate_size, false),
+                    down_proj: init.linear(c.intermediate_size, h, false),
                 },
             })
             .collect();
-        // Embeddings start small, as Hugging Face initialises them (std 0.02).
-        let embed = EmbeddingConfig::new(c.vocab_size, h)
-            .with_initializer(Initializer::Normal { mean: 0.0, std: 0.02 })
-            .init(device);
-        Qwen2 {
-            embed_tokens: embed,
-            layers,
-            norm: RmsNormConfig::new(h).with_epsilon(c.rms_norm_eps).init(device),
-            lm_head: (!c.tie_word_embeddings).then(|| linear(h, c.vocab_size, false, device)),
-            rope_theta: c.rope_theta,
-        }
+        let norm = init.norm(h, c.rms_norm_eps);
+        let lm_head = (!c.tie_word_embeddings).then(|| init.linear(h, c.vocab_size, false));
+        Qwen2 { embed_tokens, layers, norm, lm_head, rope_theta: c.rope_theta }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -246,14 +276,13 @@ impl<B: Backend> Attention<B> {
 mod tests {
     use super::*;
     use burn::backend::NdArray;
-    use burn::tensor::TensorData;
 
     type B = NdArray<f32>;
 
     #[test]
     fn cached_decoding_matches_the_full_forward() {
         let device = Default::default();
-        let model = Qwen2::<B>::init(&Qwen2Config::tiny(50), &device);
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(50), 1, &device);
         let ids: Vec<i64> = vec![3, 7, 11, 2, 9, 4, 1];
         let full = model.forward(Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [1, 7]), &device));
         let mut cache = KvCache::new(2);

@@ -138,8 +138,7 @@ mod tests {
     #[test]
     fn sampling_is_seeded_greedy_is_the_argmax_and_stop_ends_a_row() {
         let device = Default::default();
-        B::seed(&device, 3);
-        let model = Qwen2::<B>::init(&Qwen2Config::tiny(40), &device);
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(40), 3, &device);
         let cfg = SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: 12 };
         let a = sample(&model, &[1, 2, 3], 3, &cfg, 7, 0, &mut ChaCha8Rng::seed_from_u64(5));
         let b = sample(&model, &[1, 2, 3], 3, &cfg, 7, 0, &mut ChaCha8Rng::seed_from_u64(5));

@@ -179,6 +179,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         tk.save(&dir.path().join("tokenizer.json")).unwrap();
         let back = ChatTokenizer::load(&dir.path().join("tokenizer.json")).unwrap();
+        // Training is deterministic: the same text gives the same tokenizer.
+        let texts = (0..50).map(|i| {
+            format!("Thought: read file number {i}.\nCode:\n```py\ninspect_file_as_text(file_path=\"f{i}.txt\")\n```")
+        });
+        let again = ChatTokenizer::train(texts, 300).unwrap();
+        again.save(&dir.path().join("again.json")).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("tokenizer.json")).unwrap(),
+            std::fs::read(dir.path().join("again.json")).unwrap()
+        );
         assert_eq!(back.encode(text).unwrap(), tk.encode(text).unwrap());
         assert_eq!(back.im_end, tk.im_end);
     }

@@ -1,0 +1,193 @@
+//! SFT and ReGRPO end to end on small fixed setups (real repositories, real tools).
+
+use std::path::{Path, PathBuf};
+
+use regrpo_datasets::ingest::{self, Format, IngestOptions};
+use regrpo_datasets::{Repository, snapshot};
+use regrpo_engine::{EngineConfig, ToolSuite};
+use regrpo_queries::{At, Session};
+use regrpo_schemas::Run;
+use regrpo_trainer::data::DataConfig;
+use regrpo_trainer::job::{self, DeviceKind, ModelSource, RegrpoJob, SftJob};
+use regrpo_trainer::regrpo::RegrpoConfig;
+use regrpo_trainer::rollout::{self, StateKind};
+use regrpo_trainer::sampling::SampleConfig;
+use regrpo_trainer::sft::SftConfig;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The reference's RoT samples when `../shared/data` is there, else our own fixture.
+fn rot_samples() -> PathBuf {
+    let shared =
+        std::env::var_os("REGRPO_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| workspace().join("../shared/data"));
+    let f = shared.join("regrpo/rot_train.sample.json");
+    if f.exists() {
+        f
+    } else {
+        eprintln!("shared data absent: training on fixtures/regrpo/rot_sample.json instead");
+        workspace().join("fixtures/regrpo/rot_sample.json")
+    }
+}
+
+fn sft_job(out: &Path, snapshot: &str, steps: u64, rot_fraction: f64, sources: Option<Vec<String>>) -> SftJob {
+    SftJob {
+        snapshot: Some(snapshot.into()),
+        model: ModelSource::Tiny,
+        tokenizer: None,
+        vocab: 400,
+        out: out.to_path_buf(),
+        sft: SftConfig {
+            steps,
+            batch_size: 6,
+            lr: 3e-3,
+            warmup_steps: 5,
+            max_len: 640,
+            eval_every: 0,
+            checkpoint_every: 0,
+            seed: 1,
+            ..Default::default()
+        },
+        data: DataConfig { rot_fraction, eval_fraction: 0.0, sources, ..Default::default() },
+        resume: false,
+        device: DeviceKind::Cpu,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sft_memorises_the_rot_samples_and_records_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path().join("r")).await.unwrap();
+    ingest::ingest(&repo, Format::Regrpo, &[rot_samples()], &IngestOptions::default()).await.unwrap();
+    snapshot::create(&repo, "s1", None).await.unwrap();
+    let out = dir.path().join("run");
+    let o = job::run_sft(&repo, &sft_job(&out, "s1", 220, 1.0, None), |_| {}).await.unwrap();
+    let last = o.losses.iter().rev().take(5).sum::<f64>() / 5.0;
+    assert!(last < 0.05, "training loss {last} (first {:?})", o.first_loss);
+    assert!(
+        out.join("loss.png").exists()
+            && out.join("metrics.csv").exists()
+            && out.join("model/model.safetensors").exists()
+    );
+    let runs = repo.read::<Run>(None).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].snapshot.as_deref(), Some("s1"));
+    assert!(runs[0].table_versions.contains("\"rot\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reproduces_the_next_losses_and_reruns_are_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path().join("r")).await.unwrap();
+    ingest::ingest(
+        &repo,
+        Format::Regrpo,
+        &[workspace().join("fixtures/regrpo/rot_sample.json"), workspace().join("fixtures/regrpo/clean_sample.json")],
+        &IngestOptions::default(),
+    )
+    .await
+    .unwrap();
+    snapshot::create(&repo, "s1", None).await.unwrap();
+    let mut full = sft_job(&dir.path().join("a"), "s1", 6, 0.5, None);
+    full.sft.checkpoint_every = 3;
+    let a = job::run_sft(&repo, &full, |_| {}).await.unwrap();
+    let mut again = full.clone();
+    again.out = dir.path().join("b");
+    let b = job::run_sft(&repo, &again, |_| {}).await.unwrap();
+    assert_eq!(a.losses, b.losses, "same snapshot and seed, same losses");
+    // Interrupt b after step 3: drop its later checkpoint and resume.
+    std::fs::remove_dir_all(dir.path().join("b/checkpoints/step-000006")).unwrap();
+    let mut resumed = again.clone();
+    resumed.resume = true;
+    let r = job::run_sft(&repo, &resumed, |_| {}).await.unwrap();
+    assert_eq!(r.losses.len(), 3);
+    for (x, y) in r.losses.iter().zip(&a.losses[3..]) {
+        assert!((x - y).abs() <= 1e-6, "resumed {x} vs uninterrupted {y}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_argument_decides_success_when_executed() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path().join("r")).await.unwrap();
+    // Task 4 of the world is an image_color task: image_info, crop, final_answer.
+    regrpo_engine::toolworld::generate_into(&repo, 5, 1, 2, || {}).await.unwrap();
+    let ts = repo.read::<regrpo_schemas::Trajectory>(None).await.unwrap();
+    let states = rollout::clean_states(&ts, repo.root());
+    let crop = states.iter().find(|s| s.kind == StateKind::Clean && s.gt_action.tool() == "crop").expect("a crop step");
+    let suite = ToolSuite::builtin();
+    let right = crop.gt_action.to_text();
+    let b: Vec<i64> = serde_json::from_value(crop.gt_action.arguments()["box"].clone()).unwrap();
+    let moved = if b[0] == 0 { [32, b[1], 64, b[3]] } else { [0, b[1], 32, b[3]] };
+    let shifted = right.replace(&format!("{b:?}"), &format!("{moved:?}"));
+    assert_ne!(shifted, right);
+    let ok = rollout::score(&format!("Thought: crop\n\nCode:\n```py\n{right}\n```"), crop, &suite).await;
+    let bad = rollout::score(&format!("Thought: crop\n\nCode:\n```py\n{shifted}\n```"), crop, &suite).await;
+    assert!(ok.success, "{:?}", ok.exec);
+    assert!(!bad.success, "same tool and same first argument, but another region: {:?}", bad.exec);
+    let garbage = rollout::score("I think the answer is red", crop, &suite).await;
+    assert!(!garbage.success);
+    assert_eq!(garbage.status, "unparseable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regrpo_raises_reward_and_the_reflection_cost_shortens_needless_reflections() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(dir.path().join("r")).await.unwrap();
+    regrpo_engine::toolworld::generate_into(&repo, 14, 3, 4, || {}).await.unwrap();
+    regrpo_engine::run::run(&repo, &ToolSuite::builtin(), &EngineConfig { seed: 3, ..EngineConfig::default() }, None)
+        .await
+        .unwrap();
+    snapshot::create(&repo, "s1", None).await.unwrap();
+    // A base policy trained on RoT rows only reflects everywhere, clean steps included.
+    let base = dir.path().join("sft");
+    let mut sft = sft_job(&base, "s1", 120, 0.8, Some(vec!["toolworld".into()]));
+    sft.vocab = 500;
+    job::run_sft(&repo, &sft, |_| {}).await.unwrap();
+
+    let suite = ToolSuite::builtin();
+    let rl = |eta: f64, out: &str, failure_fraction: f64| RegrpoJob {
+        snapshot: Some("s1".into()),
+        init: base.clone(),
+        out: dir.path().join(out),
+        cfg: RegrpoConfig {
+            steps: 12,
+            group_size: 5,
+            states_per_step: 3,
+            failure_fraction,
+            lr: 2e-3,
+            sample: SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: 120 },
+            reward: regrpo_trainer::rl::RewardConfig { eta, ..Default::default() },
+            max_prompt_tokens: 512,
+            seed: 5,
+            ..Default::default()
+        },
+        eval_fraction: 0.0,
+    };
+    let with_cost = job::run_regrpo(&repo, &rl(1.0, "eta1", 0.0), &suite, |_| {}).await.unwrap();
+    let without = job::run_regrpo(&repo, &rl(0.0, "eta0", 0.0), &suite, |_| {}).await.unwrap();
+    let late = |o: &job::RegrpoOutcome| {
+        let h = o.steps.len() / 2;
+        o.steps[h..].iter().map(|s| s.clean_reflection_tokens).sum::<f64>() / (o.steps.len() - h) as f64
+    };
+    assert!(
+        late(&with_cost) < late(&without),
+        "η > 0: {} reflection tokens on clean states, η = 0: {}",
+        late(&with_cost),
+        late(&without)
+    );
+    assert!(
+        job::quarter(&with_cost.steps, false) > job::quarter(&with_cost.steps, true),
+        "mean reward did not rise: {:?}",
+        with_cost.steps.iter().map(|s| s.mean_reward).collect::<Vec<_>>()
+    );
+
+    // The policy's failures are queryable like the engine's.
+    let session = Session::open(&repo, At::Latest).await.unwrap();
+    let rows =
+        session.query("SELECT error_type, count(*) FROM near_misses WHERE source = 'policy' GROUP BY 1").await.unwrap();
+    assert!(rows.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+    let rollouts = session.query("SELECT count(*) FROM rollouts").await.unwrap();
+    assert!(rollouts[0].num_rows() == 1);
+}
