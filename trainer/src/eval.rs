@@ -24,7 +24,7 @@ use crate::data::is_held_out;
 use crate::error::Result;
 use crate::metrics::gaia_score;
 use crate::model::Qwen2;
-use crate::rollout::{State, StateKind, clean_states, failure_states, score};
+use crate::rollout::{StateKind, States, clean_states, failure_states, score};
 use crate::sampling::{SampleConfig, sample};
 use crate::tokenizer::ChatTokenizer;
 
@@ -87,25 +87,27 @@ fn ratio(n: usize, d: usize) -> f64 {
     if d == 0 { f64::NAN } else { n as f64 / d as f64 }
 }
 
+/// What a model is evaluated on: held-out states and tasks.
+#[derive(Debug, Clone, Default)]
+pub struct EvalSet {
+    pub states: States,
+    pub tasks: Vec<Trajectory>,
+}
+
 /// Held-out states and tasks of a snapshot's rows.
-pub fn held_out(
-    trajectories: &[Trajectory],
-    rots: &[Rot],
-    root: &std::path::Path,
-    cfg: &EvalConfig,
-) -> (Vec<State>, Vec<State>, Vec<Trajectory>) {
+pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Path, cfg: &EvalConfig) -> EvalSet {
     let test: Vec<Trajectory> =
         trajectories.iter().filter(|t| is_held_out(&t.trajectory_id, cfg.eval_fraction)).cloned().collect();
     let by_id: HashMap<String, Trajectory> =
         trajectories.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
     let test_rots: Vec<Rot> =
         rots.iter().filter(|r| is_held_out(&r.trajectory_id, cfg.eval_fraction)).cloned().collect();
-    let mut fails = failure_states(&test_rots, &by_id, root);
-    fails.truncate(cfg.max_failure_states);
+    let mut failures = failure_states(&test_rots, &by_id, root);
+    failures.truncate(cfg.max_failure_states);
     let mut cleans = clean_states(&test, root);
     cleans.truncate(cfg.max_clean_states);
     let tasks: Vec<Trajectory> = test.into_iter().filter(|t| t.source == "toolworld").take(cfg.max_tasks).collect();
-    (fails, cleans, tasks)
+    EvalSet { states: States { failures, cleans }, tasks }
 }
 
 /// Evaluates a model (greedy decoding) on held-out states and tasks.
@@ -113,12 +115,11 @@ pub async fn evaluate<B: Backend>(
     model: &Qwen2<B>,
     tk: &ChatTokenizer,
     suite: &ToolSuite,
-    failures: &[State],
-    cleans: &[State],
-    tasks: &[Trajectory],
+    set: &EvalSet,
     root: &std::path::Path,
     cfg: &EvalConfig,
 ) -> Result<EvalReport> {
+    let (failures, cleans, tasks) = (&set.states.failures, &set.states.cleans, &set.tasks);
     let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: cfg.max_new_tokens };
     let mut r = EvalReport {
         failure_states: failures.len(),

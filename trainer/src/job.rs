@@ -318,17 +318,13 @@ pub async fn run_regrpo(
     let dir = model_dir(&job.init);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
     let (config, policy) = hf::load::<B>(&dir, &device)?;
-    let (_, reference) = hf::load::<NdArray<f32>>(&dir, &device)?;
     let (ts, rots, versions) = snapshot_rows(repo, job.snapshot.as_deref()).await?;
     let train_ts: Vec<Trajectory> =
         ts.iter().filter(|t| !data::is_held_out(&t.trajectory_id, job.eval_fraction)).cloned().collect();
-    let by_id: std::collections::HashMap<String, Trajectory> =
-        ts.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
     let train_rots: Vec<regrpo_schemas::Rot> =
         rots.into_iter().filter(|r| !data::is_held_out(&r.trajectory_id, job.eval_fraction)).collect();
-    let failures = crate::rollout::failure_states(&train_rots, &by_id, repo.root());
-    let cleans = crate::rollout::clean_states(&train_ts, repo.root());
-    if failures.is_empty() && cleans.is_empty() {
+    let states = crate::rollout::States::of(&train_rots, &train_ts, repo.root());
+    if states.is_empty() {
         return Err(Error::NoData("no failure or clean states in the training split".into()));
     }
     let mut log = RunLog::new(
@@ -339,9 +335,7 @@ pub async fn run_regrpo(
         json!({"job": job, "init_params": config.num_params()}),
     )?;
     let run_id = log.run_id.clone();
-    let result =
-        crate::regrpo::train(policy, &reference, &tk, suite, &failures, &cleans, &job.cfg, &run_id, |s| on_step(s))
-            .await?;
+    let result = crate::regrpo::train(policy, &tk, suite, &states, &job.cfg, &run_id, |s| on_step(s)).await?;
     for s in &result.steps {
         let st = s.step as i64;
         for (name, v) in [
@@ -428,8 +422,8 @@ pub async fn run_eval(
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
     let (_, policy) = hf::load::<NdArray<f32>>(&dir, &device)?;
     let (ts, rots, versions) = snapshot_rows(repo, snapshot).await?;
-    let (fails, cleans, tasks) = crate::eval::held_out(&ts, &rots, repo.root(), cfg);
-    let report = crate::eval::evaluate(&policy, &tk, suite, &fails, &cleans, &tasks, repo.root(), cfg).await?;
+    let set = crate::eval::held_out(&ts, &rots, repo.root(), cfg);
+    let report = crate::eval::evaluate(&policy, &tk, suite, &set, repo.root(), cfg).await?;
     let mut log = RunLog::new(
         "eval",
         out,

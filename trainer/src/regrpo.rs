@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::model::Qwen2;
 use crate::rl::{self, AdvantageConfig, LossConfig, RewardConfig};
-use crate::rollout::{Scored, State, StateKind, score};
+use crate::rollout::{Scored, State, StateKind, States, score};
 use crate::sampling::{Completion, SampleConfig, sample};
 use crate::sft::clip_global_norm;
 use crate::tokenizer::ChatTokenizer;
@@ -179,6 +179,11 @@ fn completion_logprobs<B: Backend>(
     (rl::token_logprobs(logits, targets), Tensor::from_data(TensorData::new(mask, [g, len]), &device))
 }
 
+/// One state's prompt, its sampled completions and their advantages.
+type Group<'a> = (Vec<u32>, Vec<Sampled>, Vec<f64>, &'a State);
+/// Reference and sampling log-probabilities of a group's completions, fixed for the batch.
+type FixedLogprobs<B> = (Tensor<B, 2>, Tensor<B, 2>);
+
 /// What one run of ReGRPO produced.
 pub struct RegrpoResult<B: AutodiffBackend> {
     pub model: Qwen2<B>,
@@ -190,15 +195,16 @@ pub struct RegrpoResult<B: AutodiffBackend> {
 /// Trains `model` (starting from the SFT policy, also the frozen reference) on the states.
 pub async fn train<B: AutodiffBackend>(
     mut model: Qwen2<B>,
-    reference: &Qwen2<B::InnerBackend>,
     tk: &ChatTokenizer,
     suite: &ToolSuite,
-    failures: &[State],
-    cleans: &[State],
+    states: &States,
     cfg: &RegrpoConfig,
     run_id: &str,
     mut on_step: impl FnMut(&RegrpoStep),
 ) -> Result<RegrpoResult<B>> {
+    let (failures, cleans) = (&states.failures[..], &states.cleans[..]);
+    // The starting (SFT) policy, frozen: the KL term's reference.
+    let reference = &model.valid();
     let mut optim = AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.999)
@@ -213,7 +219,7 @@ pub async fn train<B: AutodiffBackend>(
         let mut log = RegrpoStep { step: step + 1, ..Default::default() };
         let mut times = (Duration::ZERO, Duration::ZERO);
         let policy = model.valid();
-        let mut groups: Vec<(Vec<u32>, Vec<Sampled>, Vec<f64>, &State)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         let (mut fs, mut fn_, mut cs, mut cn) = (0.0, 0usize, 0.0, 0usize);
         let (mut f_refl, mut c_refl) = (0.0, 0.0);
         let mut rewards_all = Vec::new();
@@ -271,7 +277,7 @@ pub async fn train<B: AutodiffBackend>(
         let t_update = Instant::now();
         if !groups.is_empty() {
             // Reference and sampling log-probabilities are fixed for the batch.
-            let fixed: Vec<(Tensor<B::InnerBackend, 2>, Tensor<B::InnerBackend, 2>)> = groups
+            let fixed: Vec<FixedLogprobs<B::InnerBackend>> = groups
                 .iter()
                 .map(|(prompt, sampled, _, _)| {
                     let cs: Vec<&Completion> = sampled.iter().map(|s| &s.completion).collect();

@@ -59,17 +59,11 @@ pub fn is_degenerate(rewards: &[f64]) -> bool {
 }
 
 /// How advantages are formed within a group.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct AdvantageConfig {
     pub normalize: bool,
     pub clip: Option<f64>,
     pub leave_one_out: bool,
-}
-
-impl Default for AdvantageConfig {
-    fn default() -> Self {
-        AdvantageConfig { normalize: false, clip: None, leave_one_out: false }
-    }
 }
 
 /// Group-relative advantages.

@@ -56,6 +56,26 @@ pub struct State {
     pub is_final: bool,
 }
 
+/// The states a policy is trained or evaluated on.
+#[derive(Debug, Clone, Default)]
+pub struct States {
+    pub failures: Vec<State>,
+    pub cleans: Vec<State>,
+}
+
+impl States {
+    /// Failure states of `rots` and clean states of `trajectories`.
+    pub fn of(rots: &[Rot], trajectories: &[Trajectory], root: &Path) -> States {
+        let by_id: HashMap<String, Trajectory> =
+            trajectories.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
+        States { failures: failure_states(rots, &by_id, root), cleans: clean_states(trajectories, root) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.cleans.is_empty()
+    }
+}
+
 /// Failure states from RoT rows whose trajectory is known.
 pub fn failure_states(rots: &[Rot], trajectories: &HashMap<String, Trajectory>, root: &Path) -> Vec<State> {
     let mut out = Vec::new();

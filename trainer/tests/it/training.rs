@@ -142,7 +142,7 @@ async fn regrpo_raises_reward_and_the_reflection_cost_shortens_needless_reflecti
     snapshot::create(&repo, "s1", None).await.unwrap();
     // A base policy trained on RoT rows only reflects everywhere, clean steps included.
     let base = dir.path().join("sft");
-    let mut sft = sft_job(&base, "s1", 120, 0.8, Some(vec!["toolworld".into()]));
+    let mut sft = sft_job(&base, "s1", 120, 1.0, Some(vec!["toolworld".into()]));
     sft.vocab = 500;
     job::run_sft(&repo, &sft, |_| {}).await.unwrap();
 
