@@ -42,12 +42,16 @@ pub struct DemoConfig {
     pub tasks: usize,
     pub sft_steps: u64,
     pub regrpo_steps: u64,
+    /// Held-out failure states and clean states evaluated per policy (each).
+    pub eval_states: usize,
+    /// Held-out toolworld tasks the agent loop runs per policy.
+    pub eval_tasks: usize,
     pub seed: u64,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { tasks: 210, sft_steps: 150, regrpo_steps: 12, seed: 7 }
+        DemoConfig { tasks: 210, sft_steps: 150, regrpo_steps: 12, eval_states: 24, eval_tasks: 8, seed: 7 }
     }
 }
 
@@ -200,9 +204,9 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     policies.push(("SFT + RoT + ReGRPO".into(), rl.model_dir.clone()));
 
     let eval_cfg = EvalConfig {
-        max_failure_states: 24,
-        max_clean_states: 24,
-        max_tasks: 8,
+        max_failure_states: cfg.eval_states,
+        max_clean_states: cfg.eval_states,
+        max_tasks: cfg.eval_tasks,
         max_new_tokens: 160,
         max_prompt_tokens: 384,
         ..Default::default()

@@ -47,9 +47,29 @@ fn sql(repo: &Path, snapshot: Option<&str>, q: &str) -> Vec<String> {
 fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("demo");
-    let out = ok(&["demo", "--dir", s(&out_dir)]);
-    assert!(out.contains("ArgInvalid"), "{out}");
+    // The whole pipeline at toy sizes (the default sizes are for release builds).
+    let out = ok(&[
+        "demo",
+        "--dir",
+        s(&out_dir),
+        "--tasks",
+        "30",
+        "--sft-steps",
+        "2",
+        "--regrpo-steps",
+        "1",
+        "--eval-states",
+        "3",
+        "--eval-tasks",
+        "1",
+    ]);
+    // `--quiet` keeps the results: failures by ErrorType, the comparison table, where things went.
+    for line in ["ArgInvalid", "recovery_rate", "SFT + RoT + ReGRPO", "recovery.png", "demo finished"] {
+        assert!(out.contains(line), "missing `{line}` in:\n{out}");
+    }
     assert!(out_dir.join("repo/regrpo.json").exists());
+    assert!(out_dir.join("runs/recovery.png").exists());
+    assert!(out_dir.join("runs/regrpo/model/model.safetensors").exists());
     let err = fails(&["demo", "--dir", s(&out_dir)]);
     assert!(err.contains("not empty"), "{err}");
 }
