@@ -56,6 +56,10 @@ pub enum Error {
     #[error("DataFusion: {0}")]
     DataFusion(Box<deltalake::datafusion::error::DataFusionError>),
 
+    /// A request that cannot be carried out as given (the message says what to change).
+    #[error("{0}")]
+    Usage(String),
+
     /// A bug in regrpo, not a problem with the input.
     #[error("internal error (a bug in regrpo): {0}")]
     Internal(String),

@@ -16,14 +16,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, StringArray};
-use arrow::compute::cast;
+use arrow::compute::{SortColumn, cast, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructField, StructType};
+use deltalake::operations::optimize::OptimizeType;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
 use regrpo_schemas::Record;
@@ -224,6 +226,7 @@ impl Repository {
         let table = self.load(name, None).await?;
         let mut meta = serde_json::Map::new();
         meta.insert("regrpo.operation".into(), operation.into());
+        let batches = batches.iter().map(|b| cluster(name, b)).collect::<Result<Vec<_>>>()?;
         let table = table
             .write(batches)
             .with_save_mode(SaveMode::Append)
@@ -239,17 +242,135 @@ impl Repository {
         let seen = if R::ID.is_empty() { HashSet::new() } else { self.existing_ids::<R>().await? };
         Ok(Appender { repo: self.clone(), seen, _rows: std::marker::PhantomData })
     }
+
+    /// Rewrites a table's small files into large ones — clustered by `error_type` and `tool`
+    /// (Z-order) for `near_misses`, `rot` and `rollouts`, plain compaction for the others — as
+    /// one new version. Older versions (and so every snapshot) keep their files until `gc`.
+    pub async fn optimize(&self, name: &str) -> Result<Optimized> {
+        let table = self.load(name, None).await?;
+        let before = table.version().unwrap_or(0) as i64;
+        let files_before = crate::snapshot::active_files(&table)?.len();
+        let columns = cluster_columns(name);
+        let kind = if columns.is_empty() {
+            OptimizeType::Compact
+        } else {
+            OptimizeType::ZOrder(columns.iter().map(|c| c.to_string()).collect())
+        };
+        let (table, metrics) = table
+            .optimize()
+            .with_type(kind)
+            .with_writer_properties(writer_properties(name))
+            .with_commit_properties(CommitProperties::default().with_metadata(serde_json::Map::from_iter([(
+                "regrpo.operation".to_string(),
+                serde_json::Value::from("optimize"),
+            )])))
+            .await
+            .table(name)?;
+        let after = table.version().unwrap_or(0) as i64;
+        Ok(Optimized {
+            table: name.to_string(),
+            version_before: before,
+            version_after: after,
+            files_before,
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+            clustered_by: columns.iter().map(|c| c.to_string()).collect(),
+        })
+    }
 }
 
-/// Parquet settings: zstd, statistics on every column page, row groups of at most 64k rows
-/// (rows here are whole trajectories or RoT samples, so this keeps groups in the tens of MB).
-pub fn writer_properties(_table: &str) -> WriterProperties {
-    WriterProperties::builder()
+/// What `optimize` did to one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Optimized {
+    pub table: String,
+    pub version_before: i64,
+    /// Equal to `version_before` when there was nothing to rewrite.
+    pub version_after: i64,
+    pub files_before: usize,
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub clustered_by: Vec<String>,
+}
+
+/// The columns a table's files are clustered by: the columns curators filter on.
+pub fn cluster_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "near_misses" | "rot" => &["error_type", "tool"],
+        "rollouts" => &["error_type"],
+        _ => &[],
+    }
+}
+
+/// Low-cardinality columns: dictionary-encoded (a few distinct values per row group). Other
+/// columns (ids, free text, JSON) are written plain, where a dictionary only costs.
+fn dictionary_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "trajectories" => &["source", "source_file", "ingest_batch"],
+        "near_misses" => &[
+            "error_type",
+            "tool",
+            "operator",
+            "source",
+            "verdict",
+            "engine_run_id",
+            "execution.status",
+            "execution.error_code",
+            "execution.tool_version",
+            "original_action.tool",
+            "original_action.surface",
+            "failed_action.tool",
+            "failed_action.surface",
+        ],
+        "rot" => &[
+            "error_type",
+            "tool",
+            "generator",
+            "engine_run_id",
+            "failed_action.tool",
+            "failed_action.surface",
+            "corrected_action.tool",
+            "corrected_action.surface",
+        ],
+        "rejects" => &["format", "file", "ingest_batch"],
+        "runs" => &["kind", "snapshot", "status"],
+        "metrics" => &["run_id", "name", "split"],
+        "rollouts" => &["run_id", "state_kind", "error_type", "exec_status", "parsed_action.tool"],
+        _ => &[],
+    }
+}
+
+/// Parquet settings: zstd, statistics on every column page, dictionaries for low-cardinality
+/// columns only, row groups of at most 64k rows (rows here are whole trajectories or RoT
+/// samples, so groups stay in the tens of MB, well under 128 MB).
+pub fn writer_properties(table: &str) -> WriterProperties {
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_dictionary_enabled(true)
-        .set_max_row_group_row_count(Some(64 * 1024))
-        .build()
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(64 * 1024));
+    for c in dictionary_columns(table) {
+        b = b.set_column_dictionary_enabled(
+            ColumnPath::from(c.split('.').map(str::to_string).collect::<Vec<_>>()),
+            true,
+        );
+    }
+    b.build()
+}
+
+/// Sorts a batch by the table's cluster columns, so each commit's files hold runs of one
+/// ErrorType and tool and their statistics prune well.
+fn cluster(table: &str, batch: &RecordBatch) -> Result<RecordBatch> {
+    let columns = cluster_columns(table);
+    if columns.is_empty() || batch.num_rows() < 2 {
+        return Ok(batch.clone());
+    }
+    let keys: Vec<SortColumn> = columns
+        .iter()
+        .filter_map(|c| batch.column_by_name(c))
+        .map(|values| SortColumn { values: Arc::clone(values), options: None })
+        .collect();
+    let order = lexsort_to_indices(&keys, None)?;
+    Ok(take_record_batch(batch, &order)?)
 }
 
 /// Casts a batch read back from Delta (which may use view types or other list field names) to
