@@ -13,6 +13,8 @@
 //! ```
 
 pub mod error;
+pub mod flight;
+pub mod library;
 pub mod output;
 pub mod session;
 pub mod udf;

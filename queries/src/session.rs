@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -38,6 +40,27 @@ pub struct Session {
     versions: BTreeMap<String, i64>,
 }
 
+/// Registers every table at its version, unqualified or under `schema`.
+async fn register_tables(
+    ctx: &SessionContext,
+    repo: &Repository,
+    versions: &BTreeMap<String, i64>,
+    schema: Option<&str>,
+) -> Result<()> {
+    for (name, version) in versions {
+        let table = repo.load(name, Some(*version)).await?;
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| Error::Dataset(regrpo_datasets::Error::Delta { table: name.clone(), source: Box::new(e) }))?;
+        let provider = table.table_provider().await?;
+        match schema {
+            None => ctx.register_table(name.as_str(), provider)?,
+            Some(schema) => ctx.register_table(TableReference::partial(schema, name.as_str()), provider)?,
+        };
+    }
+    Ok(())
+}
+
 /// The options every statement runs with: no DDL, no DML (which includes COPY), no
 /// `SET`/transaction statements.
 pub fn read_only() -> SQLOptions {
@@ -61,17 +84,22 @@ impl Session {
             }
         };
         let config = config.with_information_schema(true).with_default_catalog_and_schema("regrpo", "public");
-        let ctx = SessionContext::new_with_config(config);
-        for (name, version) in &versions {
-            let table = repo.load(name, Some(*version)).await?;
-            table.update_datafusion_session(&ctx.state()).map_err(|e| {
-                Error::Dataset(regrpo_datasets::Error::Delta { table: name.clone(), source: Box::new(e) })
-            })?;
-            let provider = table.table_provider().await?;
-            ctx.register_table(name.as_str(), Arc::clone(&provider))?;
-        }
-        crate::udf::register_all(&ctx);
+        let mut ctx = SessionContext::new_with_config(config);
+        register_tables(&ctx, repo, &versions, None).await?;
+        crate::udf::register_all(&mut ctx)?;
         Ok(Session { ctx, snapshot, versions })
+    }
+
+    /// Makes the tables of another snapshot readable as `schema.<table>` (for queries that
+    /// compare snapshots). The unqualified tables keep their versions.
+    pub async fn attach(&self, repo: &Repository, schema: &str, snapshot_name: &str) -> Result<()> {
+        if ["public", "information_schema"].contains(&schema) {
+            return Err(Error::Usage(format!("`{schema}` cannot name an attached snapshot")));
+        }
+        let versions = snapshot::get(repo, snapshot_name)?.versions();
+        let catalog = self.ctx.catalog("regrpo").expect("sessions are opened with the `regrpo` catalog");
+        catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
+        register_tables(&self.ctx, repo, &versions, Some(schema)).await
     }
 
     /// The DataFusion context, for callers that build plans themselves.

@@ -1,0 +1,531 @@
+//! The Flight SQL server: the repository's tables, at a pinned snapshot, over the network.
+//!
+//! `regrpo serve DIR --snapshot S --addr 127.0.0.1:PORT --token-file F` answers Flight SQL
+//! clients (ADBC, JDBC/DBeaver, `arrow-flight`'s `FlightSqlServiceClient`):
+//!
+//! - **Authentication**: every call must carry `authorization: Bearer <token>` (the token file's
+//!   contents); anything else is refused with `Unauthenticated` before it reaches the service.
+//!   `Handshake` with the bearer header answers the same token, for clients that start with it.
+//! - **Read-only**: statements are planned with DDL, DML (which includes COPY) and `SET`
+//!   refused; updates, ingests and transactions are refused.
+//! - **Limits**: each query gets its own memory pool of `memory_limit` bytes (DataFusion fails
+//!   the query, not the server, when it runs out) and a deadline of `timeout`.
+//! - **Metadata**: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with Arrow schemas),
+//!   `GetTableTypes` and `GetXdbcTypeInfo` are answered from DataFusion's catalog, so JDBC tools
+//!   list the tables before they query.
+//! - **Statements**: ad-hoc queries and prepared statements (without parameters). The ticket
+//!   carries the SQL itself, so the server keeps no per-query state and any number of clients
+//!   can run at once.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginTransactionRequest, ActionBeginTransactionResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate, Nullable, ProstMessageExt, Searchable,
+    SqlInfo, SqlSupportedTransaction, TicketStatementQuery, XdbcDataType,
+};
+use arrow_flight::{
+    FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::session::{Session, read_only};
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The bearer token every call must carry.
+    pub token: String,
+    /// Memory each query may use, in bytes.
+    pub memory_limit: usize,
+    /// Wall-clock limit of each query (planning and streaming).
+    pub timeout: Duration,
+}
+
+impl ServeConfig {
+    pub fn new(token: impl Into<String>) -> ServeConfig {
+        ServeConfig { token: token.into(), memory_limit: 1 << 30, timeout: Duration::from_secs(60) }
+    }
+}
+
+/// The Flight SQL service over one session.
+#[derive(Clone)]
+pub struct FlightSqlServer {
+    session: Session,
+    cfg: Arc<ServeConfig>,
+}
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+impl FlightSqlServer {
+    pub fn new(session: Session, cfg: ServeConfig) -> FlightSqlServer {
+        FlightSqlServer { session, cfg: Arc::new(cfg) }
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let token = self.cfg.token.clone();
+        let service = FlightServiceServer::with_interceptor(self, move |req: Request<()>| check_token(&token, req));
+        Server::builder().add_service(service).serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown).await
+    }
+
+    /// Binds `addr` (port 0 picks a free one) and returns the listener and its address.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok((listener, local))
+    }
+
+    /// A context for one query: the session's tables and functions, its own memory pool.
+    fn query_context(&self) -> Result<SessionContext, Status> {
+        let runtime =
+            RuntimeEnvBuilder::new().with_memory_limit(self.cfg.memory_limit, 1.0).build_arc().map_err(internal)?;
+        let state =
+            SessionStateBuilder::new_from_existing(self.session.context().state()).with_runtime_env(runtime).build();
+        Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Plans a read-only statement.
+    async fn plan(&self, sql: &str) -> Result<DataFrame, Status> {
+        let ctx = self.query_context()?;
+        let planned = tokio::time::timeout(self.cfg.timeout, ctx.sql_with_options(sql, read_only()))
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("planning took longer than {:?}", self.cfg.timeout)))?;
+        planned.map_err(|e| {
+            let msg = e.to_string();
+            if ["DDL not supported", "DML not supported", "Statement not supported"].iter().any(|m| msg.contains(m)) {
+                Status::permission_denied(format!("query refused: the server is read-only ({msg})"))
+            } else {
+                Status::invalid_argument(msg)
+            }
+        })
+    }
+
+    /// Runs a statement and streams its batches, failing the stream at the deadline.
+    async fn stream(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+        let df = self.plan(sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.execute_stream().await.map_err(internal)?;
+        let timeout = self.cfg.timeout;
+        let deadline = Box::pin(tokio::time::sleep(timeout));
+        let batches = futures::stream::unfold((batches, deadline, false), move |(mut s, mut d, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                item = s.next() => item.map(|i| (i.map_err(|e| FlightError::ExternalError(Box::new(e))), (s, d, false))),
+                _ = &mut d => Some((
+                    Err(FlightError::Tonic(Box::new(Status::deadline_exceeded(format!("query ran longer than {timeout:?}"))))),
+                    (s, d, true),
+                )),
+            }
+        });
+        Ok(Response::new(encode(schema, batches)))
+    }
+
+    fn schema_info(
+        &self,
+        schema: &Schema,
+        cmd: impl ProstMessageExt,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let ticket = Ticket::new(cmd.as_any().encode_to_vec());
+        FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(internal)
+            .map(|i| i.with_endpoint(FlightEndpoint::new().with_ticket(ticket)).with_descriptor(descriptor))
+    }
+
+    /// `(catalog, schema, table)` of every table the session can read.
+    fn tables(&self) -> Vec<(String, String, String)> {
+        let ctx = self.session.context();
+        let mut out = Vec::new();
+        for catalog in ctx.catalog_names() {
+            let Some(c) = ctx.catalog(&catalog) else { continue };
+            for schema in c.schema_names() {
+                if schema == "information_schema" {
+                    continue;
+                }
+                let Some(s) = c.schema(&schema) else { continue };
+                let mut names = s.table_names();
+                names.sort();
+                out.extend(names.into_iter().map(|t| (catalog.clone(), schema.clone(), t)));
+            }
+        }
+        out
+    }
+}
+
+/// The interceptor: `authorization: Bearer <token>` or `Unauthenticated`.
+fn check_token(token: &str, req: Request<()>) -> Result<Request<()>, Status> {
+    let given =
+        req.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(req),
+        Some(_) => Err(Status::unauthenticated("invalid bearer token")),
+        None => Err(Status::unauthenticated("missing `authorization: Bearer <token>` (regrpo serve --token-file)")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> DoGetStream {
+    Box::pin(FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from))
+}
+
+fn one_batch(batch: Result<RecordBatch, FlightError>) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(internal)?;
+    Ok(Response::new(encode(batch.schema(), futures::stream::once(async { Ok(batch) }))))
+}
+
+fn sql_info() -> &'static SqlInfoData {
+    static INFO: OnceLock<SqlInfoData> = OnceLock::new();
+    INFO.get_or_init(|| {
+        let mut b = SqlInfoDataBuilder::new();
+        b.append(SqlInfo::FlightSqlServerName, "regrpo");
+        b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        b.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+        b.append(SqlInfo::FlightSqlServerReadOnly, true);
+        b.append(SqlInfo::FlightSqlServerSql, true);
+        b.append(SqlInfo::FlightSqlServerSubstrait, false);
+        b.append(SqlInfo::FlightSqlServerTransaction, SqlSupportedTransaction::None as i32);
+        b.append(SqlInfo::FlightSqlServerCancel, false);
+        b.append(SqlInfo::SqlDdlCatalog, false);
+        b.append(SqlInfo::SqlDdlSchema, false);
+        b.append(SqlInfo::SqlDdlTable, false);
+        b.append(SqlInfo::SqlIdentifierCase, 3i32); // SQL_CASE_SENSITIVITY_LOWERCASE
+        b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+        b.append(SqlInfo::SqlQuotedIdentifierCase, 1i32); // SQL_CASE_SENSITIVITY_CASE_INSENSITIVE
+        b.append(SqlInfo::SqlAllTablesAreSelectable, true);
+        b.append(SqlInfo::SqlNullOrdering, 2i32); // SQL_NULLS_SORTED_AT_END
+        b.append(SqlInfo::SqlTransactionsSupported, false);
+        b.append(SqlInfo::SqlSchemaTerm, "schema");
+        b.append(SqlInfo::SqlCatalogTerm, "catalog");
+        b.append(SqlInfo::SqlCatalogAtStart, true);
+        b.append(SqlInfo::SqlSelectForUpdateSupported, false);
+        b.append(SqlInfo::SqlStoredProceduresSupported, false);
+        b.append(SqlInfo::SqlMaxColumnsInTable, 0i32);
+        b.build().expect("static SqlInfo builds")
+    })
+}
+
+fn xdbc_info() -> &'static XdbcTypeInfoData {
+    static INFO: OnceLock<XdbcTypeInfoData> = OnceLock::new();
+    INFO.get_or_init(|| {
+        let mut b = XdbcTypeInfoDataBuilder::new();
+        let ty = |name: &str, t: XdbcDataType, size: Option<i32>, quote: bool| XdbcTypeInfo {
+            type_name: name.into(),
+            data_type: t,
+            column_size: size,
+            literal_prefix: quote.then(|| "'".into()),
+            literal_suffix: quote.then(|| "'".into()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: quote,
+            searchable: Searchable::Full,
+            unsigned_attribute: (!quote).then_some(false),
+            fixed_prec_scale: false,
+            auto_increment: Some(false),
+            local_type_name: Some(name.into()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: t,
+            datetime_subcode: None,
+            num_prec_radix: (!quote && size.is_some()).then_some(10),
+            interval_precision: None,
+        };
+        b.append(ty("BOOLEAN", XdbcDataType::XdbcBit, Some(1), false));
+        b.append(ty("INTEGER", XdbcDataType::XdbcInteger, Some(10), false));
+        b.append(ty("BIGINT", XdbcDataType::XdbcBigint, Some(19), false));
+        b.append(ty("DOUBLE", XdbcDataType::XdbcDouble, Some(15), false));
+        b.append(ty("VARCHAR", XdbcDataType::XdbcVarchar, None, true));
+        b.append(ty("TIMESTAMP", XdbcDataType::XdbcTimestamp, None, true));
+        b.build().expect("static XDBC type info builds")
+    })
+}
+
+fn handle_sql(handle: &[u8]) -> Result<&str, Status> {
+    std::str::from_utf8(handle).map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FlightSqlServer {
+    type FlightService = FlightSqlServer;
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status> {
+        // The interceptor has checked the bearer token; echo it as the session token.
+        let reply = HandshakeResponse { protocol_version: 0, payload: self.cfg.token.clone().into() };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter([Ok(reply)])));
+        let bearer = MetadataValue::try_from(format!("Bearer {}", self.cfg.token)).map_err(internal)?;
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let df = self.plan(&query.query).await?;
+        let ticket = TicketStatementQuery { statement_handle: query.query.clone().into() };
+        let info = self.schema_info(df.schema().as_arrow(), ticket, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.stream(handle_sql(&ticket.statement_handle)?).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let df = self.plan(&query.query).await?;
+        let schema = df.schema().as_arrow().clone();
+        let options = arrow::ipc::writer::IpcWriteOptions::default();
+        let arrow_flight::IpcMessage(dataset_schema) =
+            arrow_flight::SchemaAsIpc::new(&schema, &options).try_into().map_err(internal)?;
+        let empty = Schema::empty();
+        let arrow_flight::IpcMessage(parameter_schema) =
+            arrow_flight::SchemaAsIpc::new(&empty, &options).try_into().map_err(internal)?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: query.query.into(),
+            dataset_schema,
+            parameter_schema,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        // Handles carry the statement itself; there is nothing to free.
+        Ok(())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let df = self.plan(handle_sql(&cmd.prepared_statement_handle)?).await?;
+        let schema = df.schema().as_arrow().clone();
+        Ok(Response::new(self.schema_info(&schema, cmd, request.into_inner())?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.stream(handle_sql(&cmd.prepared_statement_handle)?).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        _query: CommandPreparedStatementQuery,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<arrow_flight::sql::DoPutPreparedStatementResult, Status> {
+        Err(Status::unimplemented("prepared statements take no parameters here; inline the values"))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _ticket: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::permission_denied("query refused: the server is read-only (updates are not accepted)"))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _ticket: CommandStatementIngest,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::permission_denied("query refused: the server is read-only (ingest is not accepted)"))
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(Status::permission_denied("the server is read-only; transactions are not supported"))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(sql_info()).schema();
+        Ok(Response::new(self.schema_info(&schema, query, request.into_inner())?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(query.into_builder(sql_info()).build())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(self.schema_info(&schema, query, request.into_inner())?))
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        let mut catalogs: Vec<String> = self.tables().into_iter().map(|(c, _, _)| c).collect();
+        catalogs.dedup();
+        for c in catalogs {
+            b.append(c);
+        }
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.schema_info(&schema, query, request.into_inner())?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        let mut schemas: Vec<(String, String)> = self.tables().into_iter().map(|(c, s, _)| (c, s)).collect();
+        schemas.dedup();
+        for (c, s) in schemas {
+            b.append(c, s);
+        }
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.schema_info(&schema, query, request.into_inner())?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let ctx = self.session.context();
+        let mut b = query.into_builder();
+        for (catalog, schema, table) in self.tables() {
+            let provider = ctx
+                .catalog(&catalog)
+                .and_then(|c| c.schema(&schema))
+                .ok_or_else(|| Status::internal(format!("schema {catalog}.{schema} vanished")))?
+                .table(&table)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| Status::internal(format!("table {table} vanished")))?;
+            b.append(&catalog, &schema, &table, "TABLE", provider.schema().as_ref()).map_err(internal)?;
+        }
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        Ok(Response::new(self.schema_info(&schema, query, request.into_inner())?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut b = query.into_builder();
+        b.append("TABLE");
+        one_batch(b.build())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(xdbc_info()).schema();
+        Ok(Response::new(self.schema_info(&schema, query, request.into_inner())?))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        one_batch(query.into_builder(xdbc_info()).build())
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
