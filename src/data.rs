@@ -165,6 +165,104 @@ pub async fn gc(dir: &Path, min_age_secs: u64, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
+pub async fn optimize(dir: &Path, tables: &[String]) -> Result<()> {
+    let repo = Repository::open(dir)?;
+    let names: Vec<String> = if tables.is_empty() {
+        Repository::table_names().iter().map(|t| t.to_string()).collect()
+    } else {
+        tables.to_vec()
+    };
+    for name in &names {
+        let o = repo.optimize(name).await?;
+        let clustered = if o.clustered_by.is_empty() {
+            String::new()
+        } else {
+            format!(", clustered by {}", o.clustered_by.join(", "))
+        };
+        if o.version_after == o.version_before {
+            println!("{name:<13} v{}: nothing to rewrite ({} file(s))", o.version_before, o.files_before);
+        } else {
+            println!(
+                "{name:<13} v{} → v{}: {} file(s) rewritten into {}{clustered}",
+                o.version_before, o.version_after, o.files_removed, o.files_added
+            );
+        }
+    }
+    println!("snapshots still read the files they pinned; `regrpo gc` removes files nothing references any more");
+    Ok(())
+}
+
+/// Options of `regrpo publish` from its flags.
+#[allow(clippy::too_many_arguments)]
+pub fn publish_options(
+    format: regrpo_datasets::publish::PublishFormat,
+    seed: u64,
+    split: &str,
+    rot_fraction: Option<f64>,
+    error_mix: Option<&str>,
+    include_unverified: bool,
+    license: String,
+    pretty_name: String,
+) -> Result<regrpo_datasets::publish::PublishOptions> {
+    let fractions: Vec<f64> = split
+        .split(',')
+        .map(|f| f.trim().parse::<f64>().with_context(|| format!("--split {split}: `{f}` is not a number")))
+        .collect::<Result<_>>()?;
+    let [train, validation, test] = fractions[..] else {
+        bail!("--split takes three fractions, train,validation,test (got {split})")
+    };
+    if let Some(f) = rot_fraction
+        && !(0.0..=1.0).contains(&f)
+    {
+        bail!("--rot-fraction {f} is outside [0, 1]");
+    }
+    let error_mix = match error_mix {
+        None => None,
+        Some(spec) => {
+            let mut m = std::collections::BTreeMap::new();
+            for part in spec.split(',') {
+                let (k, v) =
+                    part.split_once('=').with_context(|| format!("--error-mix: `{part}` is not TYPE=SHARE"))?;
+                let t: regrpo_schemas::ErrorType = k.trim().parse().map_err(|e| anyhow::anyhow!("--error-mix: {e}"))?;
+                let v: f64 = v.trim().parse().with_context(|| format!("--error-mix: `{v}` is not a number"))?;
+                m.insert(t, v);
+            }
+            Some(m)
+        }
+    };
+    Ok(regrpo_datasets::publish::PublishOptions {
+        format,
+        seed,
+        split: [train, validation, test],
+        verified_only: !include_unverified,
+        rot_fraction,
+        error_mix,
+        license,
+        pretty_name,
+        ..Default::default()
+    })
+}
+
+pub async fn publish(
+    dir: &Path,
+    snapshot: &str,
+    out: &Path,
+    opts: &regrpo_datasets::publish::PublishOptions,
+) -> Result<()> {
+    let repo = Repository::open(dir)?;
+    let p = regrpo_datasets::publish::publish(&repo, snapshot, out, opts).await?;
+    let rows: Vec<String> = p.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "published snapshot `{}` ({}) to {}: {}; {} files (provenance.json names the table versions)",
+        p.snapshot,
+        p.table_versions.iter().map(|(t, v)| format!("{t}@{v}")).collect::<Vec<_>>().join(" "),
+        p.out.display(),
+        rows.join(", "),
+        p.files.len()
+    );
+    Ok(())
+}
+
 pub async fn sql(
     dir: &Path,
     snapshot: Option<&str>,
@@ -176,6 +274,85 @@ pub async fn sql(
     let session = Session::open(&repo, At::from_option(snapshot)).await?;
     let batches = session.query(query).await?;
     emit(&batches, format, out)
+}
+
+/// `regrpo serve`: Flight SQL until Ctrl-C.
+pub async fn serve(
+    dir: &Path,
+    snapshot: Option<&str>,
+    addr: std::net::SocketAddr,
+    token_file: &Path,
+    memory_limit_mb: usize,
+    timeout_s: u64,
+) -> Result<()> {
+    use regrpo_queries::flight::{FlightSqlServer, ServeConfig};
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading the token file {}", token_file.display()))?
+        .trim()
+        .to_string();
+    if token.len() < 8 {
+        bail!("{}: the token must be at least 8 characters", token_file.display());
+    }
+    let repo = Repository::open(dir)?;
+    let session = Session::open(&repo, At::from_option(snapshot)).await?;
+    let versions: Vec<String> = session.versions().iter().map(|(t, v)| format!("{t}@{v}")).collect();
+    let cfg = ServeConfig {
+        memory_limit: memory_limit_mb << 20,
+        timeout: Duration::from_secs(timeout_s),
+        ..ServeConfig::new(token)
+    };
+    let (listener, local) = FlightSqlServer::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    eprintln!(
+        "serving {} ({}) over Flight SQL at grpc://{local}, read-only; {} MiB and {timeout_s}s per query; Ctrl-C stops",
+        repo.root().display(),
+        snapshot.map_or_else(|| format!("latest: {}", versions.join(" ")), |s| format!("snapshot {s}")),
+        memory_limit_mb
+    );
+    FlightSqlServer::new(session, cfg)
+        .serve(listener, async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await?;
+    Ok(())
+}
+
+/// `regrpo query --list`.
+pub fn list_queries() {
+    for q in regrpo_queries::library::library() {
+        println!("{}\n    {}", q.name, q.description);
+        for p in &q.params {
+            let default = p.default.as_ref().map_or("required".to_string(), |d| format!("default {d}"));
+            println!("    --param {}=<{}>  ({default}) {}", p.name, p.ty.as_str(), p.help);
+        }
+    }
+}
+
+/// `regrpo query DIR NAME [--param k=v]…`.
+pub async fn query(
+    dir: &Path,
+    name: &str,
+    params: &[String],
+    snapshot: Option<&str>,
+    show_sql: bool,
+    format: OutputFormat,
+    out: Option<&Path>,
+) -> Result<()> {
+    let q = regrpo_queries::library::find(name)?;
+    let given = params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.to_string())),
+            None => bail!("--param {p}: expected NAME=VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if show_sql {
+        q.bind(&given)?;
+        println!("{}", q.sql);
+        return Ok(());
+    }
+    let repo = Repository::open(dir)?;
+    let (_, df) = regrpo_queries::library::plan(&repo, At::from_option(snapshot), q, &given).await?;
+    emit(&df.collect().await.map_err(regrpo_queries::Error::from)?, format, out)
 }
 
 /// Writes batches to `--out` or stdout.

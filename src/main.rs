@@ -73,6 +73,15 @@ enum Command {
         dry_run: bool,
     },
 
+    /// Compact small files into large ones and cluster near_misses/rot by error_type and tool
+    /// (Z-order), as a new version of each table; snapshots keep reading their own files.
+    Optimize {
+        dir: PathBuf,
+        /// Only these tables (default: all).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+    },
+
     /// Generate toolworld tasks (files + question + executed ground-truth trajectory).
     #[command(subcommand)]
     Toolworld(ToolworldCommand),
@@ -91,6 +100,36 @@ enum Command {
         #[arg(long, default_value = "regrpo-json")]
         format: String,
         out: PathBuf,
+    },
+
+    /// Publish a snapshot as a dataset: hf (Parquet + card + croissant), regrpo-json, openai-jsonl.
+    Publish {
+        dir: PathBuf,
+        /// The snapshot to publish (required: a published dataset names where it came from).
+        #[arg(long, short)]
+        snapshot: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "hf")]
+        format: regrpo_datasets::publish::PublishFormat,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// train,validation,test fractions of source trajectories.
+        #[arg(long, default_value = "0.8,0.1,0.1")]
+        split: String,
+        /// Build an SFT mixture with this share of RoT rows against clean trajectories (e.g. 0.5).
+        #[arg(long)]
+        rot_fraction: Option<f64>,
+        /// Target ErrorType shares among RoT rows, e.g. ArgInvalid=0.4,ToolMismatch=0.3,GroundingDrift=0.3.
+        #[arg(long)]
+        error_mix: Option<String>,
+        /// Include RoT rows that failed a verification gate.
+        #[arg(long)]
+        include_unverified: bool,
+        #[arg(long, default_value = "cc-by-4.0")]
+        license: String,
+        #[arg(long, default_value = "regrpo Reflection-of-Thought dataset")]
+        pretty_name: String,
     },
 
     /// Train tokenizers and policies from a pinned snapshot.
@@ -135,8 +174,60 @@ enum Command {
         /// ReGRPO steps.
         #[arg(long, default_value_t = 12)]
         regrpo_steps: u64,
+        /// Held-out failure states and clean states evaluated per policy (each).
+        #[arg(long, default_value_t = 24)]
+        eval_states: usize,
+        /// Held-out toolworld tasks the agent loop runs per policy.
+        #[arg(long, default_value_t = 8)]
+        eval_tasks: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+
+    /// Run a query of the named library (`regrpo query --list` shows them), parameters bound.
+    Query {
+        /// The dataset repository.
+        #[arg(required_unless_present = "list")]
+        dir: Option<PathBuf>,
+        /// The query's name.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// A parameter, `name=value` (repeatable); undeclared parameters are refused.
+        #[arg(long = "param", short = 'p', value_name = "K=V")]
+        params: Vec<String>,
+        /// Read the tables as this snapshot pinned them (default: latest).
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        /// List the queries, their descriptions and parameters.
+        #[arg(long)]
+        list: bool,
+        /// Print the query's SQL instead of running it.
+        #[arg(long)]
+        show_sql: bool,
+        #[arg(long, short, default_value = "table")]
+        format: OutputFormat,
+        /// Write to this file instead of stdout (required for parquet).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+
+    /// Serve the tables over Flight SQL (ADBC, JDBC/DBeaver, any Flight SQL client), read-only.
+    Serve {
+        dir: PathBuf,
+        /// Serve the tables as this snapshot pinned them (default: latest at start).
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: std::net::SocketAddr,
+        /// A file holding the bearer token clients must send (`authorization: Bearer <token>`).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Memory each query may use, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_limit_mb: usize,
+        /// Wall-clock limit of each query, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
     },
 
     /// Run a read-only SQL query (tables: trajectories, near_misses, rot, rejects, runs, metrics, rollouts).
@@ -401,7 +492,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SnapshotCommand::Diff { dir, a, b } => data::snapshot_diff(&dir, &a, &b),
             SnapshotCommand::Verify { dir, name } => data::snapshot_verify(&dir, &name).await,
         },
+        Command::Publish {
+            dir,
+            snapshot,
+            out,
+            format,
+            seed,
+            split,
+            rot_fraction,
+            error_mix,
+            include_unverified,
+            license,
+            pretty_name,
+        } => {
+            let opts = data::publish_options(
+                format,
+                seed,
+                &split,
+                rot_fraction,
+                error_mix.as_deref(),
+                include_unverified,
+                license,
+                pretty_name,
+            )?;
+            data::publish(&dir, &snapshot, &out, &opts).await
+        }
         Command::Gc { dir, min_age, dry_run } => data::gc(&dir, min_age, dry_run).await,
+        Command::Optimize { dir, tables } => data::optimize(&dir, &tables).await,
         Command::Toolworld(ToolworldCommand::Generate { dir, tasks, seed, concurrency }) => {
             engine_cmd::toolworld_generate(&dir, tasks, seed, concurrency, quiet).await
         }
@@ -547,8 +664,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Model(ModelCommand::Export { run, out }) => train_cmd::export(&run, &out),
         Command::Model(ModelCommand::Logits { model, input, out }) => train_cmd::logits(&model, &input, &out),
-        Command::Demo { dir, tasks, sft_steps, regrpo_steps, seed } => {
-            demo::run(&dir, &demo::DemoConfig { tasks, sft_steps, regrpo_steps, seed }, quiet).await
+        Command::Demo { dir, tasks, sft_steps, regrpo_steps, eval_states, eval_tasks, seed } => {
+            let cfg = demo::DemoConfig { tasks, sft_steps, regrpo_steps, eval_states, eval_tasks, seed };
+            demo::run(&dir, &cfg, quiet).await
+        }
+        Command::Query { dir, name, params, snapshot, list, show_sql, format, out } => match (list, dir, name) {
+            (true, _, _) => {
+                data::list_queries();
+                Ok(())
+            }
+            (false, Some(dir), Some(name)) => {
+                data::query(&dir, &name, &params, snapshot.as_deref(), show_sql, format, out.as_deref()).await
+            }
+            _ => unreachable!("clap requires DIR and NAME without --list"),
+        },
+        Command::Serve { dir, snapshot, addr, token_file, memory_limit_mb, timeout_s } => {
+            data::serve(&dir, snapshot.as_deref(), addr, &token_file, memory_limit_mb, timeout_s).await
         }
         Command::Sql { dir, snapshot, query, format, out } => {
             data::sql(&dir, snapshot.as_deref(), &query, format, out.as_deref()).await

@@ -18,6 +18,7 @@ pub mod export;
 pub mod ingest;
 pub mod jsonscan;
 pub mod plot;
+pub mod publish;
 pub mod repo;
 pub mod snapshot;
 

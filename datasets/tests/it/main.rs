@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regrpo_datasets::ingest::{self, Format, IngestOptions};
+use regrpo_datasets::publish::{PublishFormat, PublishOptions, publish};
 use regrpo_datasets::{Error, Repository, snapshot};
 use regrpo_schemas::{Reject, Rot, Trajectory};
 
@@ -273,6 +274,24 @@ async fn snapshots_pin_rows_while_the_tables_move_on_and_gc_keeps_them() {
     }
     assert_eq!(repo.read::<Trajectory>(Some(s1.tables["trajectories"].version)).await.unwrap(), at_s1);
 
+    // Optimize rewrites the three small files as one new version; the rows are the same, the
+    // snapshots still verify (their files stay until nothing references them), a second
+    // optimize finds nothing to do.
+    let latest = sorted(repo.read::<Trajectory>(None).await.unwrap(), |t| t.trajectory_id.clone());
+    let o = repo.optimize("trajectories").await.unwrap();
+    assert_eq!((o.files_before, o.files_removed, o.files_added), (3, 3, 1), "{o:?}");
+    assert_eq!(o.version_after, o.version_before + 1);
+    assert_eq!(sorted(repo.read::<Trajectory>(None).await.unwrap(), |t| t.trajectory_id.clone()), latest);
+    assert_eq!(repo.optimize("trajectories").await.unwrap().version_after, o.version_after);
+    let rot = repo.optimize("rot").await.unwrap();
+    assert_eq!(rot.clustered_by, ["error_type", "tool"]);
+    snapshot::gc(&repo, Duration::ZERO, false).await.unwrap();
+    for name in ["s1", "s2"] {
+        let v = snapshot::verify(&repo, name).await.unwrap();
+        assert!(v.is_ok(), "{name} after optimize: {:?}", v.problems);
+    }
+    assert_eq!(repo.read::<Trajectory>(Some(s1.tables["trajectories"].version)).await.unwrap(), at_s1);
+
     // Tampering with a pinned file is caught.
     let path = table_dir.join(pinned);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -281,4 +300,80 @@ async fn snapshots_pin_rows_while_the_tables_move_on_and_gc_keeps_them() {
     std::fs::write(&path, bytes).unwrap();
     let v = snapshot::verify(&repo, "s1").await.unwrap();
     assert!(v.problems.iter().any(|p| p.contains("sha256")), "{:?}", v.problems);
+}
+
+#[tokio::test]
+async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    ingest(&repo, Format::Regrpo, &[fixture("regrpo/rot_sample.json"), fixture("regrpo/clean_sample.json")]).await;
+    ingest(&repo, Format::Mat, &[fixture("mat/trajectories.json")]).await;
+    ingest(&repo, Format::Openai, &[fixture("openai/chat.jsonl")]).await;
+    snapshot::create(&repo, "v1", None).await.unwrap();
+    let opts = PublishOptions { split: [0.5, 0.25, 0.25], ..Default::default() };
+    let a = publish(&repo, "v1", &dir.path().join("a"), &opts).await.unwrap();
+    let b = publish(&repo, "v1", &dir.path().join("b"), &opts).await.unwrap();
+    assert_eq!(a.files.len(), b.files.len());
+    for (fa, fb) in a.files.iter().zip(&b.files) {
+        assert_eq!(
+            std::fs::read(fa).unwrap(),
+            std::fs::read(fb).unwrap(),
+            "{} differs between two publishes",
+            fa.display()
+        );
+    }
+    // Every source trajectory is in exactly one split.
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut total = 0;
+    for f in a.files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")) {
+        let split = f.file_name().unwrap().to_string_lossy().split('-').next().unwrap().to_string();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            total += batch.num_rows();
+            let col = batch.column_by_name("source_trajectory_id").unwrap();
+            let col = col.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            for t in col.iter().flatten() {
+                if let Some(other) = seen.insert(t.to_string(), split.clone()) {
+                    assert_eq!(other, split, "trajectory {t} is in two splits");
+                }
+            }
+        }
+    }
+    assert_eq!(total, a.rows.values().sum::<usize>());
+    // The card claims the same counts, and names the snapshot and versions.
+    let card = std::fs::read_to_string(dir.path().join("a/README.md")).unwrap();
+    for (split, n) in &a.rows {
+        assert!(
+            card.contains(&format!("  - name: {split}\n")) && card.contains(&format!("num_examples: {n}\n")),
+            "{card}"
+        );
+    }
+    assert!(card.contains("snapshot `v1`") && card.contains("data/train-*"), "{card}");
+    let croissant: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("a/croissant.json")).unwrap()).unwrap();
+    assert_eq!(croissant["conformsTo"], "http://mlcommons.org/croissant/1.0");
+    let provenance: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("a/provenance.json")).unwrap()).unwrap();
+    assert_eq!(provenance["snapshot"], "v1");
+    assert!(publish(&repo, "v1", &dir.path().join("a"), &opts).await.is_err(), "refuses a used folder");
+
+    // openai-jsonl: one chat per line, the same split sizes.
+    let o = publish(
+        &repo,
+        "v1",
+        &dir.path().join("o"),
+        &PublishOptions { format: PublishFormat::OpenaiJsonl, ..opts.clone() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.rows, a.rows);
+    let train = std::fs::read_to_string(dir.path().join("o/train.jsonl")).unwrap();
+    assert_eq!(train.lines().count(), a.rows["train"]);
+    let first: serde_json::Value = serde_json::from_str(train.lines().next().unwrap()).unwrap();
+    assert!(first["messages"][0]["role"].is_string());
 }

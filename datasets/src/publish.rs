@@ -1,0 +1,698 @@
+//! Publishing a snapshot as a dataset others train on (`regrpo publish`).
+//!
+//! Formats:
+//! - `hf`: the Hugging Face dataset repository layout — `data/{split}-{i:05}-of-{n:05}.parquet`,
+//!   a `README.md` dataset card (YAML header with `configs`, `dataset_info`, `splits`, license,
+//!   task categories, size category, tags; a body with counts per ErrorType and tool and a PNG
+//!   histogram) and `croissant.json` (Croissant 1.0 JSON-LD with every file's sha256).
+//! - `regrpo-json`: the ReGRPO reference layout, written by [`crate::export`].
+//! - `openai-jsonl`: `{split}.jsonl`, one `{"messages": […]}` chat per line.
+//!
+//! Every format also writes `provenance.json`: the snapshot, its table versions and the options.
+//!
+//! **Splits** are leakage-safe and stratified: each source trajectory goes, with all its rows,
+//! to one split. Trajectories are grouped by their most frequent ErrorType (or `clean`), ordered
+//! within the group by a seeded hash of their id, and cut at the split fractions, so every split
+//! sees every ErrorType in proportion. **Mix** (optional) builds an SFT mixture per split: a
+//! target share of RoT rows against clean trajectories, and a target ErrorType distribution,
+//! by dropping rows in hash order (never by repeating them).
+//!
+//! Nothing depends on the clock or on iteration order: publishing the same snapshot with the
+//! same options twice gives byte-identical files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use regrpo_schemas::id::sha256_hex;
+use regrpo_schemas::react::trajectory_messages;
+use regrpo_schemas::{ErrorType, Message, Rot, Trajectory};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::error::{Error, IoContext, Result};
+use crate::repo::Repository;
+use crate::snapshot;
+
+/// The published formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublishFormat {
+    Hf,
+    RegrpoJson,
+    OpenaiJsonl,
+}
+
+impl std::str::FromStr for PublishFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hf" => Ok(PublishFormat::Hf),
+            "regrpo-json" => Ok(PublishFormat::RegrpoJson),
+            "openai-jsonl" => Ok(PublishFormat::OpenaiJsonl),
+            _ => Err(format!("unknown format `{s}` (hf, regrpo-json, openai-jsonl)")),
+        }
+    }
+}
+
+/// The split names, in order.
+pub const SPLITS: [&str; 3] = ["train", "validation", "test"];
+
+/// How to publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishOptions {
+    pub format: PublishFormat,
+    pub seed: u64,
+    /// Fractions of source trajectories in train / validation / test (they sum to 1).
+    pub split: [f64; 3],
+    /// Only RoT rows that passed every gate (default).
+    pub verified_only: bool,
+    /// Mixture: the share of RoT rows against clean trajectories in every split.
+    pub rot_fraction: Option<f64>,
+    /// Mixture: the target share of each ErrorType among the RoT rows.
+    pub error_mix: Option<BTreeMap<ErrorType, f64>>,
+    pub license: String,
+    pub pretty_name: String,
+    /// Rows per Parquet file (files are sharded beyond it).
+    pub rows_per_file: usize,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            format: PublishFormat::Hf,
+            seed: 0,
+            split: [0.8, 0.1, 0.1],
+            verified_only: true,
+            rot_fraction: None,
+            error_mix: None,
+            license: "cc-by-4.0".into(),
+            pretty_name: "regrpo Reflection-of-Thought dataset".into(),
+            rows_per_file: 200_000,
+        }
+    }
+}
+
+/// One published example.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Example {
+    pub id: String,
+    /// `rot` or `clean`.
+    pub kind: String,
+    pub source_trajectory_id: String,
+    pub source: String,
+    pub error_type: Option<String>,
+    pub tool: Option<String>,
+    pub evidence: Option<String>,
+    pub fix_plan: Option<String>,
+    pub failed_action: Option<String>,
+    pub corrected_action: Option<String>,
+    pub verified: Option<bool>,
+    pub messages: Vec<Message>,
+}
+
+fn example_schema() -> SchemaRef {
+    let message = DataType::Struct(Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, false),
+    ]));
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    let o = |n: &str| Field::new(n, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![
+        s("id"),
+        s("kind"),
+        s("source_trajectory_id"),
+        s("source"),
+        o("error_type"),
+        o("tool"),
+        o("evidence"),
+        o("fix_plan"),
+        o("failed_action"),
+        o("corrected_action"),
+        Field::new("verified", DataType::Boolean, true),
+        Field::new("messages", DataType::List(Arc::new(Field::new("element", message, false))), false),
+    ]))
+}
+
+/// What a publish wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub out: PathBuf,
+    pub snapshot: String,
+    pub table_versions: BTreeMap<String, i64>,
+    /// Examples per split.
+    pub rows: BTreeMap<String, usize>,
+    pub files: Vec<PathBuf>,
+}
+
+/// A hash of `seed` and `key`, for seeded orders.
+fn order_key(seed: u64, key: &str) -> String {
+    sha256_hex(format!("{seed}:{key}").as_bytes())
+}
+
+/// Assigns every source trajectory to a split: stratified by its most frequent ErrorType,
+/// seeded hash order within a stratum, cut at the fractions.
+pub fn assign_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> HashMap<String, usize> {
+    let mut types: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for e in examples {
+        let t = types.entry(e.source_trajectory_id.as_str()).or_default();
+        if let Some(et) = &e.error_type {
+            *t.entry(et.as_str()).or_default() += 1;
+        }
+    }
+    let mut strata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (traj, counts) in &types {
+        // Most frequent type; ties go to the alphabetically first (BTreeMap order).
+        let stratum = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or("clean", |(t, _)| t);
+        strata.entry(stratum).or_default().push(traj);
+    }
+    let mut out = HashMap::new();
+    for (_, mut trajs) in strata {
+        trajs.sort_by_cached_key(|t| order_key(seed, t));
+        let n = trajs.len() as f64;
+        let train = (n * fractions[0]).round() as usize;
+        let validation = (n * (fractions[0] + fractions[1])).round() as usize;
+        for (i, t) in trajs.into_iter().enumerate() {
+            out.insert(
+                t.to_string(),
+                if i < train {
+                    0
+                } else if i < validation {
+                    1
+                } else {
+                    2
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Applies the mixture to one split's examples (in place, keeping hash order).
+pub fn mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
+    examples.sort_by_cached_key(|e| order_key(opts.seed, &e.id));
+    if let Some(target) = &opts.error_mix {
+        let total: f64 = target.values().sum();
+        let mut have: BTreeMap<String, usize> = BTreeMap::new();
+        for e in examples.iter().filter(|e| e.kind == "rot") {
+            *have.entry(e.error_type.clone().unwrap_or_default()).or_default() += 1;
+        }
+        // The largest RoT total whose every ErrorType share fits what is there.
+        let n = target
+            .iter()
+            .filter(|(_, p)| **p > 0.0)
+            .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
+            .fold(f64::INFINITY, f64::min);
+        let n = if n.is_finite() { n } else { 0.0 };
+        let mut quota: BTreeMap<String, usize> =
+            target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as usize)).collect();
+        examples.retain(|e| {
+            if e.kind != "rot" {
+                return true;
+            }
+            match quota.get_mut(e.error_type.as_deref().unwrap_or("")) {
+                Some(q) if *q > 0 => {
+                    *q -= 1;
+                    true
+                }
+                _ => false,
+            }
+        });
+    }
+    if let Some(f) = opts.rot_fraction {
+        let rot = examples.iter().filter(|e| e.kind == "rot").count() as f64;
+        let clean = examples.len() as f64 - rot;
+        let (keep_rot, keep_clean) = if f >= 1.0 {
+            (rot, 0.0)
+        } else if f <= 0.0 {
+            (0.0, clean)
+        } else if rot / (rot + clean).max(1.0) > f {
+            ((f / (1.0 - f) * clean).round(), clean)
+        } else {
+            (rot, ((1.0 - f) / f * rot).round())
+        };
+        let (mut r, mut c) = (keep_rot as usize, keep_clean as usize);
+        examples.retain(|e| {
+            let left = if e.kind == "rot" { &mut r } else { &mut c };
+            if *left > 0 {
+                *left -= 1;
+                true
+            } else {
+                false
+            }
+        });
+    }
+    examples.sort_by(|a, b| a.id.cmp(&b.id));
+}
+
+/// The examples of a snapshot: RoT rows (verified ones unless told otherwise) and clean
+/// trajectories with actions.
+pub fn examples(trajectories: &[Trajectory], rots: &[Rot], verified_only: bool) -> Vec<Example> {
+    let source: HashMap<&str, &str> =
+        trajectories.iter().map(|t| (t.trajectory_id.as_str(), t.source.as_str())).collect();
+    let mut out: Vec<Example> = rots
+        .iter()
+        .filter(|r| r.verified || !verified_only)
+        .map(|r| Example {
+            id: r.rot_id.clone(),
+            kind: "rot".into(),
+            source_trajectory_id: r.trajectory_id.clone(),
+            source: source.get(r.trajectory_id.as_str()).unwrap_or(&"unknown").to_string(),
+            error_type: Some(r.error_type.as_str().to_string()),
+            tool: Some(r.tool.clone()),
+            evidence: Some(r.evidence.clone()),
+            fix_plan: Some(r.fix_plan.clone()),
+            failed_action: Some(r.failed_action.raw.clone()),
+            corrected_action: Some(r.corrected_action.raw.clone()),
+            verified: Some(r.verified),
+            messages: r.conversation.clone(),
+        })
+        .collect();
+    out.extend(trajectories.iter().filter(|t| t.steps.iter().any(|s| s.action.is_some())).map(|t| Example {
+        id: t.trajectory_id.clone(),
+        kind: "clean".into(),
+        source_trajectory_id: t.trajectory_id.clone(),
+        source: t.source.clone(),
+        error_type: None,
+        tool: None,
+        evidence: None,
+        fix_plan: None,
+        failed_action: None,
+        corrected_action: None,
+        verified: None,
+        messages: trajectory_messages(t),
+    }));
+    out
+}
+
+/// Publishes what snapshot `snapshot_name` pins into `out` (which must be empty or absent).
+pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &PublishOptions) -> Result<Published> {
+    if (opts.split.iter().sum::<f64>() - 1.0).abs() > 1e-9 || opts.split.iter().any(|f| *f < 0.0) {
+        return Err(Error::Usage(format!("split fractions {:?} must be ≥ 0 and sum to 1", opts.split)));
+    }
+    if out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return Err(Error::Usage(format!("{} is not empty; publish into a new folder", out.display())));
+    }
+    let snap = snapshot::get(repo, snapshot_name)?;
+    let versions = snap.versions();
+    std::fs::create_dir_all(out).at(out)?;
+    let mut files = Vec::new();
+    let mut rows = BTreeMap::new();
+    if opts.format == PublishFormat::RegrpoJson {
+        let s = crate::export::export_regrpo_json(repo, Some(snapshot_name), out).await?;
+        rows.insert("rot".to_string(), s.rot_records);
+        rows.insert("clean".to_string(), s.clean_records);
+        files.extend([s.rot_file, s.clean_file]);
+    } else {
+        let mut trajectories = repo.read::<Trajectory>(versions.get("trajectories").copied()).await?;
+        trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+        let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
+        rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+        let all = examples(&trajectories, &rots, opts.verified_only);
+        let assignment = assign_splits(&all, opts.split, opts.seed);
+        let mut by_split: Vec<Vec<Example>> = vec![Vec::new(); 3];
+        for e in all {
+            by_split[assignment[&e.source_trajectory_id]].push(e);
+        }
+        for split in &mut by_split {
+            mix(split, opts);
+        }
+        for (name, split) in SPLITS.iter().zip(&by_split) {
+            rows.insert(name.to_string(), split.len());
+        }
+        match opts.format {
+            PublishFormat::Hf => files.extend(write_hf(out, &by_split, snapshot_name, &versions, opts)?),
+            PublishFormat::OpenaiJsonl => {
+                for (name, split) in SPLITS.iter().zip(&by_split) {
+                    let path = out.join(format!("{name}.jsonl"));
+                    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).at(&path)?);
+                    for e in split {
+                        let line = json!({"messages": e.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()});
+                        writeln!(w, "{line}").at(&path)?;
+                    }
+                    w.flush().at(&path)?;
+                    files.push(path);
+                }
+            }
+            PublishFormat::RegrpoJson => unreachable!("handled above"),
+        }
+    }
+    let provenance = json!({
+        "snapshot": snapshot_name,
+        "table_versions": versions,
+        "published_by": format!("regrpo {}", env!("CARGO_PKG_VERSION")),
+        "options": opts,
+        "rows": rows,
+    });
+    let path = out.join("provenance.json");
+    write_json(&path, &provenance)?;
+    files.push(path);
+    Ok(Published { out: out.to_path_buf(), snapshot: snapshot_name.to_string(), table_versions: versions, rows, files })
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(path, text + "\n").at(path)
+}
+
+fn size_category(n: usize) -> &'static str {
+    match n {
+        0..1_000 => "n<1K",
+        1_000..10_000 => "1K<n<10K",
+        10_000..100_000 => "10K<n<100K",
+        100_000..1_000_000 => "100K<n<1M",
+        1_000_000..10_000_000 => "1M<n<10M",
+        _ => "10M<n<100M",
+    }
+}
+
+/// Writes the Parquet shards, the dataset card, the histogram and `croissant.json`.
+fn write_hf(
+    out: &Path,
+    splits: &[Vec<Example>],
+    snapshot_name: &str,
+    versions: &BTreeMap<String, i64>,
+    opts: &PublishOptions,
+) -> Result<Vec<PathBuf>> {
+    let data = out.join("data");
+    std::fs::create_dir_all(&data).at(&data)?;
+    let schema = example_schema();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        // Rows are chat samples of a few KB: 8k rows keep row groups far below 128 MB.
+        .set_max_row_group_row_count(Some(8 * 1024))
+        .set_created_by(format!("regrpo {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut files = Vec::new();
+    let mut split_bytes = Vec::new();
+    for (name, split) in SPLITS.iter().zip(splits) {
+        let shards = split.len().div_ceil(opts.rows_per_file.max(1)).max(1);
+        let mut bytes = 0u64;
+        for i in 0..shards {
+            let rows =
+                &split[(i * opts.rows_per_file).min(split.len())..((i + 1) * opts.rows_per_file).min(split.len())];
+            let path = data.join(format!("{name}-{i:05}-of-{shards:05}.parquet"));
+            let batch: RecordBatch = serde_arrow::to_record_batch(schema.fields(), &rows)
+                .map_err(|e| Error::Internal(format!("building {name} rows: {e}")))?;
+            let file = std::fs::File::create(&path).at(&path)?;
+            let mut w = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props.clone()))?;
+            w.write(&batch)?;
+            w.close()?;
+            bytes += std::fs::metadata(&path).at(&path)?.len();
+            files.push(path);
+        }
+        split_bytes.push(bytes);
+    }
+
+    // Counts for the card.
+    let mut by_type: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut by_tool: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+    for (i, split) in splits.iter().enumerate() {
+        for e in split {
+            kinds.entry(e.kind.clone()).or_default()[i] += 1;
+            if let Some(t) = &e.error_type {
+                by_type.entry(t.clone()).or_default()[i] += 1;
+            }
+            if let Some(t) = &e.tool {
+                by_tool.entry(t.clone()).or_default()[i] += 1;
+            }
+        }
+    }
+    let hist = out.join("error_types.png");
+    let bars: Vec<(String, f64)> = by_type.iter().map(|(t, c)| (t.clone(), c.iter().sum::<usize>() as f64)).collect();
+    crate::plot::bar_chart(&hist, "RoT rows per ErrorType (all splits)", "rows", &bars)?;
+    files.push(hist);
+
+    let total: usize = splits.iter().map(Vec::len).sum();
+    let card = card(splits, &split_bytes, &kinds, &by_type, &by_tool, snapshot_name, versions, opts, total);
+    let readme = out.join("README.md");
+    std::fs::write(&readme, card).at(&readme)?;
+    files.push(readme);
+
+    let croissant = out.join("croissant.json");
+    write_json(&croissant, &croissant_json(out, &files, snapshot_name, opts)?)?;
+    files.push(croissant);
+    Ok(files)
+}
+
+fn table(title: &str, rows: &BTreeMap<String, [usize; 3]>) -> String {
+    let mut s = format!("| {title} | train | validation | test | total |\n| --- | ---: | ---: | ---: | ---: |\n");
+    for (k, c) in rows {
+        s += &format!("| {k} | {} | {} | {} | {} |\n", c[0], c[1], c[2], c.iter().sum::<usize>());
+    }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn card(
+    splits: &[Vec<Example>],
+    split_bytes: &[u64],
+    kinds: &BTreeMap<String, [usize; 3]>,
+    by_type: &BTreeMap<String, [usize; 3]>,
+    by_tool: &BTreeMap<String, [usize; 3]>,
+    snapshot_name: &str,
+    versions: &BTreeMap<String, i64>,
+    opts: &PublishOptions,
+    total: usize,
+) -> String {
+    let mut y = String::from("---\n");
+    y += &format!("license: {}\n", opts.license);
+    y += &format!("pretty_name: \"{}\"\n", opts.pretty_name.replace('"', "'"));
+    y += "task_categories:\n- text-generation\n";
+    y += "tags:\n- tool-use\n- agents\n- reflection\n- regrpo\n- reflection-of-thought\n";
+    y += &format!("size_categories:\n- {}\n", size_category(total));
+    y += "configs:\n- config_name: default\n  data_files:\n";
+    for name in SPLITS {
+        y += &format!("  - split: {name}\n    path: data/{name}-*\n");
+    }
+    y += "dataset_info:\n  features:\n";
+    for f in [
+        "id",
+        "kind",
+        "source_trajectory_id",
+        "source",
+        "error_type",
+        "tool",
+        "evidence",
+        "fix_plan",
+        "failed_action",
+        "corrected_action",
+    ] {
+        y += &format!("  - name: {f}\n    dtype: string\n");
+    }
+    y += "  - name: verified\n    dtype: bool\n";
+    y += "  - name: messages\n    list:\n    - name: role\n      dtype: string\n    - name: content\n      dtype: string\n";
+    y += "  splits:\n";
+    for ((name, split), bytes) in SPLITS.iter().zip(splits).zip(split_bytes) {
+        y += &format!("  - name: {name}\n    num_bytes: {bytes}\n    num_examples: {}\n", split.len());
+    }
+    let download: u64 = split_bytes.iter().sum();
+    y += &format!("  download_size: {download}\n  dataset_size: {download}\n---\n\n");
+
+    y += &format!("# {}\n\n", opts.pretty_name);
+    y += "Reflection-of-Thought (RoT) rows built by regrpo's Structured Reflective Data Engine: a \
+          successful agent trajectory, a near-miss action **executed** against the real tool, the \
+          tool's failure observation, the reflection (ErrorType, Evidence quoting the observation, \
+          FixPlan) and the corrected action — plus the clean trajectories they came from \
+          (`kind = clean`), for supervised fine-tuning mixtures.\n\n";
+    y += &format!(
+        "Published from snapshot `{snapshot_name}` (table versions: {}), seed {}, splits {:?} by source \
+         trajectory (no trajectory is in two splits), stratified by ErrorType{}.\n\n",
+        versions.iter().map(|(t, v)| format!("{t}@{v}")).collect::<Vec<_>>().join(", "),
+        opts.seed,
+        opts.split,
+        if opts.verified_only { "; only rows that passed every verification gate" } else { "" }
+    );
+    if opts.rot_fraction.is_some() || opts.error_mix.is_some() {
+        y += &format!(
+            "Mixture: RoT share {:?}, ErrorType target {:?}.\n\n",
+            opts.rot_fraction,
+            opts.error_mix.as_ref().map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>())
+        );
+    }
+    y += "## Counts\n\n";
+    y += &table("kind", kinds);
+    y += "\n";
+    y += &table("ErrorType", by_type);
+    y += "\n";
+    y += &table("tool", by_tool);
+    y += "\n![RoT rows per ErrorType](error_types.png)\n\n";
+    y += "## Loading\n\n```python\nfrom datasets import load_dataset\nds = load_dataset(\"parquet\", data_dir=\"data\")  # or load_dataset(\"<this folder>\")\n```\n";
+    y
+}
+
+fn croissant_json(out: &Path, files: &[PathBuf], snapshot_name: &str, opts: &PublishOptions) -> Result<Value> {
+    let mut distribution = Vec::new();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")) {
+        let rel = f.strip_prefix(out).unwrap_or(f).to_string_lossy().replace('\\', "/");
+        let bytes = std::fs::read(f).at(f)?;
+        distribution.push(json!({
+            "@type": "cr:FileObject",
+            "@id": rel,
+            "name": rel,
+            "contentUrl": rel,
+            "contentSize": format!("{} B", bytes.len()),
+            "encodingFormat": "application/x-parquet",
+            "sha256": sha256_hex(&bytes),
+        }));
+    }
+    let field = |name: &str, ty: &str| {
+        json!({
+            "@type": "cr:Field",
+            "@id": format!("examples/{name}"),
+            "name": name,
+            "dataType": ty,
+            "source": {"fileSet": {"@id": "parquet-files"}, "extract": {"column": name}},
+        })
+    };
+    distribution.push(json!({
+        "@type": "cr:FileSet",
+        "@id": "parquet-files",
+        "name": "parquet-files",
+        "encodingFormat": "application/x-parquet",
+        "includes": "data/*.parquet",
+    }));
+    let mut fields: Vec<Value> = [
+        "id",
+        "kind",
+        "source_trajectory_id",
+        "source",
+        "error_type",
+        "tool",
+        "evidence",
+        "fix_plan",
+        "failed_action",
+        "corrected_action",
+    ]
+    .iter()
+    .map(|f| field(f, "sc:Text"))
+    .collect();
+    fields.push(field("verified", "sc:Boolean"));
+    Ok(json!({
+        "@context": {
+            "@language": "en",
+            "@vocab": "https://schema.org/",
+            "cr": "http://mlcommons.org/croissant/",
+            "rai": "http://mlcommons.org/croissant/RAI/",
+            "sc": "https://schema.org/",
+            "dct": "http://purl.org/dc/terms/",
+            "citeAs": "cr:citeAs",
+            "column": "cr:column",
+            "conformsTo": "dct:conformsTo",
+            "data": {"@id": "cr:data", "@type": "@json"},
+            "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+            "examples": {"@id": "cr:examples", "@type": "@json"},
+            "extract": "cr:extract",
+            "field": "cr:field",
+            "fileObject": "cr:fileObject",
+            "fileProperty": "cr:fileProperty",
+            "fileSet": "cr:fileSet",
+            "format": "cr:format",
+            "includes": "cr:includes",
+            "isLiveDataset": "cr:isLiveDataset",
+            "jsonPath": "cr:jsonPath",
+            "key": "cr:key",
+            "md5": "cr:md5",
+            "parentField": "cr:parentField",
+            "path": "cr:path",
+            "recordSet": "cr:recordSet",
+            "references": "cr:references",
+            "regex": "cr:regex",
+            "repeated": "cr:repeated",
+            "replace": "cr:replace",
+            "separator": "cr:separator",
+            "source": "cr:source",
+            "subField": "cr:subField",
+            "transform": "cr:transform"
+        },
+        "@type": "sc:Dataset",
+        "conformsTo": "http://mlcommons.org/croissant/1.0",
+        "name": opts.pretty_name,
+        "description": format!("Reflection-of-Thought rows and clean trajectories published by regrpo from snapshot {snapshot_name}."),
+        "license": opts.license,
+        "version": snapshot_name,
+        "url": "https://github.com/regrpo/regrpo",
+        "distribution": distribution,
+        "recordSet": [{
+            "@type": "cr:RecordSet",
+            "@id": "examples",
+            "name": "examples",
+            "field": fields,
+        }],
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(id: &str, traj: &str, et: Option<&str>) -> Example {
+        Example {
+            id: id.into(),
+            kind: if et.is_some() { "rot" } else { "clean" }.into(),
+            source_trajectory_id: traj.into(),
+            source: "t".into(),
+            error_type: et.map(str::to_string),
+            tool: None,
+            evidence: None,
+            fix_plan: None,
+            failed_action: None,
+            corrected_action: None,
+            verified: None,
+            messages: vec![],
+        }
+    }
+
+    #[test]
+    fn splits_keep_trajectories_whole_and_cover_every_stratum() {
+        let mut all = Vec::new();
+        for t in 0..200 {
+            let et = ["ArgInvalid", "ToolMismatch", "GroundingDrift", "CodeError"][t % 4];
+            all.push(ex(&format!("c{t}"), &format!("t{t}"), None));
+            for k in 0..3 {
+                all.push(ex(&format!("r{t}-{k}"), &format!("t{t}"), Some(et)));
+            }
+        }
+        let a = assign_splits(&all, [0.8, 0.1, 0.1], 7);
+        assert_eq!(a.len(), 200);
+        for et in ["ArgInvalid", "ToolMismatch", "GroundingDrift", "CodeError"] {
+            let per: Vec<usize> = (0..3)
+                .map(|s| {
+                    all.iter()
+                        .filter(|e| e.error_type.as_deref() == Some(et) && a[&e.source_trajectory_id] == s)
+                        .count()
+                })
+                .collect();
+            assert_eq!(per, [120, 15, 15], "{et}");
+        }
+        assert_ne!(a, assign_splits(&all, [0.8, 0.1, 0.1], 8), "another seed, another assignment");
+        assert_eq!(a, assign_splits(&all, [0.8, 0.1, 0.1], 7));
+    }
+
+    #[test]
+    fn mix_hits_the_rot_share_and_the_error_type_target() {
+        let mut v: Vec<Example> = (0..100).map(|i| ex(&format!("c{i}"), &format!("t{i}"), None)).collect();
+        for i in 0..60 {
+            v.push(ex(&format!("a{i}"), "x", Some("ArgInvalid")));
+        }
+        for i in 0..20 {
+            v.push(ex(&format!("m{i}"), "x", Some("ToolMismatch")));
+        }
+        let opts = PublishOptions {
+            rot_fraction: Some(0.5),
+            error_mix: Some(BTreeMap::from([(ErrorType::ArgInvalid, 0.5), (ErrorType::ToolMismatch, 0.5)])),
+            ..Default::default()
+        };
+        mix(&mut v, &opts);
+        let count = |k: &str| v.iter().filter(|e| e.error_type.as_deref() == Some(k)).count();
+        assert_eq!((count("ArgInvalid"), count("ToolMismatch")), (20, 20));
+        assert_eq!(v.iter().filter(|e| e.kind == "clean").count(), 40);
+    }
+}
