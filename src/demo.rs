@@ -51,7 +51,7 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { tasks: 210, sft_steps: 150, regrpo_steps: 12, eval_states: 24, eval_tasks: 8, seed: 7 }
+        DemoConfig { tasks: 210, sft_steps: 400, regrpo_steps: 12, eval_states: 24, eval_tasks: 8, seed: 7 }
     }
 }
 

@@ -169,7 +169,7 @@ enum Command {
         #[arg(long, default_value_t = 210)]
         tasks: usize,
         /// SFT steps of each policy.
-        #[arg(long, default_value_t = 150)]
+        #[arg(long, default_value_t = 400)]
         sft_steps: u64,
         /// ReGRPO steps.
         #[arg(long, default_value_t = 12)]
