@@ -140,6 +140,17 @@ fn example_schema() -> SchemaRef {
     ]))
 }
 
+/// The scalar columns of [`example_schema`] with their Hugging Face dtype (`string`, `bool`),
+/// in schema order: the card's features and Croissant's fields are derived from it.
+fn scalar_columns() -> impl Iterator<Item = (&'static str, &'static str)> {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(example_schema).fields().iter().filter_map(|f| match f.data_type() {
+        DataType::Utf8 => Some((f.name().as_str(), "string")),
+        DataType::Boolean => Some((f.name().as_str(), "bool")),
+        _ => None,
+    })
+}
+
 /// What a publish wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct Published {
@@ -473,21 +484,9 @@ fn card(
         y += &format!("  - split: {name}\n    path: data/{name}-*\n");
     }
     y += "dataset_info:\n  features:\n";
-    for f in [
-        "id",
-        "kind",
-        "source_trajectory_id",
-        "source",
-        "error_type",
-        "tool",
-        "evidence",
-        "fix_plan",
-        "failed_action",
-        "corrected_action",
-    ] {
-        y += &format!("  - name: {f}\n    dtype: string\n");
+    for (name, dtype) in scalar_columns() {
+        y += &format!("  - name: {name}\n    dtype: {dtype}\n");
     }
-    y += "  - name: verified\n    dtype: bool\n";
     y += "  - name: messages\n    list:\n    - name: role\n      dtype: string\n    - name: content\n      dtype: string\n";
     y += "  splits:\n";
     for ((name, split), bytes) in SPLITS.iter().zip(splits).zip(split_bytes) {
@@ -559,22 +558,9 @@ fn croissant_json(out: &Path, files: &[PathBuf], snapshot_name: &str, opts: &Pub
         "encodingFormat": "application/x-parquet",
         "includes": "data/*.parquet",
     }));
-    let mut fields: Vec<Value> = [
-        "id",
-        "kind",
-        "source_trajectory_id",
-        "source",
-        "error_type",
-        "tool",
-        "evidence",
-        "fix_plan",
-        "failed_action",
-        "corrected_action",
-    ]
-    .iter()
-    .map(|f| field(f, "sc:Text"))
-    .collect();
-    fields.push(field("verified", "sc:Boolean"));
+    let fields: Vec<Value> = scalar_columns()
+        .map(|(name, dtype)| field(name, if dtype == "bool" { "sc:Boolean" } else { "sc:Text" }))
+        .collect();
     Ok(json!({
         "@context": {
             "@language": "en",
