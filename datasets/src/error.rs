@@ -56,6 +56,9 @@ pub enum Error {
     #[error("DataFusion: {0}")]
     DataFusion(Box<deltalake::datafusion::error::DataFusionError>),
 
+    #[error("polars: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+
     /// A request that cannot be carried out as given (the message says what to change).
     #[error("{0}")]
     Usage(String),

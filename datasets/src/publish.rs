@@ -30,6 +30,10 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use polars::prelude::{
+    self as pl, DataFrame, Expr, IntoLazy, LazyFrame, Literal, PolarsResult, SortMultipleOptions, UnionArgs, col,
+    concat, df, len, lit, when,
+};
 use regrpo_schemas::id::sha256_hex;
 use regrpo_schemas::react::trajectory_messages;
 use regrpo_schemas::{ErrorType, Message, Rot, Trajectory};
@@ -167,53 +171,109 @@ fn order_key(seed: u64, key: &str) -> String {
     sha256_hex(format!("{seed}:{key}").as_bytes())
 }
 
-/// Assigns every source trajectory to a split: stratified by its most frequent ErrorType,
-/// seeded hash order within a stratum, cut at the fractions.
-pub fn assign_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> HashMap<String, usize> {
-    let mut types: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-    for e in examples {
-        let t = types.entry(e.source_trajectory_id.as_str()).or_default();
-        if let Some(et) = &e.error_type {
-            *t.entry(et.as_str()).or_default() += 1;
-        }
-    }
-    let mut strata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (traj, counts) in &types {
-        // Most frequent type; ties go to the alphabetically first (BTreeMap order).
-        let stratum = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or("clean", |(t, _)| t);
-        strata.entry(stratum).or_default().push(traj);
-    }
-    let mut out = HashMap::new();
-    for (_, mut trajs) in strata {
-        trajs.sort_by_cached_key(|t| order_key(seed, t));
-        let n = trajs.len() as f64;
-        let train = (n * fractions[0]).round() as usize;
-        let validation = (n * (fractions[0] + fractions[1])).round() as usize;
-        for (i, t) in trajs.into_iter().enumerate() {
-            out.insert(
-                t.to_string(),
-                if i < train {
-                    0
-                } else if i < validation {
-                    1
-                } else {
-                    2
-                },
-            );
-        }
-    }
-    out
+/// The sampling columns of `examples` as a polars frame, one row per example: `row` (its index),
+/// `id`, `kind`, `trajectory`, `error_type`, `tool`, and the seeded hash orders `id_key` and
+/// `trajectory_key`.
+fn sampling_frame(examples: &[Example], seed: u64) -> PolarsResult<DataFrame> {
+    df!(
+        "row" => (0..examples.len() as u32).collect::<Vec<_>>(),
+        "id" => examples.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        "kind" => examples.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        "trajectory" => examples.iter().map(|e| e.source_trajectory_id.as_str()).collect::<Vec<_>>(),
+        "error_type" => examples.iter().map(|e| e.error_type.as_deref()).collect::<Vec<_>>(),
+        "tool" => examples.iter().map(|e| e.tool.as_deref()).collect::<Vec<_>>(),
+        "id_key" => examples.iter().map(|e| order_key(seed, &e.id)).collect::<Vec<_>>(),
+        "trajectory_key" => examples.iter().map(|e| order_key(seed, &e.source_trajectory_id)).collect::<Vec<_>>(),
+    )
 }
 
-/// Applies the mixture to one split's examples (in place, keeping hash order).
-pub fn mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
-    examples.sort_by_cached_key(|e| order_key(opts.seed, &e.id));
+/// Sorts by `partition` then `order` and numbers each row within its partition from 0 (`pos`).
+fn number_within(frame: LazyFrame, partition: &[&str], order: &str) -> PolarsResult<LazyFrame> {
+    let by: Vec<&str> = partition.iter().copied().chain([order]).collect();
+    // Partitions are contiguous after the sort: a row's position is its index minus the first.
+    let first = col("i").min().over(partition.iter().map(|c| col(*c)).collect::<Vec<_>>())?;
+    Ok(frame
+        .sort(by, SortMultipleOptions::default())
+        .with_row_index("i", None)
+        .with_column((col("i") - first).alias("pos"))
+        .drop(pl::cols(["i"])))
+}
+
+/// `when(col(key) == k₁).then(v₁) … .otherwise(default)` over a small map.
+fn lookup<V: Copy + Literal>(key: &str, map: &BTreeMap<String, V>, default: V) -> Expr {
+    map.iter()
+        .rev()
+        .fold(lit(default), |otherwise, (k, v)| when(col(key).eq(lit(k.as_str()))).then(lit(*v)).otherwise(otherwise))
+}
+
+/// Assigns every source trajectory to a split: stratified by its most frequent ErrorType
+/// (ties to the alphabetically first; `clean` when it has none), in seeded hash order within a
+/// stratum, cut at the fractions. Keys are trajectory ids, values indexes into [`SPLITS`].
+pub fn assign_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> Result<HashMap<String, usize>> {
+    on_plain_thread(|| {
+        let strata = sampling_frame(examples, seed)?
+            .lazy()
+            // `count` skips nulls: a trajectory's clean row counts 0 and sorts after its ErrorTypes.
+            .group_by([col("trajectory"), col("error_type")])
+            .agg([col("error_type").count().alias("n"), col("trajectory_key").first()])
+            .sort(
+                ["trajectory", "n", "error_type"],
+                SortMultipleOptions::default().with_order_descending_multi([false, true, false]).with_nulls_last(true),
+            )
+            .group_by_stable([col("trajectory")])
+            .agg([col("error_type").first().fill_null(lit("clean")).alias("stratum"), col("trajectory_key").first()]);
+        let trajectories = number_within(strata, &["stratum"], "trajectory_key")?
+            .with_columns([
+                col("pos").cast(pl::DataType::Int64),
+                len().over([col("stratum")])?.cast(pl::DataType::Float64).alias("size"),
+            ])
+            // Cut at round(size · f): `+ 0.5`, then the cast truncates (sizes are positive).
+            .with_column({
+                let cut = |f: f64| (col("size") * lit(f) + lit(0.5)).cast(pl::DataType::Int64);
+                when(col("pos").lt(cut(fractions[0])))
+                    .then(lit(0u32))
+                    .when(col("pos").lt(cut(fractions[0] + fractions[1])))
+                    .then(lit(1u32))
+                    .otherwise(lit(2u32))
+                    .cast(pl::DataType::UInt32)
+                    .alias("split")
+            })
+            .select([col("trajectory"), col("split")])
+            .collect()?;
+        let names = trajectories.column("trajectory")?.str()?;
+        let splits = trajectories.column("split")?.u32()?;
+        Ok(names.iter().zip(splits.iter()).filter_map(|(t, s)| Some((t?.to_string(), s? as usize))).collect())
+    })
+}
+
+/// Runs `f` on a thread of its own and waits for it. Polars' planner blocks on its own async
+/// runtime, which tokio refuses on a runtime's thread (a current-thread runtime panics), and
+/// publishing runs inside tokio.
+fn on_plain_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+}
+
+/// Applies the mixture to one split's examples: drops rows in seeded hash order (never repeats
+/// them) until the RoT rows follow the ErrorType target and the RoT share is met; the rows left
+/// are sorted by id.
+pub fn mix(examples: &mut Vec<Example>, opts: &PublishOptions) -> Result<()> {
+    if opts.error_mix.is_none() && opts.rot_fraction.is_none() {
+        examples.sort_by(|a, b| a.id.cmp(&b.id));
+        return Ok(());
+    }
+    let rows = on_plain_thread(|| mixed_rows(examples, opts))?;
+    let mut kept: Vec<Example> = rows.into_iter().map(|r| examples[r as usize].clone()).collect();
+    kept.sort_by(|a, b| a.id.cmp(&b.id));
+    *examples = kept;
+    Ok(())
+}
+
+/// The indexes of the rows the mixture keeps.
+fn mixed_rows(examples: &[Example], opts: &PublishOptions) -> Result<Vec<u32>> {
+    let mut frame = sampling_frame(examples, opts.seed)?;
     if let Some(target) = &opts.error_mix {
+        let have = counts(&frame, "error_type", Some(col("kind").eq(lit("rot"))))?;
         let total: f64 = target.values().sum();
-        let mut have: BTreeMap<String, usize> = BTreeMap::new();
-        for e in examples.iter().filter(|e| e.kind == "rot") {
-            *have.entry(e.error_type.clone().unwrap_or_default()).or_default() += 1;
-        }
         // The largest RoT total whose every ErrorType share fits what is there.
         let n = target
             .iter()
@@ -221,24 +281,17 @@ pub fn mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
             .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
             .fold(f64::INFINITY, f64::min);
         let n = if n.is_finite() { n } else { 0.0 };
-        let mut quota: BTreeMap<String, usize> =
-            target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as usize)).collect();
-        examples.retain(|e| {
-            if e.kind != "rot" {
-                return true;
-            }
-            match quota.get_mut(e.error_type.as_deref().unwrap_or("")) {
-                Some(q) if *q > 0 => {
-                    *q -= 1;
-                    true
-                }
-                _ => false,
-            }
-        });
+        let quota: BTreeMap<String, u32> =
+            target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as u32)).collect();
+        frame = number_within(frame.lazy(), &["kind", "error_type"], "id_key")?
+            .filter(col("kind").neq(lit("rot")).or(col("pos").lt(lookup("error_type", &quota, 0u32))))
+            .collect()?
+            .drop("pos")?;
     }
     if let Some(f) = opts.rot_fraction {
-        let rot = examples.iter().filter(|e| e.kind == "rot").count() as f64;
-        let clean = examples.len() as f64 - rot;
+        let kinds = counts(&frame, "kind", None)?;
+        let rot = *kinds.get("rot").unwrap_or(&0) as f64;
+        let clean = frame.height() as f64 - rot;
         let (keep_rot, keep_clean) = if f >= 1.0 {
             (rot, 0.0)
         } else if f <= 0.0 {
@@ -248,18 +301,49 @@ pub fn mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
         } else {
             (rot, ((1.0 - f) / f * rot).round())
         };
-        let (mut r, mut c) = (keep_rot as usize, keep_clean as usize);
-        examples.retain(|e| {
-            let left = if e.kind == "rot" { &mut r } else { &mut c };
-            if *left > 0 {
-                *left -= 1;
-                true
-            } else {
-                false
-            }
-        });
+        let keep = BTreeMap::from([("rot".to_string(), keep_rot as u32)]);
+        frame = number_within(frame.lazy(), &["kind"], "id_key")?
+            .filter(col("pos").lt(lookup("kind", &keep, keep_clean as u32)))
+            .collect()?;
     }
-    examples.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(frame.column("row")?.u32()?.into_no_null_iter().collect())
+}
+
+/// Rows per non-null value of `column` (among the rows `filter` keeps).
+fn counts(frame: &DataFrame, column: &str, filter: Option<Expr>) -> Result<BTreeMap<String, usize>> {
+    let mut lf = frame.clone().lazy();
+    if let Some(f) = filter {
+        lf = lf.filter(f);
+    }
+    let df = lf.filter(col(column).is_not_null()).group_by([col(column)]).agg([len().alias("n")]).collect()?;
+    let keys = df.column(column)?.str()?;
+    let n = df.column("n")?.idx()?;
+    Ok(keys.iter().zip(n.iter()).filter_map(|(k, n)| Some((k?.to_string(), n? as usize))).collect())
+}
+
+/// Rows per split of every value of `column` — the card's count tables.
+fn split_counts(splits: &[Vec<Example>], column: &str) -> Result<BTreeMap<String, [usize; 3]>> {
+    on_plain_thread(|| {
+        let mut frames = Vec::new();
+        for (i, split) in splits.iter().enumerate() {
+            frames.push(
+                sampling_frame(split, 0)?.lazy().with_column(lit(i as u32).cast(pl::DataType::UInt32).alias("split")),
+            );
+        }
+        let df = concat(frames, UnionArgs::default())?
+            .filter(col(column).is_not_null())
+            .group_by([col(column), col("split")])
+            .agg([len().alias("n")])
+            .collect()?;
+        let mut out: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+        let (keys, split, n) = (df.column(column)?.str()?, df.column("split")?.u32()?, df.column("n")?.idx()?);
+        for ((k, s), n) in keys.iter().zip(split.iter()).zip(n.iter()) {
+            if let (Some(k), Some(s), Some(n)) = (k, s, n) {
+                out.entry(k.to_string()).or_default()[s as usize] = n as usize;
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// The examples of a snapshot: RoT rows (verified ones unless told otherwise) and clean
@@ -326,13 +410,13 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
         rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
         let all = examples(&trajectories, &rots, opts.verified_only);
-        let assignment = assign_splits(&all, opts.split, opts.seed);
+        let assignment = assign_splits(&all, opts.split, opts.seed)?;
         let mut by_split: Vec<Vec<Example>> = vec![Vec::new(); 3];
         for e in all {
             by_split[assignment[&e.source_trajectory_id]].push(e);
         }
         for split in &mut by_split {
-            mix(split, opts);
+            mix(split, opts)?;
         }
         for (name, split) in SPLITS.iter().zip(&by_split) {
             rows.insert(name.to_string(), split.len());
@@ -422,20 +506,9 @@ fn write_hf(
     }
 
     // Counts for the card.
-    let mut by_type: BTreeMap<String, [usize; 3]> = BTreeMap::new();
-    let mut by_tool: BTreeMap<String, [usize; 3]> = BTreeMap::new();
-    let mut kinds: BTreeMap<String, [usize; 3]> = BTreeMap::new();
-    for (i, split) in splits.iter().enumerate() {
-        for e in split {
-            kinds.entry(e.kind.clone()).or_default()[i] += 1;
-            if let Some(t) = &e.error_type {
-                by_type.entry(t.clone()).or_default()[i] += 1;
-            }
-            if let Some(t) = &e.tool {
-                by_tool.entry(t.clone()).or_default()[i] += 1;
-            }
-        }
-    }
+    let kinds = split_counts(splits, "kind")?;
+    let by_type = split_counts(splits, "error_type")?;
+    let by_tool = split_counts(splits, "tool")?;
     let hist = out.join("error_types.png");
     let bars: Vec<(String, f64)> = by_type.iter().map(|(t, c)| (t.clone(), c.iter().sum::<usize>() as f64)).collect();
     crate::plot::bar_chart(&hist, "RoT rows per ErrorType (all splits)", "rows", &bars)?;
@@ -646,7 +719,7 @@ mod tests {
                 all.push(ex(&format!("r{t}-{k}"), &format!("t{t}"), Some(et)));
             }
         }
-        let a = assign_splits(&all, [0.8, 0.1, 0.1], 7);
+        let a = assign_splits(&all, [0.8, 0.1, 0.1], 7).unwrap();
         assert_eq!(a.len(), 200);
         for et in ["ArgInvalid", "ToolMismatch", "GroundingDrift", "CodeError"] {
             let per: Vec<usize> = (0..3)
@@ -658,8 +731,8 @@ mod tests {
                 .collect();
             assert_eq!(per, [120, 15, 15], "{et}");
         }
-        assert_ne!(a, assign_splits(&all, [0.8, 0.1, 0.1], 8), "another seed, another assignment");
-        assert_eq!(a, assign_splits(&all, [0.8, 0.1, 0.1], 7));
+        assert_ne!(a, assign_splits(&all, [0.8, 0.1, 0.1], 8).unwrap(), "another seed, another assignment");
+        assert_eq!(a, assign_splits(&all, [0.8, 0.1, 0.1], 7).unwrap());
     }
 
     #[test]
@@ -676,7 +749,7 @@ mod tests {
             error_mix: Some(BTreeMap::from([(ErrorType::ArgInvalid, 0.5), (ErrorType::ToolMismatch, 0.5)])),
             ..Default::default()
         };
-        mix(&mut v, &opts);
+        mix(&mut v, &opts).unwrap();
         let count = |k: &str| v.iter().filter(|e| e.error_type.as_deref() == Some(k)).count();
         assert_eq!((count("ArgInvalid"), count("ToolMismatch")), (20, 20));
         assert_eq!(v.iter().filter(|e| e.kind == "clean").count(), 40);
