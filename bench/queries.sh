@@ -5,10 +5,15 @@
 #
 # Generates a synthetic repository with examples/gen_query_bench.rs (through regrpo's own
 # writer: files clustered by error_type/tool, page statistics, dictionaries), then times three
-# queries through `regrpo sql` (a fresh process each time: Delta log replay + planning + scan)
-# and through DuckDB's Python package reading the same files, best of 3 each, and prints the
-# ratio. For the selective filter it also reports the bytes DataFusion's Parquet scan read
-# against the table's size. Needs `pip install duckdb` (PYTHON points at that interpreter).
+# queries on the same Parquet files, regrpo against DuckDB's Python package, three ways:
+#   1. whole process: `regrpo sql` (process start + Delta log replay + plan + scan) against
+#      `python -c "import duckdb; …"`, best of 3;
+#   2. in process: examples/query_latency.rs (session opened once, then plan + scan + collect)
+#      against bench/duckdb_queries.py (after import and connect), best of 5 — the fair ratio;
+#   3. the Flight SQL server (same example): one client, then 16 concurrent clients, latency
+#      percentiles and queries/s.
+# For the selective filter it also reports the bytes DataFusion's Parquet scan read against the
+# table's size. Needs `pip install duckdb` (PYTHON points at that interpreter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nm=${1:-10000000}
@@ -16,7 +21,7 @@ rot=${2:-2000000}
 work=${BENCH_DIR:-/tmp/regrpo-bench-queries}
 py=${PYTHON:-python3}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin regrpo --example gen_query_bench
+cargo build --release --quiet --bin regrpo --example gen_query_bench --example query_latency
 bin=$target/release/regrpo
 if [ ! -f "$work/.done-$nm-$rot" ]; then
   rm -rf "$work"; mkdir -p "$work"
@@ -41,6 +46,8 @@ best() { # best wall time of 3 runs of a command, seconds
   echo "$b"
 }
 
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== whole process (best of 3) =="
 printf "%-12s %10s %10s %8s\n" query "regrpo s" "duckdb s" ratio
 for name in by_type tool_x_type rare_filter; do
   sql=${Q[$name]}
@@ -49,6 +56,24 @@ for name in by_type tool_x_type rare_filter; do
   d=$(best "$py" -c "import duckdb,sys; duckdb.sql(sys.argv[1]).fetchall()" "$duck_sql")
   printf "%-12s %10.3f %10.3f %8.2f\n" "$name" "$r" "$d" "$(echo "$r $d" | awk '{print $1/$2}')"
 done
+
+echo "== in process (best of 5; regrpo: session open once, then plan + scan + collect) =="
+"$target/release/examples/query_latency" "$work/repo" 5 16 6 > "$work/latency.jsonl"
+"$py" bench/duckdb_queries.py "$work/repo" 5 > "$work/duckdb.jsonl"
+"$py" - "$work/latency.jsonl" "$work/duckdb.jsonl" <<'PY'
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1])]
+duck = {d["query"]: d for d in map(json.loads, open(sys.argv[2]))}
+print(f"session open (Delta log replay of every table): {ours[0]['seconds']:.3f}s; {next(iter(duck.values()))['system']}")
+print(f"{'query':12} {'regrpo s':>10} {'duckdb s':>10} {'ratio':>8} {'rows':>8}")
+for o in (o for o in ours if o["phase"] == "in_process"):
+    d = duck[o["query"]]
+    assert o["rows"] == d["rows"], f"{o['query']}: {o['rows']} rows vs DuckDB's {d['rows']}"
+    print(f"{o['query']:12} {o['best_s']:10.3f} {d['best_s']:10.3f} {o['best_s'] / d['best_s']:8.2f} {o['rows']:8}")
+print("== Flight SQL server (queries round-robin, each answer's row count checked) ==")
+for o in (o for o in ours if o["phase"] == "flight_sql"):
+    print(f"{o['clients']:2} client(s): {o['queries']} queries, p50 {o['p50_s']:.3f}s p95 {o['p95_s']:.3f}s p99 {o['p99_s']:.3f}s, {o['queries_per_s']:.1f} queries/s")
+PY
 
 # Bytes the selective filter read (DataFusion's scan metrics) against the table's size.
 "$bin" sql "$work/repo" "EXPLAIN ANALYZE ${Q[rare_filter]}" --format csv > "$work/analyze.txt"

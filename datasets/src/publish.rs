@@ -709,6 +709,146 @@ mod tests {
         }
     }
 
+    fn reference_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> HashMap<String, usize> {
+        let mut types: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+        for e in examples {
+            let t = types.entry(e.source_trajectory_id.as_str()).or_default();
+            if let Some(et) = &e.error_type {
+                *t.entry(et.as_str()).or_default() += 1;
+            }
+        }
+        let mut strata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (traj, counts) in &types {
+            // Most frequent type; ties go to the alphabetically first (BTreeMap order).
+            let stratum = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or("clean", |(t, _)| t);
+            strata.entry(stratum).or_default().push(traj);
+        }
+        let mut out = HashMap::new();
+        for (_, mut trajs) in strata {
+            trajs.sort_by_cached_key(|t| order_key(seed, t));
+            let n = trajs.len() as f64;
+            let train = (n * fractions[0]).round() as usize;
+            let validation = (n * (fractions[0] + fractions[1])).round() as usize;
+            for (i, t) in trajs.into_iter().enumerate() {
+                out.insert(
+                    t.to_string(),
+                    if i < train {
+                        0
+                    } else if i < validation {
+                        1
+                    } else {
+                        2
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// The plain-Rust definition of the mixture to one split's examples (in place, keeping hash order).
+    fn reference_mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
+        examples.sort_by_cached_key(|e| order_key(opts.seed, &e.id));
+        if let Some(target) = &opts.error_mix {
+            let total: f64 = target.values().sum();
+            let mut have: BTreeMap<String, usize> = BTreeMap::new();
+            for e in examples.iter().filter(|e| e.kind == "rot") {
+                *have.entry(e.error_type.clone().unwrap_or_default()).or_default() += 1;
+            }
+            // The largest RoT total whose every ErrorType share fits what is there.
+            let n = target
+                .iter()
+                .filter(|(_, p)| **p > 0.0)
+                .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
+                .fold(f64::INFINITY, f64::min);
+            let n = if n.is_finite() { n } else { 0.0 };
+            let mut quota: BTreeMap<String, usize> =
+                target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as usize)).collect();
+            examples.retain(|e| {
+                if e.kind != "rot" {
+                    return true;
+                }
+                match quota.get_mut(e.error_type.as_deref().unwrap_or("")) {
+                    Some(q) if *q > 0 => {
+                        *q -= 1;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        }
+        if let Some(f) = opts.rot_fraction {
+            let rot = examples.iter().filter(|e| e.kind == "rot").count() as f64;
+            let clean = examples.len() as f64 - rot;
+            let (keep_rot, keep_clean) = if f >= 1.0 {
+                (rot, 0.0)
+            } else if f <= 0.0 {
+                (0.0, clean)
+            } else if rot / (rot + clean).max(1.0) > f {
+                ((f / (1.0 - f) * clean).round(), clean)
+            } else {
+                (rot, ((1.0 - f) / f * rot).round())
+            };
+            let (mut r, mut c) = (keep_rot as usize, keep_clean as usize);
+            examples.retain(|e| {
+                let left = if e.kind == "rot" { &mut r } else { &mut c };
+                if *left > 0 {
+                    *left -= 1;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        examples.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+
+    /// Random examples: trajectories with 0–4 RoT rows of random ErrorTypes (ties happen).
+    fn random_examples(seed: u64) -> Vec<Example> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let types = ["ArgInvalid", "ToolMismatch", "GroundingDrift", "CodeError", "NonCommit"];
+        let mut all = Vec::new();
+        for t in 0..300 {
+            if next(4) > 0 {
+                all.push(ex(&format!("c{t}"), &format!("t{t}"), None));
+            }
+            for k in 0..next(5) {
+                all.push(ex(&format!("r{t}-{k}"), &format!("t{t}"), Some(types[next(5) as usize])));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn polars_plans_agree_with_the_plain_definitions() {
+        for seed in 0..4 {
+            let all = random_examples(seed + 1);
+            assert_eq!(
+                assign_splits(&all, [0.7, 0.2, 0.1], seed).unwrap(),
+                reference_splits(&all, [0.7, 0.2, 0.1], seed)
+            );
+            for opts in [
+                PublishOptions { seed, rot_fraction: Some(0.3), ..Default::default() },
+                PublishOptions {
+                    seed,
+                    rot_fraction: Some(0.6),
+                    error_mix: Some(BTreeMap::from([(ErrorType::ArgInvalid, 0.2), (ErrorType::GroundingDrift, 0.8)])),
+                    ..Default::default()
+                },
+            ] {
+                let (mut a, mut b) = (all.clone(), all.clone());
+                mix(&mut a, &opts).unwrap();
+                reference_mix(&mut b, &opts);
+                assert_eq!(a, b, "seed {seed}, {opts:?}");
+            }
+        }
+    }
+
     #[test]
     fn splits_keep_trajectories_whole_and_cover_every_stratum() {
         let mut all = Vec::new();
