@@ -172,19 +172,52 @@ fn order_key(seed: u64, key: &str) -> String {
 }
 
 /// The sampling columns of `examples` as a polars frame, one row per example: `row` (its index),
-/// `id`, `kind`, `trajectory`, `error_type`, `tool`, and the seeded hash orders `id_key` and
-/// `trajectory_key`.
-fn sampling_frame(examples: &[Example], seed: u64) -> PolarsResult<DataFrame> {
+/// `kind`, `trajectory`, `error_type`, `tool`.
+fn sampling_frame(examples: &[Example]) -> PolarsResult<DataFrame> {
     df!(
         "row" => (0..examples.len() as u32).collect::<Vec<_>>(),
-        "id" => examples.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         "kind" => examples.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
         "trajectory" => examples.iter().map(|e| e.source_trajectory_id.as_str()).collect::<Vec<_>>(),
         "error_type" => examples.iter().map(|e| e.error_type.as_deref()).collect::<Vec<_>>(),
         "tool" => examples.iter().map(|e| e.tool.as_deref()).collect::<Vec<_>>(),
-        "id_key" => examples.iter().map(|e| order_key(seed, &e.id)).collect::<Vec<_>>(),
-        "trajectory_key" => examples.iter().map(|e| order_key(seed, &e.source_trajectory_id)).collect::<Vec<_>>(),
     )
+}
+
+/// [`sampling_frame`] plus column `name`: the seeded hash order of `key(example)`.
+fn keyed_frame(examples: &[Example], seed: u64, name: &str, key: impl Fn(&Example) -> &str) -> PolarsResult<DataFrame> {
+    let mut frame = sampling_frame(examples)?;
+    let keys: Vec<String> = examples.iter().map(|e| order_key(seed, key(e))).collect();
+    frame.with_column(pl::Column::new(name.into(), keys))?;
+    Ok(frame)
+}
+
+/// The RoT rows to keep of each ErrorType so that they follow `target` (shares, summed to any
+/// total): the largest total whose every share fits what is there (`have`).
+fn error_quotas(target: &BTreeMap<ErrorType, f64>, have: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    let total: f64 = target.values().sum();
+    let n = target
+        .iter()
+        .filter(|(_, p)| **p > 0.0)
+        .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
+        .fold(f64::INFINITY, f64::min);
+    let n = if n.is_finite() { n } else { 0.0 };
+    target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as usize)).collect()
+}
+
+/// How many RoT and clean rows to keep of `rot` and `clean` for a RoT share of `f`, dropping
+/// rows only (never repeating them).
+fn share_quotas(rot: usize, clean: usize, f: f64) -> (usize, usize) {
+    let (rot, clean) = (rot as f64, clean as f64);
+    let (keep_rot, keep_clean) = if f >= 1.0 {
+        (rot, 0.0)
+    } else if f <= 0.0 {
+        (0.0, clean)
+    } else if rot / (rot + clean).max(1.0) > f {
+        ((f / (1.0 - f) * clean).round(), clean)
+    } else {
+        (rot, ((1.0 - f) / f * rot).round())
+    };
+    (keep_rot as usize, keep_clean as usize)
 }
 
 /// Sorts by `partition` then `order` and numbers each row within its partition from 0 (`pos`).
@@ -211,7 +244,7 @@ fn lookup<V: Copy + Literal>(key: &str, map: &BTreeMap<String, V>, default: V) -
 /// stratum, cut at the fractions. Keys are trajectory ids, values indexes into [`SPLITS`].
 pub fn assign_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> Result<HashMap<String, usize>> {
     on_plain_thread(|| {
-        let strata = sampling_frame(examples, seed)?
+        let strata = keyed_frame(examples, seed, "trajectory_key", |e| &e.source_trajectory_id)?
             .lazy()
             // `count` skips nulls: a trajectory's clean row counts 0 and sorts after its ErrorTypes.
             .group_by([col("trajectory"), col("error_type")])
@@ -270,19 +303,11 @@ pub fn mix(examples: &mut Vec<Example>, opts: &PublishOptions) -> Result<()> {
 
 /// The indexes of the rows the mixture keeps.
 fn mixed_rows(examples: &[Example], opts: &PublishOptions) -> Result<Vec<u32>> {
-    let mut frame = sampling_frame(examples, opts.seed)?;
+    let mut frame = keyed_frame(examples, opts.seed, "id_key", |e| &e.id)?;
     if let Some(target) = &opts.error_mix {
         let have = counts(&frame, "error_type", Some(col("kind").eq(lit("rot"))))?;
-        let total: f64 = target.values().sum();
-        // The largest RoT total whose every ErrorType share fits what is there.
-        let n = target
-            .iter()
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
-            .fold(f64::INFINITY, f64::min);
-        let n = if n.is_finite() { n } else { 0.0 };
         let quota: BTreeMap<String, u32> =
-            target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as u32)).collect();
+            error_quotas(target, &have).into_iter().map(|(t, q)| (t, q as u32)).collect();
         frame = number_within(frame.lazy(), &["kind", "error_type"], "id_key")?
             .filter(col("kind").neq(lit("rot")).or(col("pos").lt(lookup("error_type", &quota, 0u32))))
             .collect()?
@@ -290,17 +315,8 @@ fn mixed_rows(examples: &[Example], opts: &PublishOptions) -> Result<Vec<u32>> {
     }
     if let Some(f) = opts.rot_fraction {
         let kinds = counts(&frame, "kind", None)?;
-        let rot = *kinds.get("rot").unwrap_or(&0) as f64;
-        let clean = frame.height() as f64 - rot;
-        let (keep_rot, keep_clean) = if f >= 1.0 {
-            (rot, 0.0)
-        } else if f <= 0.0 {
-            (0.0, clean)
-        } else if rot / (rot + clean).max(1.0) > f {
-            ((f / (1.0 - f) * clean).round(), clean)
-        } else {
-            (rot, ((1.0 - f) / f * rot).round())
-        };
+        let rot = *kinds.get("rot").unwrap_or(&0);
+        let (keep_rot, keep_clean) = share_quotas(rot, frame.height() - rot, f);
         let keep = BTreeMap::from([("rot".to_string(), keep_rot as u32)]);
         frame = number_within(frame.lazy(), &["kind"], "id_key")?
             .filter(col("pos").lt(lookup("kind", &keep, keep_clean as u32)))
@@ -321,28 +337,39 @@ fn counts(frame: &DataFrame, column: &str, filter: Option<Expr>) -> Result<BTree
     Ok(keys.iter().zip(n.iter()).filter_map(|(k, n)| Some((k?.to_string(), n? as usize))).collect())
 }
 
-/// Rows per split of every value of `column` — the card's count tables.
-fn split_counts(splits: &[Vec<Example>], column: &str) -> Result<BTreeMap<String, [usize; 3]>> {
+/// Rows per split of every value of each of `columns` — the card's count tables, one per
+/// column, in the order asked.
+fn split_counts<const N: usize>(
+    splits: &[Vec<Example>],
+    columns: [&str; N],
+) -> Result<[BTreeMap<String, [usize; 3]>; N]> {
     on_plain_thread(|| {
         let mut frames = Vec::new();
         for (i, split) in splits.iter().enumerate() {
             frames.push(
-                sampling_frame(split, 0)?.lazy().with_column(lit(i as u32).cast(pl::DataType::UInt32).alias("split")),
+                sampling_frame(split)?.lazy().with_column(lit(i as u32).cast(pl::DataType::UInt32).alias("split")),
             );
         }
-        let df = concat(frames, UnionArgs::default())?
-            .filter(col(column).is_not_null())
-            .group_by([col(column), col("split")])
-            .agg([len().alias("n")])
-            .collect()?;
-        let mut out: BTreeMap<String, [usize; 3]> = BTreeMap::new();
-        let (keys, split, n) = (df.column(column)?.str()?, df.column("split")?.u32()?, df.column("n")?.idx()?);
-        for ((k, s), n) in keys.iter().zip(split.iter()).zip(n.iter()) {
-            if let (Some(k), Some(s), Some(n)) = (k, s, n) {
-                out.entry(k.to_string()).or_default()[s as usize] = n as usize;
+        let all = concat(frames, UnionArgs::default())?.collect()?;
+        let mut tables = Vec::new();
+        for column in &columns {
+            let df = all
+                .clone()
+                .lazy()
+                .filter(col(*column).is_not_null())
+                .group_by([col(*column), col("split")])
+                .agg([len().alias("n")])
+                .collect()?;
+            let mut out: BTreeMap<String, [usize; 3]> = BTreeMap::new();
+            let (keys, split, n) = (df.column(column)?.str()?, df.column("split")?.u32()?, df.column("n")?.idx()?);
+            for ((k, s), n) in keys.iter().zip(split.iter()).zip(n.iter()) {
+                if let (Some(k), Some(s), Some(n)) = (k, s, n) {
+                    out.entry(k.to_string()).or_default()[s as usize] = n as usize;
+                }
             }
+            tables.push(out);
         }
-        Ok(out)
+        Ok(tables.try_into().unwrap_or_else(|_| unreachable!("one table per column")))
     })
 }
 
@@ -506,9 +533,7 @@ fn write_hf(
     }
 
     // Counts for the card.
-    let kinds = split_counts(splits, "kind")?;
-    let by_type = split_counts(splits, "error_type")?;
-    let by_tool = split_counts(splits, "tool")?;
+    let [kinds, by_type, by_tool] = split_counts(splits, ["kind", "error_type", "tool"])?;
     let hist = out.join("error_types.png");
     let bars: Vec<(String, f64)> = by_type.iter().map(|(t, c)| (t.clone(), c.iter().sum::<usize>() as f64)).collect();
     crate::plot::bar_chart(&hist, "RoT rows per ErrorType (all splits)", "rows", &bars)?;
@@ -745,24 +770,16 @@ mod tests {
         out
     }
 
-    /// The plain-Rust definition of the mixture to one split's examples (in place, keeping hash order).
+    /// The plain-Rust definition of the mixture (the quota arithmetic is shared; what is checked
+    /// is the polars numbering and filtering), in place, keeping hash order.
     fn reference_mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
         examples.sort_by_cached_key(|e| order_key(opts.seed, &e.id));
         if let Some(target) = &opts.error_mix {
-            let total: f64 = target.values().sum();
             let mut have: BTreeMap<String, usize> = BTreeMap::new();
             for e in examples.iter().filter(|e| e.kind == "rot") {
                 *have.entry(e.error_type.clone().unwrap_or_default()).or_default() += 1;
             }
-            // The largest RoT total whose every ErrorType share fits what is there.
-            let n = target
-                .iter()
-                .filter(|(_, p)| **p > 0.0)
-                .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
-                .fold(f64::INFINITY, f64::min);
-            let n = if n.is_finite() { n } else { 0.0 };
-            let mut quota: BTreeMap<String, usize> =
-                target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as usize)).collect();
+            let mut quota = error_quotas(target, &have);
             examples.retain(|e| {
                 if e.kind != "rot" {
                     return true;
@@ -777,18 +794,8 @@ mod tests {
             });
         }
         if let Some(f) = opts.rot_fraction {
-            let rot = examples.iter().filter(|e| e.kind == "rot").count() as f64;
-            let clean = examples.len() as f64 - rot;
-            let (keep_rot, keep_clean) = if f >= 1.0 {
-                (rot, 0.0)
-            } else if f <= 0.0 {
-                (0.0, clean)
-            } else if rot / (rot + clean).max(1.0) > f {
-                ((f / (1.0 - f) * clean).round(), clean)
-            } else {
-                (rot, ((1.0 - f) / f * rot).round())
-            };
-            let (mut r, mut c) = (keep_rot as usize, keep_clean as usize);
+            let rot = examples.iter().filter(|e| e.kind == "rot").count();
+            let (mut r, mut c) = share_quotas(rot, examples.len() - rot, f);
             examples.retain(|e| {
                 let left = if e.kind == "rot" { &mut r } else { &mut c };
                 if *left > 0 {
