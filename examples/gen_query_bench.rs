@@ -119,6 +119,7 @@ fn rot(rng: &mut Mix, i: u64) -> Rot {
         failed_observation: obs,
         corrected_observation: Some(format!("row {}: 42", i % 977)),
         verified: rng.unit() < 0.8,
+        derivable: None,
         conversation: vec![
             Message { role: "user".into(), content: format!("Task {i}: find the value of item {}", i % 977) },
             Message { role: "assistant".into(), content: n.failed_action.raw.clone() },

@@ -62,6 +62,7 @@ pub fn rot_record(r: &Rot, t: Option<&Trajectory>) -> Value {
             "corrected_action": corrected_text,
             "final_answer": answer,
             "verified": r.verified,
+            "derivable": r.derivable,
             "gates": r.gates,
             "generator": r.generator,
             "evidence_span": r.evidence_start.zip(r.evidence_end),

@@ -15,6 +15,7 @@
 //!
 //! [`toolworld`] generates tasks the builtin tools solve, so all of this runs offline.
 
+pub mod derivable;
 pub mod error;
 pub mod judge;
 pub mod perturb;

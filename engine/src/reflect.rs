@@ -3,7 +3,7 @@
 //! - `Evidence` is an exact quote from the failed observation (its byte span is kept) plus one
 //!   sentence of explanation.
 //! - `FixPlan` comes from the structured difference between the failed and the corrected
-//!   action: which tool or argument, from what to what, citing the observation.
+//!   action: which tool or argument, from what to what.
 //! - The corrected action is the original one.
 //!
 //! Two writers: the deterministic template (`template-v1`) and an optional teacher model
@@ -142,18 +142,14 @@ pub fn template(f: &Failure<'_>) -> Reflected {
     let span = pick_quote(f.failed_observation, f.original_observation);
     let quote = span.map_or("", |(a, b)| &f.failed_observation[a..b]);
     let evidence = format!("The observation says '{quote}', {}.", explanation(f));
+    // The plan says what to change; the evidence already quotes why.
     let steps = fix_steps(f.original, f.failed);
-    let fix_plan =
-        format!("{}, because the failed call gave '{}'.", capitalize(&steps.join("; ")), truncate(quote, 60));
+    let fix_plan = format!("{}.", capitalize(&steps.join("; ")));
     Reflected {
         reflection: Reflection { error_type: f.error_type.as_str().into(), evidence, fix_plan },
         evidence_span: span,
         generator: "template-v1".into(),
     }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
 }
 
 /// An OpenAI-compatible chat-completions endpoint that writes reflections.

@@ -368,6 +368,17 @@ async fn process(
         match reflected.and_then(|r| reflect::gates(&failure, &r).map(|g| (r, g))) {
             Ok((r, gates)) => {
                 let conversation = reflect::conversation(&failure, &r.reflection);
+                // What the policy sees before it writes the reflection: can the fix be read there?
+                let seen: Vec<&str> = conversation
+                    .iter()
+                    .take_while(|m| !(m.role == "assistant" && m.content.starts_with("Reflection:")))
+                    .map(|m| m.content.as_str())
+                    .collect();
+                let spec = suite
+                    .get(original.tool())
+                    .map(|t| t.spec())
+                    .or_else(|| known.iter().find(|s| s.name == original.tool()));
+                let derivable = crate::derivable::is_derivable(&original, spec, &seen.join("\n"));
                 let rot_id = content_id([
                     near_miss_id.as_bytes(),
                     r.generator.as_bytes(),
@@ -390,6 +401,7 @@ async fn process(
                     corrected_action: original_rec.clone(),
                     corrected_observation: Some(original_exec.text.clone()),
                     verified,
+                    derivable: Some(derivable),
                     conversation,
                     gates,
                     generator: r.generator,

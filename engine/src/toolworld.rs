@@ -6,6 +6,12 @@
 //! executing the calls with the builtin tools, and [`materialize`] checks that the executed
 //! trajectory ends in the generator's answer, so every trajectory replays.
 //!
+//! The world is one where fixes can be derived, as real tools make them derivable: each
+//! thought states the plan's arguments (`Compute 17 * 23.`), error observations name what
+//! exists (the folder's files, a tool's parameters, a table's columns, the image size), and a
+//! crop reports where the shape in it is, so every argument a step needs can be read from what
+//! the agent has seen (the engine marks each RoT row `derivable` by that test).
+//!
 //! Families (every builtin tool is used by at least one):
 //!
 //! | family | calls |
@@ -174,10 +180,7 @@ pub fn generate(seed: u64, index: usize) -> Task {
             let discount = [5, 10, 15, 20, 25, 30].choose(&mut rng).copied().unwrap_or(10);
             let expr = format!("{n} * {price} * (1 - {discount} / 100)");
             let answer = format_number(evaluate(&expr).expect("generated expressions evaluate"));
-            calls.push((
-                format!("The total is {n} times {price}, less {discount}%."),
-                call("calculator", vec![("expression", json!(expr))]),
-            ));
+            calls.push((format!("Compute {expr}."), call("calculator", vec![("expression", json!(expr))])));
             (
                 format!(
                     "A shop sells {n} {item}s at {price} each with a {discount}% discount on the total. What is the total after the discount?"
@@ -208,7 +211,7 @@ pub fn generate(seed: u64, index: usize) -> Task {
             ));
             files.push(("archive.json".into(), serde_json::to_vec_pretty(&json!({"companies": []})).expect("JSON")));
             calls.push((
-                "The registry file holds the companies.".into(),
+                "Read registry.json.".into(),
                 call("inspect_file_as_text", vec![("file_path", json!("registry.json"))]),
             ));
             (format!("According to registry.json, what is the {key} of {}?", people[target]), answer)
@@ -224,21 +227,15 @@ pub fn generate(seed: u64, index: usize) -> Task {
             let revenue: i64 = rows.iter().filter(|r| r.0 == *region).map(|r| r.3).sum();
             if rng.random_bool(0.5) {
                 let q = format!("SELECT sum(revenue) AS total FROM sales WHERE region = '{region}'");
-                calls.push((
-                    format!("Sum the revenue of the {region} region."),
-                    call("sql_query", vec![("query", json!(q))]),
-                ));
+                calls.push((format!("Query the sales table: {q}"), call("sql_query", vec![("query", json!(q))])));
                 (format!("What is the total revenue of the {region} region in sales.csv?"), revenue.to_string())
             } else {
                 let q =
                     format!("SELECT sum(revenue) AS revenue, sum(units) AS units FROM sales WHERE region = '{region}'");
-                calls.push((
-                    format!("Get revenue and units of the {region} region."),
-                    call("sql_query", vec![("query", json!(q))]),
-                ));
+                calls.push((format!("Query the sales table: {q}"), call("sql_query", vec![("query", json!(q))])));
                 let expr = format!("round({revenue} / {units}, 2)");
                 let answer = format_number(evaluate(&expr).expect("generated expressions evaluate"));
-                calls.push(("Divide revenue by units.".into(), call("calculator", vec![("expression", json!(expr))])));
+                calls.push((format!("Compute {expr}."), call("calculator", vec![("expression", json!(expr))])));
                 (
                     format!(
                         "What is the average revenue per unit in the {region} region of sales.csv, rounded to 2 decimals?"
@@ -268,7 +265,7 @@ pub fn generate(seed: u64, index: usize) -> Task {
                 )
             };
             calls.push((
-                "Search the documents for the company.".into(),
+                format!("Search the documents for '{query}'."),
                 call("search_text", vec![("query", json!(query)), ("top_k", json!(1))]),
             ));
             (q, answer)
@@ -279,25 +276,26 @@ pub fn generate(seed: u64, index: usize) -> Task {
             let &(q, c, bbox) = shapes.choose(&mut rng).expect("at least two shapes");
             let (qname, qbox) = QUADRANTS[q];
             calls.push((
-                "Check the image size first.".into(),
+                "Check the size of shapes.png.".into(),
                 call("image_info", vec![("image_path", json!("shapes.png"))]),
             ));
             calls.push((
-                format!("Crop the {qname} quadrant."),
+                format!("Crop the {qname} quadrant, box {qbox:?}."),
                 call("crop", vec![("image_path", json!("shapes.png")), ("box", json!(qbox))]),
             ));
             if family == "image_annotate" {
                 let label = format!("{}{}", (b'A' + rng.random_range(0..26u8)) as char, rng.random_range(1..10));
                 calls.push((
-                    "Mark the shape.".into(),
+                    format!("Box the shape at {bbox:?} in black."),
                     call(
                         "draw_box",
                         vec![("image_path", json!("shapes.png")), ("box", json!(bbox)), ("color", json!("black"))],
                     ),
                 ));
-                let pos = [bbox[0].min(64 - 8), (bbox[1] - 6).max(0)];
+                // The label goes at the shape's corner, which the crop reported.
+                let pos = [bbox[0], bbox[1]];
                 calls.push((
-                    "Label it.".into(),
+                    format!("Label it {label} at {pos:?}."),
                     call(
                         "add_text",
                         vec![("image_path", json!("shapes.png")), ("text", json!(label)), ("position", json!(pos))],
@@ -326,31 +324,22 @@ pub fn generate(seed: u64, index: usize) -> Task {
             let product = flagship[t];
             let units: i64 = rows.iter().filter(|r| r.1 == product).map(|r| r.2).sum();
             let factor = rng.random_range(2..5);
+            let query = format!("{first} flagship product");
             calls.push((
-                "Find the company's flagship product.".into(),
-                call("search_text", vec![("query", json!(format!("{first} flagship product"))), ("top_k", json!(1))]),
+                format!("Search the documents for '{query}'."),
+                call("search_text", vec![("query", json!(query)), ("top_k", json!(1))]),
             ));
-            calls.push((
-                format!("Sum the units of {product}."),
-                call(
-                    "sql_query",
-                    vec![(
-                        "query",
-                        json!(format!("SELECT sum(units) AS units FROM sales WHERE product = '{product}'")),
-                    )],
-                ),
-            ));
-            calls.push((
-                "Multiply.".into(),
-                call("calculator", vec![("expression", json!(format!("{units} * {factor}")))]),
-            ));
+            let q = format!("SELECT sum(units) AS units FROM sales WHERE product = '{product}'");
+            calls.push((format!("Query the sales table: {q}"), call("sql_query", vec![("query", json!(q))])));
+            let expr = format!("{units} * {factor}");
+            calls.push((format!("Compute {expr}."), call("calculator", vec![("expression", json!(expr))])));
             (
                 format!("What is {factor} times the units sold of {}'s flagship product, per sales.csv?", companies[t]),
                 (units * factor).to_string(),
             )
         }
     };
-    calls.push(("I can now answer.".into(), call("final_answer", vec![("answer", json!(answer))])));
+    calls.push((format!("The answer is {answer}."), call("final_answer", vec![("answer", json!(answer))])));
     Task { id, family, question, files, calls, answer }
 }
 

@@ -160,6 +160,11 @@ pub struct Rot {
     pub corrected_action: ActionRecord,
     pub corrected_observation: Option<String>,
     pub verified: bool,
+    /// Every argument of the corrected action can be read from what the agent saw before the
+    /// reflection (prompt, observations) or is a literal of the tool's spec; `None` when not
+    /// assessed (ingested rows).
+    #[serde(default)]
+    pub derivable: Option<bool>,
     pub conversation: Vec<Message>,
     /// The quality gates this row passed.
     pub gates: Vec<String>,

@@ -178,6 +178,7 @@ impl Record for Rot {
                 action("corrected_action", false),
                 os("corrected_observation"),
                 Field::new("verified", DataType::Boolean, false),
+                Field::new("derivable", DataType::Boolean, true),
                 list_of("conversation", message),
                 list_of("gates", DataType::Utf8),
                 s("generator"),

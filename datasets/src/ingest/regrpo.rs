@@ -40,6 +40,8 @@ struct RotMeta {
     #[serde(default)]
     verified: Option<bool>,
     #[serde(default)]
+    derivable: Option<bool>,
+    #[serde(default)]
     gates: Option<Vec<String>>,
     #[serde(default)]
     generator: Option<String>,
@@ -166,6 +168,7 @@ impl FormatReader for RegrpoReader {
                 corrected_observation,
                 // Reference rows were never re-executed; our own exports say what they were.
                 verified: m.verified.unwrap_or(false),
+                derivable: m.derivable,
                 conversation,
                 gates: m.gates.clone().unwrap_or_default(),
                 generator: m.generator.clone().unwrap_or_else(|| "reference".into()),

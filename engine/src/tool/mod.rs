@@ -132,6 +132,34 @@ impl ToolSpec {
             .unwrap_or_default()
     }
 
+    /// `name takes: a (string, required), b (integer)`: what a call of this tool may pass.
+    pub fn signature(&self) -> String {
+        let required = self.required();
+        let props = self.parameters.get("properties").and_then(Value::as_object);
+        let params: Vec<String> = props
+            .map(|p| {
+                p.iter()
+                    .map(|(name, schema)| {
+                        let ty = match schema.get("type") {
+                            Some(Value::String(t)) => t.clone(),
+                            Some(Value::Array(ts)) => {
+                                ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or ")
+                            }
+                            _ => "any".into(),
+                        };
+                        let req = if required.contains(name) { ", required" } else { "" };
+                        format!("{name} ({ty}{req})")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if params.is_empty() {
+            format!("{} takes no arguments", self.name)
+        } else {
+            format!("{} takes: {}", self.name, params.join(", "))
+        }
+    }
+
     /// Required parameter names.
     pub fn required(&self) -> Vec<String> {
         self.parameters
@@ -293,10 +321,11 @@ impl ToolSuite {
             }
         };
         if let Some(msg) = validator.check(&Value::Object(args.clone())) {
+            // Like a function's signature in a real error, the message says what it takes.
             return ToolOutput::with_status(
                 Status::SchemaError,
                 "invalid_arguments",
-                format!("Error: invalid arguments for {}: {msg}", spec.name),
+                format!("Error: invalid arguments for {}: {msg}. {}", spec.name, spec.signature()),
             );
         }
         let Some(tool) = tool else {
@@ -348,6 +377,25 @@ fn named_arguments(call: &Call, spec: &ToolSpec) -> Result<Map<String, Value>, T
     Ok(out)
 }
 
+/// The files of the task folder, for error messages that say what does exist.
+pub fn folder_listing(ctx: &CallContext) -> String {
+    let Some(root) = &ctx.sandbox else { return String::new() };
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    match names.len() {
+        0 => "The task folder is empty.".into(),
+        n if n > 20 => format!("The task folder has: {} and {} more.", names[..20].join(", "), n - 20),
+        _ => format!("The task folder has: {}.", names.join(", ")),
+    }
+}
+
+/// The error of a missing file: what was asked for, and what the folder has.
+pub fn file_not_found(ctx: &CallContext, what: &str, given: &str) -> ToolOutput {
+    ToolOutput::error("file_not_found", format!("Error: {what} not found: {given}. {}", folder_listing(ctx)))
+}
+
 /// Resolves a path an agent gave against the sandbox, refusing anything outside it.
 pub fn sandbox_path(ctx: &CallContext, given: &str) -> Result<PathBuf, ToolOutput> {
     let Some(root) = &ctx.sandbox else {
@@ -388,6 +436,7 @@ mod tests {
         let e = run("area(base=1)").await;
         assert_eq!(e.status, "schema_error");
         assert!(e.text.contains("\"height\" is a required property"), "{}", e.text);
+        assert!(e.text.ends_with("area takes: base (integer, required), height (integer, required)"), "{}", e.text);
         let e = run("area(base='a', height=2)").await;
         assert!(e.text.contains("is not of type \"integer\""), "{}", e.text);
         let e = run("area(1, 2, depth=3)").await;

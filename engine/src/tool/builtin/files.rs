@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use regrpo_schemas::ErrorType;
 use serde_json::{Map, Value, json};
 
-use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec, sandbox_path};
+use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec, file_not_found, sandbox_path};
 
 /// Longest text returned; the rest is cut with a note.
 const MAX_CHARS: usize = 8_000;
@@ -41,7 +41,7 @@ pub fn read_text(ctx: &CallContext, given: &str) -> Result<String, ToolOutput> {
     let path = sandbox_path(ctx, given)?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if !path.exists() {
-        return Err(ToolOutput::error("file_not_found", format!("Error: file not found: {given}")));
+        return Err(file_not_found(ctx, "file", given));
     }
     if path.is_dir() {
         return Err(ToolOutput::error("is_a_directory", format!("Error: {given} is a directory, not a file")));

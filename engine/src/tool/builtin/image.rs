@@ -14,7 +14,7 @@ use regrpo_schemas::ErrorType;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec, sandbox_path};
+use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec, file_not_found, sandbox_path};
 
 /// The named colors images are drawn with and regions are described in.
 pub const PALETTE: &[(&str, [u8; 3])] = &[
@@ -62,7 +62,7 @@ fn spec(name: &str, description: &str, properties: Value, required: &[&str], fea
 fn load(ctx: &CallContext, given: &str) -> Result<RgbImage, ToolOutput> {
     let path = sandbox_path(ctx, given)?;
     if !path.exists() {
-        return Err(ToolOutput::error("file_not_found", format!("Error: image not found: {given}")));
+        return Err(file_not_found(ctx, "image", given));
     }
     let bytes =
         std::fs::read(&path).map_err(|e| ToolOutput::error("io_error", format!("Error: cannot read {given}: {e}")))?;
@@ -115,6 +115,22 @@ pub fn describe_colors(img: &RgbImage, [x1, y1, x2, y2]: [u32; 4]) -> String {
         .join(", ")
 }
 
+/// The box `[x1, y1, x2, y2]` (image coordinates) around the non-white pixels of a region.
+pub fn content_box(img: &RgbImage, [x1, y1, x2, y2]: [u32; 4]) -> Option<[u32; 4]> {
+    let mut b: Option<[u32; 4]> = None;
+    for y in y1..y2 {
+        for x in x1..x2 {
+            if nearest(img.get_pixel(x, y)) != "white" {
+                b = Some(match b {
+                    None => [x, y, x + 1, y + 1],
+                    Some([a, c, d, e]) => [a.min(x), c.min(y), d.max(x + 1), e.max(y + 1)],
+                });
+            }
+        }
+    }
+    b
+}
+
 fn digest(img: &RgbImage) -> String {
     let mut bytes = Vec::new();
     let _ = img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png);
@@ -162,12 +178,18 @@ impl Tool for Crop {
         };
         let b = int_list(args.get("box"));
         match check_box(&b, &img, given) {
-            Ok(r) => ToolOutput::ok(format!(
-                "cropped {b:?} of {given}: {}x{} pixels; colors: {}",
-                r[2] - r[0],
-                r[3] - r[1],
-                describe_colors(&img, r)
-            )),
+            Ok(r) => {
+                let shape = match content_box(&img, r) {
+                    Some(c) => format!("; shape at {c:?}"),
+                    None => String::new(),
+                };
+                ToolOutput::ok(format!(
+                    "cropped {b:?} of {given}: {}x{} pixels; colors: {}{shape}",
+                    r[2] - r[0],
+                    r[3] - r[1],
+                    describe_colors(&img, r)
+                ))
+            }
             Err(e) => e,
         }
     }

@@ -136,7 +136,14 @@ impl Tool for SqlQuery {
         let df = match session.sql_with_options(query, opts).await {
             Ok(df) => df,
             Err(e) => {
-                return ToolOutput::error(error_code(&e.to_string()), format!("Error: {}", first_line(&e.to_string())));
+                let msg = e.to_string();
+                // DataFusion names the valid columns of an unknown one; say which tables exist too.
+                let tables = if msg.contains("table") && msg.contains("not found") {
+                    format!(" Tables: {}.", table_names(root).join(", "))
+                } else {
+                    String::new()
+                };
+                return ToolOutput::error(error_code(&msg), format!("Error: {}{tables}", first_line(&msg)));
             }
         };
         match df.collect().await {
@@ -152,6 +159,21 @@ impl Tool for SqlQuery {
             Err(e) => ToolOutput::error(error_code(&e.to_string()), format!("Error: {}", first_line(&e.to_string()))),
         }
     }
+}
+
+/// The tables of a sandbox: its CSV and Parquet files by stem.
+fn table_names(root: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "csv" || x == "parquet"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 fn first_line(s: &str) -> &str {
