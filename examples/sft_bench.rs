@@ -10,7 +10,7 @@
 //!
 //!     cargo run --release --example sft_bench -- [--layers 4 --hidden 256 --seq 256 --batch 8 \
 //!         --vocab 8192 --steps 10 --warmup 2] [--heads H --kv-heads K --intermediate I]
-//!         [--preset qwen2.5-0.5b] [--backend ndarray|cuda|cuda-bf16] [--peak-tflops T]
+//!         [--preset qwen2.5-0.5b] [--backend ndarray|flex|cuda|cuda-bf16] [--peak-tflops T]
 //!     cargo run --release --example sft_bench -- --backend cuda --parity trainer/tests/fixtures/tiny-qwen2
 //!
 //! `--parity DIR` instead loads the HF fixture on the chosen backend and prints the largest
@@ -142,7 +142,6 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Val
     let cfg = SftConfig {
         steps: a.warmup + a.steps,
         batch_size: a.batch,
-        max_len: a.seq,
         eval_every: 0,
         checkpoint_every: 0,
         warmup_steps: 1,
@@ -152,7 +151,8 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Val
     let mut times = Vec::new();
     let mut last = Instant::now();
     // `on_step` runs after the step's loss was read back, so every step is complete when timed.
-    let (model, logs) = sft::train(model, samples(a, a.batch * 4), &[], 0, &cfg, run.path(), false, |_| {
+    let train = sft::TrainSet { clean: samples(a, a.batch * 4), rot: vec![], quotas: (a.batch, 0) };
+    let (model, logs) = sft::train(model, train, &[], 0, &cfg, run.path(), false, |_| {
         let now = Instant::now();
         times.push(now.duration_since(last).as_secs_f64());
         last = now;
@@ -230,11 +230,14 @@ fn main() -> anyhow::Result<()> {
     let a = parse()?;
     let out = match a.backend.as_str() {
         "ndarray" => run::<Autodiff<NdArray<f32>>>(&a, Default::default())?,
+        "flex" => run::<Autodiff<burn::backend::Flex<f32>>>(&a, Default::default())?,
         #[cfg(feature = "cuda")]
         "cuda" => run::<Autodiff<burn::backend::Cuda<f32>>>(&a, Default::default())?,
         #[cfg(feature = "cuda")]
         "cuda-bf16" => run::<Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(&a, Default::default())?,
-        other => anyhow::bail!("backend `{other}` is not built in (ndarray; cuda and cuda-bf16 with --features cuda)"),
+        other => {
+            anyhow::bail!("backend `{other}` is not built in (ndarray, flex; cuda and cuda-bf16 with --features cuda)")
+        }
     };
     println!("{out}");
     Ok(())

@@ -12,28 +12,28 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use regrpo_engine::run::{declared_specs, execute_action};
 use regrpo_engine::{CallContext, ToolSuite, toolworld};
-use regrpo_schemas::react::{format_observation, parse_assistant};
+use regrpo_schemas::action::Surface;
+use regrpo_schemas::react::{format_observation, parse_assistant, trajectory_messages};
 use regrpo_schemas::{Action, Message, Trajectory};
 
+use crate::decoder::Decoder;
 use crate::error::Result;
 use crate::model::Qwen2;
 use crate::rollout::reflection_block;
-use crate::sampling::{SampleConfig, sample};
-use crate::tokenizer::ChatTokenizer;
+use crate::sampling::SampleConfig;
+use crate::window::Truncations;
 
 /// Settings of an episode.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentConfig {
     pub max_steps: usize,
-    pub max_new_tokens: usize,
-    pub max_prompt_tokens: usize,
     /// Whether the reflection trigger is on.
     pub trigger: bool,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig { max_steps: 8, max_new_tokens: 192, max_prompt_tokens: 1024, trigger: true }
+        AgentConfig { max_steps: 8, trigger: true }
     }
 }
 
@@ -53,6 +53,8 @@ pub struct AgentStep {
 pub struct Episode {
     pub steps: Vec<AgentStep>,
     pub final_answer: Option<String>,
+    /// What the context window cut on the way.
+    pub truncations: Truncations,
 }
 
 /// The trigger: a tool error, an empty observation, or low confidence after step 1.
@@ -70,22 +72,25 @@ struct Turn {
 
 fn generate<B: Backend>(
     model: &Qwen2<B>,
-    tk: &ChatTokenizer,
+    decoder: &Decoder,
+    task: &Trajectory,
     messages: &[Message],
     prefix: &str,
-    cfg: &AgentConfig,
+    cuts: &mut Truncations,
 ) -> Result<Turn> {
-    let mut prompt = tk.prompt(messages)?;
-    if !prefix.is_empty() {
-        prompt.extend(tk.encode(prefix)?);
-    }
-    if prompt.len() > cfg.max_prompt_tokens {
-        prompt.drain(..prompt.len() - cfg.max_prompt_tokens);
-    }
-    let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: cfg.max_new_tokens };
-    let c = sample(model, &prompt, 1, &greedy, tk.im_end, tk.pad, &mut ChaCha8Rng::seed_from_u64(0)).remove(0);
-    let body: Vec<u32> = c.tokens.iter().copied().filter(|t| *t != tk.im_end).collect();
-    let text = format!("{prefix}{}", tk.decode(&body)?);
+    let tk = decoder.tokenizer();
+    let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: decoder.window.cfg.max_target_tokens };
+    let specs = declared_specs(task);
+    let surface = task
+        .steps
+        .iter()
+        .find_map(|s| s.action.as_ref().and_then(|a| a.surface.parse::<Surface>().ok()))
+        .unwrap_or(Surface::Python);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let generated = decoder.generate(model, messages, prefix, &specs, surface, 1, &greedy, &mut rng)?;
+    cuts.add(&generated.truncations);
+    let c = &generated.completions[0];
+    let text = format!("{prefix}{}", decoder.text(c)?);
     // The action's tokens are those after the reflection block, if any.
     let skip = match reflection_block(&text) {
         Some(r) => tk.encode(&r)?.len().saturating_sub(tk.encode(prefix)?.len()),
@@ -115,23 +120,22 @@ async fn act(
 /// Runs the policy on a task until it answers or the budget runs out.
 pub async fn run_episode<B: Backend>(
     model: &Qwen2<B>,
-    tk: &ChatTokenizer,
+    decoder: &Decoder,
     suite: &ToolSuite,
     task: &Trajectory,
     root: &std::path::Path,
     cfg: &AgentConfig,
 ) -> Result<Episode> {
     let ctx = CallContext::new(toolworld::sandbox_of(root, task));
-    let mut messages = vec![
-        Message { role: "system".into(), content: task.system_prompt.clone().unwrap_or_default() },
-        Message { role: "user".into(), content: format!("Task: {}", task.task) },
-    ];
+    // The episode opens as the trajectory's own chat does: its system prompt and task.
+    let mut messages: Vec<Message> = trajectory_messages(task).into_iter().take(2).collect();
     let mut steps = Vec::new();
     let mut confidences: Vec<f64> = Vec::new();
     let mut final_answer = None;
+    let mut cuts = Truncations::default();
     for i in 0..cfg.max_steps {
         let is_last = i + 1 == cfg.max_steps;
-        let turn = generate(model, tk, &messages, "", cfg)?;
+        let turn = generate(model, decoder, task, &messages, "", &mut cuts)?;
         let (mut action, mut status, mut obs) = act(&turn.text, suite, &ctx, task, is_last).await;
         let mut text = turn.text.clone();
         let mut reflected = false;
@@ -139,7 +143,7 @@ pub async fn run_episode<B: Backend>(
             let mut with_failure = messages.clone();
             with_failure.push(Message { role: "assistant".into(), content: turn.text.clone() });
             with_failure.push(Message { role: "user".into(), content: format_observation(i, &obs) });
-            let retry = generate(model, tk, &with_failure, "Reflection:\n", cfg)?;
+            let retry = generate(model, decoder, task, &with_failure, "Reflection:\n", &mut cuts)?;
             let (a2, s2, o2) = act(&retry.text, suite, &ctx, task, is_last).await;
             messages = with_failure;
             (action, status, obs, text, reflected) = (a2, s2, o2, retry.text, true);
@@ -162,7 +166,7 @@ pub async fn run_episode<B: Backend>(
             break;
         }
     }
-    Ok(Episode { steps, final_answer })
+    Ok(Episode { steps, final_answer, truncations: cuts })
 }
 
 #[cfg(test)]

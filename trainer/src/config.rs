@@ -69,6 +69,21 @@ impl Qwen2Config {
         }
     }
 
+    /// A random model of `hidden` width and `layers` layers for CPU runs: heads of 64, half as
+    /// many key/value heads, a SwiGLU of 8/3 the width (rounded to 32), tied embeddings.
+    pub fn shaped(vocab_size: usize, hidden: usize, layers: usize) -> Self {
+        let heads = (hidden / 64).max(1);
+        let intermediate = (hidden * 8 / 3).div_ceil(32) * 32;
+        Qwen2Config {
+            hidden_size: hidden,
+            intermediate_size: intermediate,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: (heads / 2).max(1),
+            ..Qwen2Config::tiny(vocab_size)
+        }
+    }
+
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

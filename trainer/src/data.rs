@@ -1,9 +1,10 @@
 //! The data path: SQL over a pinned snapshot → chat samples → token batches.
 //!
 //! The trainer reads only through `regrpo_queries::Session`. Samples are clean trajectories and
-//! RoT conversations, mixed by a ratio; the held-out split is chosen by a hash of the source
-//! trajectory id, so no trajectory is on both sides. Tokenising, padding and batching run on a
-//! background thread (`Batcher`), a bounded channel ahead of the model.
+//! RoT conversations, tokenised through the context window ([`crate::window`]) and batched by
+//! quotas of each kind; the held-out split is chosen by a hash of the source trajectory id, so
+//! no trajectory is on both sides. Padding and batching run on a background thread
+//! (`Batcher`), a bounded channel ahead of the model.
 
 use std::sync::mpsc::{Receiver, sync_channel};
 
@@ -15,7 +16,7 @@ use regrpo_schemas::{Message, Record, Rot, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tokenizer::ChatTokenizer;
+use crate::window::{ChatWindow, Truncations};
 
 /// Which assistant turns of a RoT conversation are training targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,25 +71,50 @@ pub async fn read_table<R: Record>(session: &Session) -> Result<Vec<R>> {
 /// What the SFT data is made of.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataConfig {
-    /// Share of RoT samples in the mixture (0 = clean only, 1 = RoT only).
+    /// Share of RoT samples in each batch (0 = clean only, 1 = RoT only).
     pub rot_fraction: f64,
+    /// RoT samples added to each batch on top of a full batch of clean ones (overrides
+    /// `rot_fraction`): arms that differ only by this see the same clean rows in the same order.
+    #[serde(default)]
+    pub rot_extra: Option<usize>,
     pub rot_target: RotTarget,
     /// Share of trajectories held out for evaluation.
     pub eval_fraction: f64,
-    /// Only clean trajectories of these sources (default: all with actions).
+    /// Only trajectories (and RoT rows of trajectories) of these sources (default: all).
     pub sources: Option<Vec<String>>,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { rot_fraction: 0.5, rot_target: RotTarget::Reflection, eval_fraction: 0.1, sources: None }
+        DataConfig {
+            rot_fraction: 0.5,
+            rot_extra: None,
+            rot_target: RotTarget::Reflection,
+            eval_fraction: 0.1,
+            sources: None,
+        }
+    }
+}
+
+impl DataConfig {
+    /// Clean and RoT samples per batch of `batch_size`.
+    pub fn quotas(&self, batch_size: usize) -> Result<(usize, usize)> {
+        if let Some(extra) = self.rot_extra {
+            return Ok((batch_size, extra));
+        }
+        if !(0.0..=1.0).contains(&self.rot_fraction) {
+            return Err(Error::Config(format!("rot fraction {} is outside [0, 1]", self.rot_fraction)));
+        }
+        let rot = (batch_size as f64 * self.rot_fraction).round() as usize;
+        Ok((batch_size - rot.min(batch_size), rot.min(batch_size)))
     }
 }
 
 /// Samples read from a snapshot, split into train and eval.
 #[derive(Debug, Clone, Default)]
 pub struct SftData {
-    pub train: Vec<Sample>,
+    pub clean: Vec<Sample>,
+    pub rot: Vec<Sample>,
     pub eval: Vec<Sample>,
     pub versions: std::collections::BTreeMap<String, i64>,
     pub snapshot: Option<String>,
@@ -101,16 +127,19 @@ pub fn is_held_out(trajectory_id: &str, fraction: f64) -> bool {
     v < fraction
 }
 
-/// Loads the SFT mixture from a snapshot (or the latest tables).
+/// Loads clean trajectories and RoT conversations from a snapshot (or the latest tables).
 pub async fn load(repo: &Repository, snapshot: Option<&str>, cfg: &DataConfig) -> Result<SftData> {
     let session = Session::open(repo, At::from_option(snapshot)).await?;
     let mut trajectories: Vec<Trajectory> = read_table(&session).await?;
     trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
     let mut rots: Vec<Rot> = read_table(&session).await?;
     rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+    let wanted = |t: &Trajectory| cfg.sources.as_ref().is_none_or(|s| s.contains(&t.source));
+    let kept: std::collections::HashSet<&str> =
+        trajectories.iter().filter(|t| wanted(t)).map(|t| t.trajectory_id.as_str()).collect();
     let clean: Vec<Sample> = trajectories
         .iter()
-        .filter(|t| cfg.sources.as_ref().is_none_or(|s| s.contains(&t.source)))
+        .filter(|t| wanted(t))
         .filter(|t| t.steps.iter().any(|s| s.action.is_some()))
         .map(|t| Sample {
             trajectory_id: t.trajectory_id.clone(),
@@ -120,6 +149,7 @@ pub async fn load(repo: &Repository, snapshot: Option<&str>, cfg: &DataConfig) -
         .collect();
     let rot: Vec<Sample> = rots
         .iter()
+        .filter(|r| cfg.sources.is_none() || kept.contains(r.trajectory_id.as_str()))
         .filter(|r| r.conversation.iter().any(|m| m.content.trim_start().starts_with("Reflection:")))
         .map(|r| Sample {
             trajectory_id: r.trajectory_id.clone(),
@@ -127,48 +157,20 @@ pub async fn load(repo: &Repository, snapshot: Option<&str>, cfg: &DataConfig) -
             messages: r.conversation.clone(),
         })
         .collect();
-    let (mut data, eval_frac) = (SftData::default(), cfg.eval_fraction);
+    let eval_frac = cfg.eval_fraction;
     let split = |v: Vec<Sample>| -> (Vec<Sample>, Vec<Sample>) {
         v.into_iter().partition(|s| !is_held_out(&s.trajectory_id, eval_frac))
     };
-    let (clean_train, clean_eval) = split(clean);
+    let (clean_train, mut eval) = split(clean);
     let (rot_train, rot_eval) = split(rot);
-    data.train = mix(clean_train, rot_train, cfg.rot_fraction)?;
-    data.eval = mix(clean_eval, rot_eval, cfg.rot_fraction).unwrap_or_default();
-    data.versions = session.versions().clone();
-    data.snapshot = snapshot.map(str::to_string);
-    Ok(data)
-}
-
-/// Mixes clean and RoT samples so that RoT makes `fraction` of the result, repeating the
-/// smaller side cyclically when it has to.
-pub fn mix(clean: Vec<Sample>, rot: Vec<Sample>, fraction: f64) -> Result<Vec<Sample>> {
-    if !(0.0..=1.0).contains(&fraction) {
-        return Err(Error::Config(format!("rot fraction {fraction} is outside [0, 1]")));
-    }
-    let (nc, nr) = (clean.len(), rot.len());
-    let out: Vec<Sample> = if fraction == 0.0 || nr == 0 {
-        clean
-    } else if fraction == 1.0 || nc == 0 {
-        rot
-    } else {
-        // Keep all of the larger side relative to the target, repeat the other.
-        let want_rot = (fraction / (1.0 - fraction) * nc as f64).round() as usize;
-        if want_rot >= nr {
-            let mut v = clean;
-            v.extend(rot.iter().cycle().take(want_rot).cloned());
-            v
-        } else {
-            let want_clean = ((1.0 - fraction) / fraction * nr as f64).round() as usize;
-            let mut v: Vec<Sample> = clean.iter().cycle().take(want_clean.max(1)).cloned().collect();
-            v.extend(rot);
-            v
-        }
-    };
-    if out.is_empty() {
-        return Err(Error::NoData("the snapshot has no trajectories with actions and no RoT rows".into()));
-    }
-    Ok(out)
+    eval.extend(rot_eval);
+    Ok(SftData {
+        clean: clean_train,
+        rot: rot_train,
+        eval,
+        versions: session.versions().clone(),
+        snapshot: snapshot.map(str::to_string),
+    })
 }
 
 /// One padded batch: `ids`, `targets` (ids shifted by one) and a 0/1 loss weight per target.
@@ -192,16 +194,17 @@ pub struct Encoded {
     pub mask: Vec<bool>,
 }
 
-pub fn encode_all(samples: &[Sample], tk: &ChatTokenizer, policy: RotTarget, max_len: usize) -> Result<Vec<Encoded>> {
-    samples
-        .iter()
-        .map(|s| {
-            let (mut ids, mut mask) = tk.render(&s.messages, |i, _| s.is_target(i, policy))?;
-            ids.truncate(max_len + 1);
-            mask.truncate(max_len + 1);
-            Ok(Encoded { ids, mask })
-        })
-        .collect()
+/// Tokenises samples through the context window: each becomes one sequence when it fits whole,
+/// else one window per target turn. Returns the sequences and what was cut.
+pub fn encode_all(samples: &[Sample], window: &ChatWindow, policy: RotTarget) -> Result<(Vec<Encoded>, Truncations)> {
+    let mut out = Vec::new();
+    let mut cuts = Truncations::default();
+    for s in samples {
+        let (enc, t) = window.samples(&s.messages, |i, _| s.is_target(i, policy))?;
+        out.extend(enc);
+        cuts.add(&t);
+    }
+    Ok((out, cuts))
 }
 
 /// Pads a group of encoded samples into a batch; `targets[t] = ids[t + 1]`.
@@ -241,26 +244,75 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     v
 }
 
+/// Items `from..from + count` of an endless stream over `n` samples, epoch after epoch.
+fn stream_slice(n: usize, seed: u64, from: u64, count: usize) -> Vec<usize> {
+    if n == 0 {
+        return vec![];
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut order: Option<(u64, Vec<usize>)> = None;
+    for k in from..from + count as u64 {
+        let epoch = k / n as u64;
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            order = Some((epoch, epoch_order(n, seed, epoch)));
+        }
+        out.push(order.as_ref().map_or(0, |(_, o)| o[(k % n as u64) as usize]));
+    }
+    out
+}
+
+/// Batches that are bucketed together: their samples are sorted by length and dealt out in
+/// order, so a batch pads to lengths close to its own.
+const BUCKET: u64 = 8;
+
+/// The samples of batch `k` of a kind (`quota` per batch): batches come in buckets of
+/// [`BUCKET`] drawn from the stream, sorted by length, and visited in a seeded order.
+fn bucketed_batch(lengths: &[usize], seed: u64, k: u64, quota: usize) -> Vec<usize> {
+    if quota == 0 || lengths.is_empty() {
+        return vec![];
+    }
+    let (bucket, slot) = (k / BUCKET, k % BUCKET);
+    let mut items = stream_slice(lengths.len(), seed, bucket * BUCKET * quota as u64, BUCKET as usize * quota);
+    items.sort_by_key(|i| (lengths[*i], *i));
+    let order = epoch_order(BUCKET as usize, seed ^ 0xb0c4e7, bucket);
+    let at = order[slot as usize] * quota;
+    items[at..at + quota].to_vec()
+}
+
 /// Produces batches on a background thread, starting at micro-batch `start` of the stream.
+///
+/// Each batch takes `quotas.0` clean and `quotas.1` RoT samples, each kind from its own endless
+/// stream of epochs (bucketed by length, see [`bucketed_batch`]): the clean rows of a batch do
+/// not depend on how many RoT rows it has. A batch comes as one padded part per kind.
 pub struct Batcher {
-    rx: Receiver<Batch>,
+    rx: Receiver<Vec<Batch>>,
 }
 
 impl Batcher {
-    pub fn spawn(encoded: Vec<Encoded>, batch_size: usize, seed: u64, start: u64, pad: u32) -> Self {
+    pub fn spawn(
+        clean: Vec<Encoded>,
+        rot: Vec<Encoded>,
+        quotas: (usize, usize),
+        seed: u64,
+        start: u64,
+        pad: u32,
+    ) -> Self {
         let (tx, rx) = sync_channel(4);
+        let (qc, qr) = (if clean.is_empty() { 0 } else { quotas.0 }, if rot.is_empty() { 0 } else { quotas.1 });
         std::thread::Builder::new()
             .name("sft-batcher".into())
             .spawn(move || {
-                let n = encoded.len();
-                let per_epoch = n.div_ceil(batch_size).max(1) as u64;
                 let mut k = start;
+                let clean_len: Vec<usize> = clean.iter().map(|e| e.ids.len()).collect();
+                let rot_len: Vec<usize> = rot.iter().map(|e| e.ids.len()).collect();
                 loop {
-                    let (epoch, i) = (k / per_epoch, (k % per_epoch) as usize);
-                    let order = epoch_order(n, seed, epoch);
-                    let items: Vec<&Encoded> =
-                        order.iter().skip(i * batch_size).take(batch_size).map(|j| &encoded[*j]).collect();
-                    if tx.send(collate(&items, pad)).is_err() {
+                    let clean_part: Vec<&Encoded> =
+                        bucketed_batch(&clean_len, seed, k, qc).into_iter().map(|j| &clean[j]).collect();
+                    let rot_part: Vec<&Encoded> =
+                        bucketed_batch(&rot_len, seed ^ 0x5eed_0f_0a, k, qr).into_iter().map(|j| &rot[j]).collect();
+                    let parts: Vec<Batch> =
+                        [clean_part, rot_part].iter().filter(|p| !p.is_empty()).map(|p| collate(p, pad)).collect();
+                    if tx.send(parts).is_err() {
                         return;
                     }
                     k += 1;
@@ -270,7 +322,8 @@ impl Batcher {
         Batcher { rx }
     }
 
-    pub fn next(&self) -> Result<Batch> {
+    /// The next batch, one part per kind of sample in it.
+    pub fn next(&self) -> Result<Vec<Batch>> {
         self.rx.recv().map_err(|_| Error::Internal("the batcher thread stopped".into()))
     }
 }
@@ -279,19 +332,42 @@ impl Batcher {
 mod tests {
     use super::*;
 
-    fn s(id: &str, kind: SampleKind) -> Sample {
-        Sample { trajectory_id: id.into(), kind, messages: vec![] }
+    #[test]
+    fn quotas_split_a_batch_or_add_to_it() {
+        let c = DataConfig { rot_fraction: 0.25, ..Default::default() };
+        assert_eq!(c.quotas(8).unwrap(), (6, 2));
+        assert_eq!(DataConfig { rot_fraction: 0.0, ..c.clone() }.quotas(8).unwrap(), (8, 0));
+        assert_eq!(DataConfig { rot_fraction: 1.0, ..c.clone() }.quotas(8).unwrap(), (0, 8));
+        assert_eq!(DataConfig { rot_extra: Some(4), ..c.clone() }.quotas(8).unwrap(), (8, 4));
+        assert!(DataConfig { rot_fraction: 1.5, ..c }.quotas(8).is_err());
     }
 
     #[test]
-    fn mixing_reaches_the_fraction() {
-        let clean: Vec<Sample> = (0..30).map(|i| s(&i.to_string(), SampleKind::Clean)).collect();
-        let rot: Vec<Sample> = (0..6).map(|i| s(&format!("r{i}"), SampleKind::Rot)).collect();
-        let m = mix(clean.clone(), rot.clone(), 0.5).unwrap();
-        assert_eq!(m.iter().filter(|x| x.kind == SampleKind::Rot).count(), 30);
-        let m = mix(clean.clone(), rot.clone(), 0.0).unwrap();
-        assert!(m.iter().all(|x| x.kind == SampleKind::Clean));
-        assert!(mix(vec![], vec![], 0.5).is_err());
+    fn clean_rows_do_not_depend_on_the_rot_quota() {
+        let clean: Vec<Encoded> = (0..7).map(|i| Encoded { ids: vec![i, i + 1], mask: vec![true; 2] }).collect();
+        let rot: Vec<Encoded> = (0..5).map(|i| Encoded { ids: vec![100 + i, 1, 2], mask: vec![true; 3] }).collect();
+        let a = Batcher::spawn(clean.clone(), vec![], (3, 0), 9, 0, 0);
+        let b = Batcher::spawn(clean, rot, (3, 2), 9, 0, 0);
+        for _ in 0..6 {
+            let (x, y) = (a.next().unwrap(), b.next().unwrap());
+            assert_eq!((x.len(), y.len()), (1, 2));
+            assert_eq!(x[0], y[0], "the same clean part");
+            assert_eq!((y[1].batch, y[1].len), (2, 2), "RoT rows padded on their own");
+            assert!((0..2).all(|r| y[1].ids[r * y[1].len] >= 100));
+        }
+    }
+
+    #[test]
+    fn buckets_deal_every_sample_once_per_epoch_in_batches_of_similar_length() {
+        let lengths: Vec<usize> = (0..64).map(|i| (i * 37) % 101).collect();
+        let mut seen: Vec<usize> = (0..8).flat_map(|k| bucketed_batch(&lengths, 3, k, 8)).collect();
+        let spread = |b: &[usize]| {
+            let l: Vec<usize> = b.iter().map(|i| lengths[*i]).collect();
+            l.iter().max().unwrap() - l.iter().min().unwrap()
+        };
+        assert!((0..8).all(|k| spread(&bucketed_batch(&lengths, 3, k, 8)) < 40));
+        seen.sort();
+        assert_eq!(seen, (0..64).collect::<Vec<_>>());
     }
 
     #[test]
@@ -308,9 +384,9 @@ mod tests {
     #[test]
     fn batcher_resumes_where_it_left_off() {
         let enc: Vec<Encoded> = (0..10).map(|i| Encoded { ids: vec![i, i + 1, i + 2], mask: vec![true; 3] }).collect();
-        let a = Batcher::spawn(enc.clone(), 3, 7, 0, 0);
-        let all: Vec<Batch> = (0..9).map(|_| a.next().unwrap()).collect();
-        let b = Batcher::spawn(enc, 3, 7, 5, 0);
+        let a = Batcher::spawn(enc.clone(), vec![], (3, 0), 7, 0, 0);
+        let all: Vec<Vec<Batch>> = (0..9).map(|_| a.next().unwrap()).collect();
+        let b = Batcher::spawn(enc, vec![], (3, 0), 7, 5, 0);
         assert_eq!(b.next().unwrap(), all[5]);
     }
 }

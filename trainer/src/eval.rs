@@ -3,14 +3,20 @@
 //! | metric | on | what |
 //! | --- | --- | --- |
 //! | `recovery_rate` | failure states | the next action succeeds (executed, full argument match) |
+//! | `recovery_rate_derivable` | failure states whose fix is derivable | the same, on those |
 //! | `first_try_success` | clean states | the action succeeds with no reflection |
 //! | `unnecessary_reflection_rate` | clean states | a reflection was written where none was needed |
 //! | `mean_reflection_tokens` | all | length of the reflections written |
 //! | `error_type_accuracy` | failure states with a reflection | it names the right ErrorType |
 //! | `evidence_grounding_rate` | failure states with a reflection | its evidence quotes the observation |
+//! | `parse_rate` | all | the completion parsed into an action |
 //! | `answer_accuracy` | held-out toolworld tasks | the agent loop's final answer (GAIA scorer) |
+//!
+//! Every state is decoded greedily by the same [`Decoder`], and every outcome is kept per state
+//! ([`StateOutcome`]), so two policies evaluated on one [`EvalSet`] can be compared pair by
+//! pair (see [`crate::stats`]). Rates carry 95% Wilson intervals.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
@@ -21,12 +27,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentConfig, run_episode};
 use crate::data::is_held_out;
+use crate::decoder::Decoder;
 use crate::error::Result;
 use crate::metrics::gaia_score;
 use crate::model::Qwen2;
-use crate::rollout::{StateKind, States, clean_states, failure_states, score};
-use crate::sampling::{SampleConfig, sample};
-use crate::tokenizer::ChatTokenizer;
+use crate::rollout::{State, StateKind, States, clean_states, failure_states, score};
+use crate::sampling::SampleConfig;
+use crate::stats::wilson;
+use crate::window::{Truncations, WindowConfig};
 
 /// What an evaluation covers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,20 +44,69 @@ pub struct EvalConfig {
     pub max_failure_states: usize,
     pub max_clean_states: usize,
     pub max_tasks: usize,
-    pub max_new_tokens: usize,
-    pub max_prompt_tokens: usize,
+    /// Only trajectories of these sources (default: all).
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    #[serde(default)]
+    pub window: WindowConfig,
+    /// Decode under the tools' grammar.
+    #[serde(default = "yes")]
+    pub constrained: bool,
+    /// States decoded together in one batch.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+fn default_batch() -> usize {
+    16
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             eval_fraction: 0.1,
-            max_failure_states: 40,
-            max_clean_states: 40,
+            max_failure_states: 120,
+            max_clean_states: 120,
             max_tasks: 20,
-            max_new_tokens: 192,
-            max_prompt_tokens: 1024,
+            sources: None,
+            window: WindowConfig::default(),
+            constrained: true,
+            batch: default_batch(),
         }
+    }
+}
+
+/// What happened at one state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateOutcome {
+    pub state_id: String,
+    pub kind: String,
+    pub error_type: Option<String>,
+    pub derivable: Option<bool>,
+    pub success: bool,
+    pub reflected: bool,
+    pub parsed: bool,
+    pub reflection_tokens: usize,
+    /// What the policy wrote.
+    pub completion: String,
+}
+
+/// A rate with its 95% Wilson interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    pub k: usize,
+    pub n: usize,
+    pub rate: f64,
+    pub ci: (f64, f64),
+}
+
+impl Rate {
+    pub fn of(k: usize, n: usize) -> Rate {
+        Rate { k, n, rate: if n == 0 { f64::NAN } else { k as f64 / n as f64 }, ci: wilson(k, n) }
     }
 }
 
@@ -59,27 +116,45 @@ pub struct EvalReport {
     pub failure_states: usize,
     pub clean_states: usize,
     pub tasks: usize,
-    pub recovery_rate: f64,
-    pub first_try_success: f64,
-    pub unnecessary_reflection_rate: f64,
+    pub recovery: Rate,
+    pub recovery_derivable: Rate,
+    pub first_try: Rate,
+    pub unnecessary_reflection: Rate,
     pub mean_reflection_tokens: f64,
     pub error_type_accuracy: f64,
     pub evidence_grounding_rate: f64,
+    pub parse: Rate,
     pub answer_accuracy: f64,
+    /// Recovery by the failure's ErrorType.
+    pub recovery_by_error_type: BTreeMap<String, Rate>,
+    pub truncations: Truncations,
+    pub outcomes: Vec<StateOutcome>,
 }
 
 impl EvalReport {
     /// `(name, value)` pairs in table order.
     pub fn rows(&self) -> Vec<(&'static str, f64)> {
         vec![
-            ("recovery_rate", self.recovery_rate),
-            ("first_try_success", self.first_try_success),
-            ("unnecessary_reflection_rate", self.unnecessary_reflection_rate),
+            ("recovery_rate", self.recovery.rate),
+            ("recovery_rate_derivable", self.recovery_derivable.rate),
+            ("first_try_success", self.first_try.rate),
+            ("unnecessary_reflection_rate", self.unnecessary_reflection.rate),
             ("mean_reflection_tokens", self.mean_reflection_tokens),
             ("error_type_accuracy", self.error_type_accuracy),
             ("evidence_grounding_rate", self.evidence_grounding_rate),
+            ("parse_rate", self.parse.rate),
             ("answer_accuracy", self.answer_accuracy),
         ]
+    }
+
+    /// Success per state of one kind, in evaluation order (for paired tests).
+    pub fn successes(&self, kind: StateKind) -> Vec<bool> {
+        self.outcomes.iter().filter(|o| o.kind == kind.as_str()).map(|o| o.success).collect()
+    }
+
+    /// Reflected or not per clean state, in evaluation order.
+    pub fn clean_reflections(&self) -> Vec<bool> {
+        self.outcomes.iter().filter(|o| o.kind == StateKind::Clean.as_str()).map(|o| o.reflected).collect()
     }
 }
 
@@ -94,18 +169,34 @@ pub struct EvalSet {
     pub tasks: Vec<Trajectory>,
 }
 
+/// Up to `n` states spread over the list (every k-th), so a cap does not take one family only.
+fn spread(mut v: Vec<State>, n: usize) -> Vec<State> {
+    if v.len() <= n {
+        return v;
+    }
+    let step = v.len() as f64 / n as f64;
+    let keep: Vec<usize> = (0..n).map(|i| (i as f64 * step) as usize).collect();
+    let mut i = 0;
+    v.retain(|_| {
+        let k = keep.binary_search(&i).is_ok();
+        i += 1;
+        k
+    });
+    v
+}
+
 /// Held-out states and tasks of a snapshot's rows.
 pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Path, cfg: &EvalConfig) -> EvalSet {
-    let test: Vec<Trajectory> =
-        trajectories.iter().filter(|t| is_held_out(&t.trajectory_id, cfg.eval_fraction)).cloned().collect();
-    let by_id: HashMap<String, Trajectory> =
-        trajectories.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
-    let test_rots: Vec<Rot> =
-        rots.iter().filter(|r| is_held_out(&r.trajectory_id, cfg.eval_fraction)).cloned().collect();
-    let mut failures = failure_states(&test_rots, &by_id, root);
-    failures.truncate(cfg.max_failure_states);
-    let mut cleans = clean_states(&test, root);
-    cleans.truncate(cfg.max_clean_states);
+    let wanted = |t: &Trajectory| cfg.sources.as_ref().is_none_or(|s| s.contains(&t.source));
+    let test: Vec<Trajectory> = trajectories
+        .iter()
+        .filter(|t| wanted(t) && is_held_out(&t.trajectory_id, cfg.eval_fraction))
+        .cloned()
+        .collect();
+    let by_id: HashMap<String, Trajectory> = test.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
+    let test_rots: Vec<Rot> = rots.iter().filter(|r| by_id.contains_key(&r.trajectory_id)).cloned().collect();
+    let failures = spread(failure_states(&test_rots, &by_id, root), cfg.max_failure_states);
+    let cleans = spread(clean_states(&test, root), cfg.max_clean_states);
     let tasks: Vec<Trajectory> = test.into_iter().filter(|t| t.source == "toolworld").take(cfg.max_tasks).collect();
     EvalSet { states: States { failures, cleans }, tasks }
 }
@@ -113,65 +204,92 @@ pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Pat
 /// Evaluates a model (greedy decoding) on held-out states and tasks.
 pub async fn evaluate<B: Backend>(
     model: &Qwen2<B>,
-    tk: &ChatTokenizer,
+    decoder: &Decoder,
     suite: &ToolSuite,
     set: &EvalSet,
     root: &std::path::Path,
     cfg: &EvalConfig,
+    mut on_state: impl FnMut(),
 ) -> Result<EvalReport> {
+    let tk = decoder.tokenizer();
     let (failures, cleans, tasks) = (&set.states.failures, &set.states.cleans, &set.tasks);
-    let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: cfg.max_new_tokens };
+    let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: cfg.window.max_target_tokens };
     let mut r = EvalReport {
         failure_states: failures.len(),
         clean_states: cleans.len(),
         tasks: tasks.len(),
         ..Default::default()
     };
-    let (mut recovered, mut typed, mut grounded, mut with_refl_f) = (0, 0, 0, 0);
-    let (mut first_try, mut unnecessary) = (0, 0);
+    let (mut typed, mut grounded, mut with_refl_f) = (0, 0, 0);
     let (mut refl_tokens, mut refl_n) = (0usize, 0usize);
-    for state in failures.iter().chain(cleans) {
-        let mut prompt = tk.prompt(&state.messages)?;
-        if prompt.len() > cfg.max_prompt_tokens {
-            prompt.drain(..prompt.len() - cfg.max_prompt_tokens);
-        }
-        let c = sample(model, &prompt, 1, &greedy, tk.im_end, tk.pad, &mut ChaCha8Rng::seed_from_u64(0)).remove(0);
-        let body: Vec<u32> = c.tokens.iter().copied().filter(|t| *t != tk.im_end).collect();
-        let text = tk.decode(&body)?;
-        let s = score(&text, state, suite).await;
-        if let Some(block) = &s.reflection_text {
-            refl_tokens += tk.encode(block)?.len();
-            refl_n += 1;
-        }
-        match state.kind {
-            StateKind::Failure => {
-                recovered += usize::from(s.success);
-                if s.reflection.is_some() {
-                    with_refl_f += 1;
-                    typed += usize::from(s.type_correct);
-                    grounded += usize::from(s.grounded);
-                }
-            }
-            StateKind::Clean => {
-                first_try += usize::from(s.success && s.reflection.is_none());
-                unnecessary += usize::from(s.reflection.is_some());
-            }
+    let all: Vec<&State> = failures.iter().chain(cleans).collect();
+    // Greedy decoding of a batch of states at once gives what each gives alone, faster.
+    let mut decoded = Vec::with_capacity(all.len());
+    for chunk in all.chunks(cfg.batch.max(1)) {
+        let requests: Vec<_> =
+            chunk.iter().map(|s| (s.messages.as_slice(), s.specs.as_slice(), s.gt_action.surface)).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for (state, generated) in chunk.iter().zip(decoder.generate_each(model, &requests, &greedy, &mut rng)?) {
+            decoded.push((*state, generated));
+            on_state();
         }
     }
-    r.recovery_rate = ratio(recovered, failures.len());
-    r.first_try_success = ratio(first_try, cleans.len());
-    r.unnecessary_reflection_rate = ratio(unnecessary, cleans.len());
+    for (state, generated) in decoded {
+        r.truncations.add(&generated.truncations);
+        let text = decoder.text(&generated.completions[0])?;
+        let s = score(&text, state, suite).await;
+        let reflection_tokens = match &s.reflection_text {
+            Some(block) => tk.encode(block)?.len(),
+            None => 0,
+        };
+        if s.reflection_text.is_some() {
+            refl_tokens += reflection_tokens;
+            refl_n += 1;
+        }
+        if state.kind == StateKind::Failure && s.reflection.is_some() {
+            with_refl_f += 1;
+            typed += usize::from(s.type_correct);
+            grounded += usize::from(s.grounded);
+        }
+        r.outcomes.push(StateOutcome {
+            state_id: state.state_id.clone(),
+            kind: state.kind.as_str().into(),
+            error_type: state.error_type.map(|t| t.as_str().to_string()),
+            derivable: state.derivable,
+            // A clean state is solved at the first try: without reflecting.
+            success: s.success && (state.kind == StateKind::Failure || s.reflection.is_none()),
+            reflected: s.reflection.is_some(),
+            parsed: s.action.is_some(),
+            reflection_tokens,
+            completion: text,
+        });
+    }
+    let count = |f: &dyn Fn(&StateOutcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
+    let failure = |o: &StateOutcome| o.kind == StateKind::Failure.as_str();
+    let clean = |o: &StateOutcome| o.kind == StateKind::Clean.as_str();
+    r.recovery = Rate::of(count(&|o| failure(o) && o.success), failures.len());
+    r.recovery_derivable = Rate::of(
+        count(&|o| failure(o) && o.success && o.derivable == Some(true)),
+        count(&|o| failure(o) && o.derivable == Some(true)),
+    );
+    r.first_try = Rate::of(count(&|o| clean(o) && o.success), cleans.len());
+    r.unnecessary_reflection = Rate::of(count(&|o| clean(o) && o.reflected), cleans.len());
+    r.parse = Rate::of(count(&|o| o.parsed), r.outcomes.len());
     r.mean_reflection_tokens = if refl_n == 0 { 0.0 } else { refl_tokens as f64 / refl_n as f64 };
     r.error_type_accuracy = ratio(typed, with_refl_f);
     r.evidence_grounding_rate = ratio(grounded, with_refl_f);
-    let agent = AgentConfig {
-        max_new_tokens: cfg.max_new_tokens,
-        max_prompt_tokens: cfg.max_prompt_tokens,
-        ..Default::default()
-    };
+    let mut by_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for o in r.outcomes.iter().filter(|o| failure(o)) {
+        let e = by_type.entry(o.error_type.clone().unwrap_or_default()).or_default();
+        e.0 += usize::from(o.success);
+        e.1 += 1;
+    }
+    r.recovery_by_error_type = by_type.into_iter().map(|(t, (k, n))| (t, Rate::of(k, n))).collect();
+    let agent = AgentConfig { max_steps: 8, trigger: true };
     let mut correct = 0;
     for t in tasks {
-        let ep = run_episode(model, tk, suite, t, root, &agent).await?;
+        let ep = run_episode(model, decoder, suite, t, root, &agent).await?;
+        r.truncations.add(&ep.truncations);
         let gt = t.final_answer.as_deref().unwrap_or_default();
         correct += usize::from(ep.final_answer.as_deref().is_some_and(|a| gaia_score(a, gt)));
     }

@@ -1,7 +1,7 @@
 //! Whole jobs the CLI runs: train a tokenizer on a snapshot, run SFT into a run folder, export.
 //!
-//! The entry points here are concrete (CPU with NdArray, or CUDA with the `cuda` feature), so
-//! Burn's generic code is compiled, and optimised, inside this crate.
+//! The entry points here are concrete (CPU with [`CpuBackend`], or CUDA with the `cuda`
+//! feature), so Burn's generic code is compiled, and optimised, inside this crate.
 //!
 //! A run folder holds:
 //!
@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use regrpo_datasets::Repository;
@@ -23,25 +23,47 @@ use serde_json::json;
 
 use crate::config::Qwen2Config;
 use crate::data::{self, DataConfig, SftData, encode_all};
+use crate::decoder::Decoder;
 use crate::error::{Error, IoContext, Result};
 use crate::hf;
 use crate::model::Qwen2;
 use crate::runlog::RunLog;
 use crate::sft::{self, SftConfig, StepLog};
 use crate::tokenizer::ChatTokenizer;
+use crate::window::{ChatWindow, Truncations, WindowConfig};
+
+/// The CPU backend of every job: burn's Flex (gemm matmuls, copy-on-write tensors), 1.2× the
+/// SFT tokens/s of NdArray on the demo's shapes (`examples/sft_bench.rs --backend flex|ndarray`).
+pub type CpuBackend = burn::backend::Flex<f32>;
 
 /// Where the model starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModelSource {
     /// A tiny random Qwen2 (hidden 64, 2 layers) sized to the tokenizer.
     Tiny,
+    /// A random Qwen2 of this width, depth and (optionally) number of heads (`tiny:128x4`,
+    /// `tiny:64x2x2`), sized to the tokenizer.
+    Shaped { hidden: usize, layers: usize, heads: Option<usize> },
     /// A Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
     Dir(PathBuf),
 }
 
 impl ModelSource {
+    /// `tiny`, `tiny:HIDDENxLAYERS[xHEADS]`, or a model folder.
     pub fn parse(s: &str) -> Self {
-        if s == "tiny" { ModelSource::Tiny } else { ModelSource::Dir(PathBuf::from(s)) }
+        if s == "tiny" {
+            return ModelSource::Tiny;
+        }
+        let dims: Option<Vec<usize>> = s
+            .strip_prefix("tiny:")
+            .and_then(|d| d.split('x').map(str::parse).collect::<std::result::Result<_, _>>().ok());
+        match dims.as_deref() {
+            Some([hidden, layers]) => ModelSource::Shaped { hidden: *hidden, layers: *layers, heads: None },
+            Some([hidden, layers, heads]) => {
+                ModelSource::Shaped { hidden: *hidden, layers: *layers, heads: Some(*heads) }
+            }
+            _ => ModelSource::Dir(PathBuf::from(s)),
+        }
     }
 }
 
@@ -65,6 +87,9 @@ pub struct SftJob {
     pub out: PathBuf,
     pub sft: SftConfig,
     pub data: DataConfig,
+    /// Budgets of the context window every sample is cut to.
+    #[serde(default)]
+    pub window: WindowConfig,
     pub resume: bool,
     pub device: DeviceKind,
 }
@@ -79,6 +104,8 @@ pub struct SftOutcome {
     pub eval_loss: Option<f64>,
     pub train_samples: usize,
     pub eval_samples: usize,
+    /// What the context window cut from the training sequences.
+    pub truncations: Truncations,
     pub seconds: f64,
     pub tokens_per_s: f64,
     pub model_dir: PathBuf,
@@ -140,8 +167,19 @@ pub fn init_model<B: Backend>(
     device: &B::Device,
 ) -> Result<(Qwen2Config, Qwen2<B>)> {
     match source {
-        ModelSource::Tiny => {
-            let c = Qwen2Config::tiny(vocab);
+        ModelSource::Tiny | ModelSource::Shaped { .. } => {
+            let c = match source {
+                ModelSource::Shaped { hidden, layers, heads } => {
+                    let mut c = Qwen2Config::shaped(vocab, *hidden, *layers);
+                    if let Some(h) = heads {
+                        c.num_attention_heads = *h;
+                        c.num_key_value_heads = (*h / 2).max(1);
+                    }
+                    c
+                }
+                _ => Qwen2Config::tiny(vocab),
+            };
+            c.validate()?;
             let m = Qwen2::init(&c, seed, device);
             Ok((c, m))
         }
@@ -161,7 +199,7 @@ pub fn init_model<B: Backend>(
 /// Runs SFT on the chosen device.
 pub async fn run_sft(repo: &Repository, job: &SftJob, on_step: impl FnMut(&StepLog) + Send) -> Result<SftOutcome> {
     match job.device {
-        DeviceKind::Cpu => run_sft_on::<Autodiff<NdArray<f32>>>(repo, job, Default::default(), on_step).await,
+        DeviceKind::Cpu => run_sft_on::<Autodiff<CpuBackend>>(repo, job, Default::default(), on_step).await,
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
             run_sft_on::<Autodiff<burn::backend::Cuda<f32>>>(repo, job, Default::default(), on_step).await
@@ -181,8 +219,26 @@ async fn run_sft_on<B: AutodiffBackend>(
     let data: SftData = data::load(repo, job.snapshot.as_deref(), &job.data).await?;
     let tk = tokenizer_for(repo, job).await?;
     let (config, model) = init_model::<B>(&job.model, tk.vocab_size(), job.sft.seed, &device)?;
-    let train = encode_all(&data.train, &tk, job.data.rot_target, job.sft.max_len)?;
-    let eval = encode_all(&data.eval, &tk, job.data.rot_target, job.sft.max_len)?;
+    let window = ChatWindow::new(tk.clone(), job.window)?;
+    let quotas = job.data.quotas(job.sft.batch_size)?;
+    // Only the kinds a batch takes are tokenised (and counted).
+    let used = |v: &[data::Sample], quota: usize| if quota > 0 { v.to_vec() } else { vec![] };
+    let (clean, mut truncations) = encode_all(&used(&data.clean, quotas.0), &window, job.data.rot_target)?;
+    let (rot, rot_cuts) = encode_all(&used(&data.rot, quotas.1), &window, job.data.rot_target)?;
+    truncations.add(&rot_cuts);
+    let eval_samples: Vec<data::Sample> = data
+        .eval
+        .iter()
+        .filter(|s| match s.kind {
+            data::SampleKind::Clean => quotas.0 > 0,
+            data::SampleKind::Rot => quotas.1 > 0,
+        })
+        .cloned()
+        .collect();
+    let (eval, _) = encode_all(&eval_samples, &window, job.data.rot_target)?;
+    if (quotas.0 > 0 && clean.is_empty() && rot.is_empty()) || (quotas.0 == 0 && rot.is_empty()) {
+        return Err(Error::NoData("the snapshot has no trajectories with actions and no RoT rows for this mix".into()));
+    }
     std::fs::create_dir_all(&job.out).at(&job.out)?;
     tk.save(&job.out.join("tokenizer.json"))?;
     let mut log = RunLog::new(
@@ -192,7 +248,8 @@ async fn run_sft_on<B: AutodiffBackend>(
         data.versions.clone(),
         json!({"job": job, "model": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers, "vocab": config.vocab_size, "params": config.num_params()}}),
     )?;
-    let (train_n, eval_n) = (train.len(), eval.len());
+    let (train_n, eval_n) = (clean.len() + rot.len(), eval.len());
+    let train = sft::TrainSet { clean, rot, quotas };
     let out = job.out.clone();
     let (sft_cfg, resume, pad) = (job.sft.clone(), job.resume, tk.pad);
     let mut logs = Vec::new();
@@ -223,7 +280,7 @@ async fn run_sft_on<B: AutodiffBackend>(
         step_logs.iter().map(|l| l.tokens_per_s).sum::<f64>() / step_logs.len() as f64
     };
     let eval_loss = step_logs.iter().rev().find_map(|l| l.eval_loss);
-    let summary = json!({"steps": step_logs.last().map(|l| l.step), "final_loss": losses.last(), "eval_loss": eval_loss, "train_samples": train_n, "eval_samples": eval_n, "seconds": seconds, "tokens_per_s": tps});
+    let summary = json!({"steps": step_logs.last().map(|l| l.step), "final_loss": losses.last(), "eval_loss": eval_loss, "train_samples": train_n, "eval_samples": eval_n, "seconds": seconds, "tokens_per_s": tps, "truncations": truncations});
     let files = log.finish(repo, "finished", summary, &[("loss.png", "SFT loss", &["loss", "eval_loss"])]).await?;
     Ok(SftOutcome {
         run_id: log.run_id.clone(),
@@ -233,6 +290,7 @@ async fn run_sft_on<B: AutodiffBackend>(
         eval_loss,
         train_samples: train_n,
         eval_samples: eval_n,
+        truncations,
         seconds,
         tokens_per_s: tps,
         model_dir,
@@ -278,6 +336,9 @@ pub struct RegrpoJob {
     pub out: PathBuf,
     pub cfg: crate::regrpo::RegrpoConfig,
     pub eval_fraction: f64,
+    /// Only states of trajectories of these sources (default: all).
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
 }
 
 /// What a ReGRPO job did.
@@ -285,6 +346,7 @@ pub struct RegrpoJob {
 pub struct RegrpoOutcome {
     pub run_id: String,
     pub steps: Vec<crate::regrpo::RegrpoStep>,
+    pub truncations: Truncations,
     pub rollouts_added: usize,
     pub policy_near_misses_added: usize,
     pub model_dir: PathBuf,
@@ -312,30 +374,40 @@ pub async fn run_regrpo(
     suite: &regrpo_engine::ToolSuite,
     mut on_step: impl FnMut(&crate::regrpo::RegrpoStep) + Send,
 ) -> Result<RegrpoOutcome> {
-    type B = Autodiff<NdArray<f32>>;
+    type B = Autodiff<CpuBackend>;
     let started = std::time::Instant::now();
     let device = Default::default();
     let dir = model_dir(&job.init);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
     let (config, policy) = hf::load::<B>(&dir, &device)?;
+    let decoder = Decoder::new(ChatWindow::new(tk.clone(), job.cfg.window)?, job.cfg.constrained);
     let (ts, rots, versions) = snapshot_rows(repo, job.snapshot.as_deref()).await?;
-    let train_ts: Vec<Trajectory> =
-        ts.iter().filter(|t| !data::is_held_out(&t.trajectory_id, job.eval_fraction)).cloned().collect();
+    let train_ts: Vec<Trajectory> = ts
+        .iter()
+        .filter(|t| job.sources.as_ref().is_none_or(|s| s.contains(&t.source)))
+        .filter(|t| !data::is_held_out(&t.trajectory_id, job.eval_fraction))
+        .cloned()
+        .collect();
+    let kept: std::collections::HashSet<&str> = train_ts.iter().map(|t| t.trajectory_id.as_str()).collect();
     let train_rots: Vec<regrpo_schemas::Rot> =
-        rots.into_iter().filter(|r| !data::is_held_out(&r.trajectory_id, job.eval_fraction)).collect();
+        rots.into_iter().filter(|r| kept.contains(r.trajectory_id.as_str())).collect();
     let states = crate::rollout::States::of(&train_rots, &train_ts, repo.root());
+    // States whose gold completion does not succeed (no sandbox, no executor) teach nothing.
+    let (states, check) = crate::rollout::self_check(states, suite).await;
     if states.is_empty() {
-        return Err(Error::NoData("no failure or clean states in the training split".into()));
+        return Err(Error::NoData(
+            "no failure or clean states in the training split whose ground truth executes".into(),
+        ));
     }
     let mut log = RunLog::new(
         "regrpo",
         &job.out,
         job.snapshot.clone(),
         versions,
-        json!({"job": job, "init_params": config.num_params()}),
+        json!({"job": job, "init_params": config.num_params(), "self_check": check}),
     )?;
     let run_id = log.run_id.clone();
-    let result = crate::regrpo::train(policy, &tk, suite, &states, &job.cfg, &run_id, |s| on_step(s)).await?;
+    let result = crate::regrpo::train(policy, &decoder, suite, &states, &job.cfg, &run_id, |s| on_step(s)).await?;
     for s in &result.steps {
         let st = s.step as i64;
         for (name, v) in [
@@ -345,7 +417,10 @@ pub async fn run_regrpo(
             ("clean_success_rate", s.clean_success_rate),
             ("clean_reflection_tokens", s.clean_reflection_tokens),
             ("failure_reflection_tokens", s.failure_reflection_tokens),
+            ("parse_rate", s.parse_rate),
+            ("kl", s.kl),
             ("loss", s.loss),
+            ("groups", s.groups as f64),
             ("skipped_groups", s.skipped_groups as f64),
             ("sample_s", s.sample_s),
             ("exec_s", s.exec_s),
@@ -369,6 +444,7 @@ pub async fn run_regrpo(
         "exec_s": result.steps.iter().map(|s| s.exec_s).sum::<f64>() / n,
         "update_s": result.steps.iter().map(|s| s.update_s).sum::<f64>() / n,
         "rollouts": rollouts_added,
+        "truncations": result.truncations,
     });
     let files = log
         .finish(
@@ -387,6 +463,7 @@ pub async fn run_regrpo(
         .await?;
     Ok(RegrpoOutcome {
         run_id,
+        truncations: result.truncations,
         steps: result.steps,
         rollouts_added,
         policy_near_misses_added: near_added,
@@ -408,6 +485,7 @@ pub fn quarter(steps: &[crate::regrpo::RegrpoStep], first: bool) -> f64 {
 }
 
 /// Evaluates a model on the held-out split and logs a run (`kind = eval`).
+#[allow(clippy::too_many_arguments)] // an evaluation's inputs, as the CLI and the demo give them
 pub async fn run_eval(
     repo: &Repository,
     snapshot: Option<&str>,
@@ -416,14 +494,33 @@ pub async fn run_eval(
     cfg: &crate::eval::EvalConfig,
     suite: &regrpo_engine::ToolSuite,
     label: &str,
+    on_state: impl FnMut(),
+) -> Result<crate::eval::EvalReport> {
+    let (ts, rots, versions) = snapshot_rows(repo, snapshot).await?;
+    let set = crate::eval::held_out(&ts, &rots, repo.root(), cfg);
+    eval_on(repo, snapshot, versions, &set, model, out, cfg, suite, label, on_state).await
+}
+
+/// Evaluates a model on a given set of states and tasks and logs a run (`kind = eval`).
+#[allow(clippy::too_many_arguments)] // see `run_eval`
+pub async fn eval_on(
+    repo: &Repository,
+    snapshot: Option<&str>,
+    versions: std::collections::BTreeMap<String, i64>,
+    set: &crate::eval::EvalSet,
+    model: &Path,
+    out: &Path,
+    cfg: &crate::eval::EvalConfig,
+    suite: &regrpo_engine::ToolSuite,
+    label: &str,
+    on_state: impl FnMut(),
 ) -> Result<crate::eval::EvalReport> {
     let device = Default::default();
     let dir = model_dir(model);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
-    let (_, policy) = hf::load::<NdArray<f32>>(&dir, &device)?;
-    let (ts, rots, versions) = snapshot_rows(repo, snapshot).await?;
-    let set = crate::eval::held_out(&ts, &rots, repo.root(), cfg);
-    let report = crate::eval::evaluate(&policy, &tk, suite, &set, repo.root(), cfg).await?;
+    let (_, policy) = hf::load::<CpuBackend>(&dir, &device)?;
+    let decoder = Decoder::new(ChatWindow::new(tk, cfg.window)?, cfg.constrained);
+    let report = crate::eval::evaluate(&policy, &decoder, suite, set, repo.root(), cfg, on_state).await?;
     let mut log = RunLog::new(
         "eval",
         out,
@@ -434,6 +531,28 @@ pub async fn run_eval(
     for (name, v) in report.rows() {
         log.log(0, name, v, Some("test"));
     }
-    log.finish(repo, "finished", serde_json::to_value(&report).unwrap_or_default(), &[]).await?;
+    std::fs::create_dir_all(out).at(out)?;
+    let path = out.join("report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).at(&path)?;
+    let mut summary = serde_json::to_value(&report).unwrap_or_default();
+    if let Some(o) = summary.as_object_mut() {
+        // Per-state outcomes are in report.json; the run row keeps the figures.
+        o.remove("outcomes");
+    }
+    log.finish(repo, "finished", summary, &[]).await?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_sources_parse() {
+        assert_eq!(ModelSource::parse("tiny"), ModelSource::Tiny);
+        assert_eq!(ModelSource::parse("tiny:96x3"), ModelSource::Shaped { hidden: 96, layers: 3, heads: None });
+        assert_eq!(ModelSource::parse("tiny:64x2x2"), ModelSource::Shaped { hidden: 64, layers: 2, heads: Some(2) });
+        assert_eq!(ModelSource::parse("runs/a/model"), ModelSource::Dir(PathBuf::from("runs/a/model")));
+        assert_eq!(ModelSource::parse("tiny:axb"), ModelSource::Dir(PathBuf::from("tiny:axb")));
+    }
 }

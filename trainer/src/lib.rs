@@ -15,8 +15,10 @@
 pub mod agent;
 pub mod config;
 pub mod data;
+pub mod decoder;
 pub mod error;
 pub mod eval;
+pub mod grammar;
 pub mod hf;
 pub mod job;
 pub mod metrics;
@@ -27,7 +29,9 @@ pub mod rollout;
 pub mod runlog;
 pub mod sampling;
 pub mod sft;
+pub mod stats;
 pub mod tokenizer;
+pub mod window;
 
 pub use config::Qwen2Config;
 pub use error::{Error, Result};

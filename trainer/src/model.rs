@@ -175,13 +175,40 @@ impl<B: Backend> Qwen2<B> {
 
     /// Logits of `ids` following the tokens already in `cache`, which is extended.
     pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
+        let [_, seq] = ids.dims();
+        let past = cache.len();
+        // Query i (absolute position past + i) may see keys 0..=past + i.
+        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, &ids.device()).unsqueeze::<4>();
+        self.forward_masked(ids, cache, mask)
+    }
+
+    /// Like [`Qwen2::forward_cached`] for rows left-padded with `pads[r]` padding tokens: no
+    /// real token attends to a row's padding (a padding position attends to itself only, so
+    /// it stays finite). Rotary embeddings make attention depend on relative positions only,
+    /// so a padded row computes what it would alone.
+    pub fn forward_padded(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, pads: &[usize]) -> Tensor<B, 3> {
+        let [rows, seq] = ids.dims();
+        let past = cache.len();
+        let total = past + seq;
+        let mut masked = Vec::with_capacity(rows * seq * total);
+        for r in 0..rows {
+            let pad = pads.get(r).copied().unwrap_or(0);
+            for i in 0..seq {
+                let q = past + i;
+                masked.extend((0..total).map(|k| k > q || (k < pad && k != q)));
+            }
+        }
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(masked, [rows, 1, seq, total]), &ids.device());
+        self.forward_masked(ids, cache, mask)
+    }
+
+    /// The forward pass with an attention mask `[1 | rows, 1, seq, past + seq]` (true: hidden).
+    fn forward_masked(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
         let device = ids.device();
         let [_, seq] = ids.dims();
         let past = cache.len();
         let head_dim = self.layers.first().map_or(0, |l| l.self_attn.head_dim);
         let (cos, sin) = rope_tables::<B>(past, seq, head_dim, self.rope_theta, &device);
-        // Query i (absolute position past + i) may see keys 0..=past + i.
-        let mask = Tensor::<B, 2, Bool>::tril_mask([seq, past + seq], past as i64, &device);
         let mut x = self.embed_tokens.forward(ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_layernorm.forward(x.clone());
@@ -247,7 +274,7 @@ impl<B: Backend> Attention<B> {
         x: Tensor<B, 3>,
         cos: &Tensor<B, 2>,
         sin: &Tensor<B, 2>,
-        mask: &Tensor<B, 2, Bool>,
+        mask: &Tensor<B, 4, Bool>,
         cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -265,7 +292,7 @@ impl<B: Backend> Attention<B> {
         let k = repeat_kv(k, nh / nkv);
         let v = repeat_kv(v, nh / nkv);
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
-        let scores = scores.mask_fill(mask.clone().unsqueeze::<4>(), f32::NEG_INFINITY);
+        let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
         let attn = softmax(scores, 3);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
         self.o_proj.forward(out)
@@ -297,5 +324,32 @@ mod tests {
         }
         assert_eq!(cache.len(), 7);
         assert_eq!(last.dims(), [1, 1, 50]);
+    }
+
+    #[test]
+    fn a_left_padded_row_computes_what_it_would_alone() {
+        let device = Default::default();
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(50), 2, &device);
+        let (a, b): (Vec<i64>, Vec<i64>) = (vec![3, 7, 11, 2, 9], vec![4, 8]);
+        let alone = |ids: &[i64]| {
+            let mut cache = KvCache::new(2);
+            let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
+            let prefill = model.forward_cached(t, &mut cache);
+            let next = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![5i64], [1, 1]), &device);
+            (prefill.narrow(1, ids.len() - 1, 1), model.forward_cached(next, &mut cache))
+        };
+        let mut cache = KvCache::new(2);
+        let ids: Vec<i64> = a.iter().copied().chain([0, 0, 0]).chain(b.iter().copied()).collect();
+        let pads = [0, 3];
+        let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, 5]), &device);
+        let prefill = model.forward_padded(t, &mut cache, &pads);
+        let next = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![5i64, 5], [2, 1]), &device);
+        let step = model.forward_padded(next, &mut cache, &pads);
+        for (row, ids) in [(0, &a), (1, &b)] {
+            let (p, s) = alone(ids);
+            let diff = |x: Tensor<B, 3>, y: Tensor<B, 3>| (x - y).abs().max().into_scalar();
+            assert!(diff(prefill.clone().narrow(0, row, 1).narrow(1, 4, 1), p) < 1e-5, "row {row} prefill");
+            assert!(diff(step.clone().narrow(0, row, 1), s) < 1e-5, "row {row} next token");
+        }
     }
 }

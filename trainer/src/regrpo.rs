@@ -7,13 +7,17 @@
 //!        └── rollouts / near_misses(source = policy) tables ◀── log ── update (loss + β·KL) ◀┘
 //! ```
 //!
-//! Groups whose rewards are all equal carry no signal: they are skipped and counted.
+//! Completions are sampled under the tools' grammar (so they parse; tokens the grammar forced
+//! carry no gradient). Groups whose rewards are all equal carry no signal: they are skipped,
+//! counted, and refilled from new states (DAPO's dynamic sampling). The KL to the frozen
+//! starting policy enters as [`rl::KlMode`] says (by default k1 in the reward).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::seq::IndexedRandom;
@@ -27,22 +31,28 @@ use regrpo_schemas::id::content_id;
 use regrpo_schemas::{ActionRecord, NearMiss, Rollout};
 use serde::{Deserialize, Serialize};
 
+use crate::decoder::Decoder;
 use crate::error::Result;
 use crate::model::Qwen2;
-use crate::rl::{self, AdvantageConfig, LossConfig, RewardConfig};
+use crate::rl::{self, AdvantageConfig, LossConfig, RewardConfig, gather_tokens};
 use crate::rollout::{Scored, State, StateKind, States, score};
-use crate::sampling::{Completion, SampleConfig, sample};
+use crate::sampling::{Completion, SampleConfig};
 use crate::sft::clip_global_norm;
-use crate::tokenizer::ChatTokenizer;
+use crate::window::{Truncations, WindowConfig};
 
 /// ReGRPO hyper-parameters. Defaults are the reference's: G = 5, λ_exec = 1, η = 0.1,
-/// λ_val = 0, β = 0.04, lr 5e-6.
+/// λ_val = 0, β = 0.04, lr 5e-6; the KL enters as k1 in the reward (see [`rl::KlMode`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegrpoConfig {
     pub steps: u64,
     pub group_size: usize,
+    /// Groups with signal per step.
     pub states_per_step: usize,
-    /// Share of failure states among the states of a step.
+    /// States drawn per step at most: groups whose rewards are all equal are skipped and
+    /// refilled from new states until `states_per_step` have signal (DAPO's dynamic sampling).
+    #[serde(default = "default_draws")]
+    pub max_draws_per_step: usize,
+    /// Share of failure states among the states drawn.
     pub failure_fraction: f64,
     pub lr: f64,
     pub weight_decay: f32,
@@ -53,8 +63,20 @@ pub struct RegrpoConfig {
     pub loss: LossConfig,
     /// Optimiser updates per batch of rollouts (more than one uses the PPO ratio).
     pub updates_per_batch: usize,
-    pub max_prompt_tokens: usize,
+    #[serde(default)]
+    pub window: WindowConfig,
+    /// Sample under the tools' grammar.
+    #[serde(default = "yes")]
+    pub constrained: bool,
     pub seed: u64,
+}
+
+fn default_draws() -> usize {
+    12
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for RegrpoConfig {
@@ -63,6 +85,7 @@ impl Default for RegrpoConfig {
             steps: 20,
             group_size: 5,
             states_per_step: 4,
+            max_draws_per_step: default_draws(),
             failure_fraction: 0.5,
             lr: 5e-6,
             weight_decay: 0.01,
@@ -72,7 +95,8 @@ impl Default for RegrpoConfig {
             advantage: AdvantageConfig::default(),
             loss: LossConfig::default(),
             updates_per_batch: 1,
-            max_prompt_tokens: 768,
+            window: WindowConfig::default(),
+            constrained: true,
             seed: 0,
         }
     }
@@ -89,8 +113,13 @@ pub struct RegrpoStep {
     /// Mean reflection tokens per completion on clean states (what η pushes down).
     pub clean_reflection_tokens: f64,
     pub failure_reflection_tokens: f64,
+    /// Share of completions that parsed into an action.
+    pub parse_rate: f64,
+    /// Mean sequence k1 estimate of KL(π‖ref) over the completions of groups with signal.
+    pub kl: f64,
     pub loss: f64,
     pub groups: usize,
+    /// Groups drawn whose rewards were all equal: skipped, and refilled when draws remain.
     pub skipped_groups: usize,
     pub sample_s: f64,
     pub exec_s: f64,
@@ -106,57 +135,15 @@ struct Sampled {
     reward: f64,
 }
 
-fn prompt_tokens(tk: &ChatTokenizer, state: &State, max: usize) -> Result<Vec<u32>> {
-    let mut ids = tk.prompt(&state.messages)?;
-    if ids.len() > max {
-        ids.drain(..ids.len() - max);
-    }
-    Ok(ids)
-}
-
-fn completion_text(tk: &ChatTokenizer, c: &Completion) -> Result<String> {
-    let body: Vec<u32> = c.tokens.iter().copied().filter(|t| *t != tk.im_end).collect();
-    tk.decode(&body)
-}
-
-/// Samples and scores one group.
-async fn rollout_group<B: Backend>(
-    model: &Qwen2<B>,
-    tk: &ChatTokenizer,
-    suite: &ToolSuite,
-    state: &State,
-    cfg: &RegrpoConfig,
-    rng: &mut ChaCha8Rng,
-    times: &mut (Duration, Duration),
-) -> Result<(Vec<u32>, Vec<Sampled>)> {
-    let prompt = prompt_tokens(tk, state, cfg.max_prompt_tokens)?;
-    let t0 = Instant::now();
-    let completions = sample(model, &prompt, cfg.group_size, &cfg.sample, tk.im_end, tk.pad, rng);
-    times.0 += t0.elapsed();
-    let mut out = Vec::new();
-    for c in completions {
-        let text = completion_text(tk, &c)?;
-        let t1 = Instant::now();
-        let scored = score(&text, state, suite).await;
-        times.1 += t1.elapsed();
-        let reflection_tokens = match &scored.reflection_text {
-            Some(r) => tk.encode(r)?.len(),
-            None => 0,
-        };
-        let verifier = 0.5 * f64::from(u8::from(scored.grounded)) + 0.5 * f64::from(u8::from(scored.type_correct));
-        let reward = rl::reward(scored.success, reflection_tokens, verifier, &cfg.reward);
-        out.push(Sampled { completion: c, text, scored, reflection_tokens, reward });
-    }
-    Ok((prompt, out))
-}
-
-/// Token log-probabilities of each completion `[g, len]` given the shared prompt, and the mask.
-fn completion_logprobs<B: Backend>(
+/// Full log-probabilities `[g, len, vocab]` at each completion's positions given the shared
+/// prompt, the completions' tokens `[g, len]`, and their weights `[g, len]`: 1 on generated
+/// tokens the grammar did not force, 0 on forced tokens and padding.
+fn completion_logp<B: Backend>(
     model: &Qwen2<B>,
     prompt: &[u32],
     completions: &[&Completion],
     pad: u32,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
+) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let device = model.embed_tokens.weight.device();
     let g = completions.len();
     let len = completions.iter().map(|c| c.tokens.len()).max().unwrap_or(1).max(1);
@@ -170,19 +157,26 @@ fn completion_logprobs<B: Backend>(
             let tok = c.tokens.get(j).copied();
             ids.push(i64::from(tok.unwrap_or(pad)));
             targets.push(i64::from(tok.unwrap_or(pad)));
-            mask.push(if tok.is_some() { 1.0f32 } else { 0.0 });
+            let scored = tok.is_some() && !c.forced.get(j).copied().unwrap_or(false);
+            mask.push(if scored { 1.0f32 } else { 0.0 });
         }
     }
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [g, total]), &device);
     let logits = model.forward(ids).narrow(1, prompt.len() - 1, len);
     let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [g, len]), &device);
-    (rl::token_logprobs(logits, targets), Tensor::from_data(TensorData::new(mask, [g, len]), &device))
+    (log_softmax(logits, 2), targets, Tensor::from_data(TensorData::new(mask, [g, len]), &device))
 }
 
-/// One state's prompt, its sampled completions and their advantages.
-type Group<'a> = (Vec<u32>, Vec<Sampled>, Vec<f64>, &'a State);
-/// Reference and sampling log-probabilities of a group's completions, fixed for the batch.
-type FixedLogprobs<B> = (Tensor<B, 2>, Tensor<B, 2>);
+/// A group with signal, ready for the update: its prompt, completions, advantages, and the
+/// reference's and the sampling policy's log-probabilities (fixed for the batch).
+struct Group<B: Backend> {
+    prompt: Vec<u32>,
+    completions: Vec<Completion>,
+    adv: Vec<f64>,
+    ref_lp: Tensor<B, 2>,
+    ref_full: Option<Tensor<B, 3>>,
+    old_lp: Tensor<B, 2>,
+}
 
 /// What one run of ReGRPO produced.
 pub struct RegrpoResult<B: AutodiffBackend> {
@@ -190,18 +184,58 @@ pub struct RegrpoResult<B: AutodiffBackend> {
     pub steps: Vec<RegrpoStep>,
     pub rollouts: Vec<Rollout>,
     pub near_misses: Vec<NearMiss>,
+    pub truncations: Truncations,
+}
+
+/// Running sums of a step's figures.
+#[derive(Default)]
+struct Tally {
+    failure: (f64, usize, f64),
+    clean: (f64, usize, f64),
+    parsed: usize,
+    /// k1 estimates summed over the completions of groups with signal, and their count.
+    kl: f64,
+    kl_n: usize,
+    rewards: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, kind: StateKind, s: &Sampled) {
+        let slot = match kind {
+            StateKind::Failure => &mut self.failure,
+            StateKind::Clean => &mut self.clean,
+        };
+        slot.0 += f64::from(u8::from(s.scored.success));
+        slot.1 += 1;
+        slot.2 += s.reflection_tokens as f64;
+        self.parsed += usize::from(s.scored.action.is_some());
+        self.rewards.push(s.reward);
+    }
+
+    fn fill(&self, log: &mut RegrpoStep) {
+        let n = (self.failure.1 + self.clean.1).max(1) as f64;
+        log.mean_reward = self.rewards.iter().sum::<f64>() / self.rewards.len().max(1) as f64;
+        log.success_rate = (self.failure.0 + self.clean.0) / n;
+        log.failure_success_rate = self.failure.0 / self.failure.1.max(1) as f64;
+        log.clean_success_rate = self.clean.0 / self.clean.1.max(1) as f64;
+        log.failure_reflection_tokens = self.failure.2 / self.failure.1.max(1) as f64;
+        log.clean_reflection_tokens = self.clean.2 / self.clean.1.max(1) as f64;
+        log.parse_rate = self.parsed as f64 / n;
+        log.kl = self.kl / self.kl_n.max(1) as f64;
+    }
 }
 
 /// Trains `model` (starting from the SFT policy, also the frozen reference) on the states.
 pub async fn train<B: AutodiffBackend>(
     mut model: Qwen2<B>,
-    tk: &ChatTokenizer,
+    decoder: &Decoder,
     suite: &ToolSuite,
     states: &States,
     cfg: &RegrpoConfig,
     run_id: &str,
     mut on_step: impl FnMut(&RegrpoStep),
 ) -> Result<RegrpoResult<B>> {
+    let tk = decoder.tokenizer();
     let (failures, cleans) = (&states.failures[..], &states.cleans[..]);
     // The starting (SFT) policy, frozen: the KL term's reference.
     let reference = &model.valid();
@@ -215,95 +249,136 @@ pub async fn train<B: AutodiffBackend>(
     let mut steps = Vec::new();
     let mut rollouts = Vec::new();
     let mut near_misses = Vec::new();
+    let mut truncations = Truncations::default();
+    let exact = cfg.loss.kl.needs_full_distribution();
     for step in 0..cfg.steps {
         let mut log = RegrpoStep { step: step + 1, ..Default::default() };
-        let mut times = (Duration::ZERO, Duration::ZERO);
+        let (mut sample_t, mut exec_t) = (Duration::ZERO, Duration::ZERO);
         let policy = model.valid();
-        let mut groups: Vec<Group> = Vec::new();
-        let (mut fs, mut fn_, mut cs, mut cn) = (0.0, 0usize, 0.0, 0usize);
-        let (mut f_refl, mut c_refl) = (0.0, 0.0);
-        let mut rewards_all = Vec::new();
-        for _ in 0..cfg.states_per_step {
+        let mut groups: Vec<Group<B::InnerBackend>> = Vec::new();
+        let mut tally = Tally::default();
+        let mut draws = 0;
+        while groups.len() < cfg.states_per_step && draws < cfg.max_draws_per_step.max(cfg.states_per_step) {
+            draws += 1;
             let pool =
                 if rng.random_bool(cfg.failure_fraction.clamp(0.0, 1.0)) && !failures.is_empty() || cleans.is_empty() {
                     failures
                 } else {
                     cleans
                 };
-            let Some(state) = pool.choose(&mut rng) else { continue };
-            let (prompt, sampled) = rollout_group(&policy, tk, suite, state, cfg, &mut rng, &mut times).await?;
-            let rewards: Vec<f64> = sampled.iter().map(|s| s.reward).collect();
-            for s in &sampled {
-                match state.kind {
-                    StateKind::Failure => {
-                        fs += f64::from(u8::from(s.scored.success));
-                        fn_ += 1;
-                        f_refl += s.reflection_tokens as f64;
-                    }
-                    StateKind::Clean => {
-                        cs += f64::from(u8::from(s.scored.success));
-                        cn += 1;
-                        c_refl += s.reflection_tokens as f64;
-                    }
-                }
+            let Some(state) = pool.choose(&mut rng) else { break };
+            let t0 = Instant::now();
+            let surface = state.gt_action.surface;
+            let generated = decoder.generate(
+                &policy,
+                &state.messages,
+                "",
+                &state.specs,
+                surface,
+                cfg.group_size,
+                &cfg.sample,
+                &mut rng,
+            )?;
+            sample_t += t0.elapsed();
+            truncations.add(&generated.truncations);
+            let mut sampled = Vec::with_capacity(generated.completions.len());
+            for c in generated.completions {
+                let text = decoder.text(&c)?;
+                let t1 = Instant::now();
+                let scored = score(&text, state, suite).await;
+                exec_t += t1.elapsed();
+                let reflection_tokens = match &scored.reflection_text {
+                    Some(r) => tk.encode(r)?.len(),
+                    None => 0,
+                };
+                let verifier =
+                    0.5 * f64::from(u8::from(scored.grounded)) + 0.5 * f64::from(u8::from(scored.type_correct));
+                let outcome = rl::Outcome {
+                    success: scored.success,
+                    parsed: scored.action.is_some(),
+                    reflection_tokens,
+                    verifier,
+                    partial: scored.partial,
+                };
+                let reward = rl::outcome_reward(&outcome, &cfg.reward);
+                sampled.push(Sampled { completion: c, text, scored, reflection_tokens, reward });
             }
-            rewards_all.extend(rewards.iter().copied());
-            let adv = if rl::is_degenerate(&rewards) {
-                vec![0.0; rewards.len()]
+            for s in &sampled {
+                tally.add(state.kind, s);
+            }
+            let task_rewards: Vec<f64> = sampled.iter().map(|s| s.reward).collect();
+            if rl::is_degenerate(&task_rewards) {
+                // No signal: logged, skipped, and (draws permitting) replaced by a new state.
+                for (i, s) in sampled.iter().enumerate() {
+                    let (row, near) = record(run_id, step + 1, state, i, s, 0.0, suite).await;
+                    rollouts.push(row);
+                    near_misses.extend(near);
+                }
+                log.skipped_groups += 1;
+                continue;
+            }
+            let completions: Vec<&Completion> = sampled.iter().map(|s| &s.completion).collect();
+            // The reference's log-probabilities of what was sampled: for the KL, in the reward
+            // or in the loss.
+            let (ref_full, tokens, mask) = completion_logp(reference, &generated.prompt, &completions, tk.pad);
+            let ref_lp = gather_tokens(ref_full.clone(), tokens);
+            let len = ref_lp.dims()[1];
+            let old: Vec<f32> =
+                completions.iter().flat_map(|c| (0..len).map(|j| c.logprobs.get(j).copied().unwrap_or(0.0))).collect();
+            let ref_values: Vec<f32> = ref_lp.clone().into_data().convert::<f32>().to_vec().unwrap_or_default();
+            let weights: Vec<f32> = mask.into_data().convert::<f32>().to_vec().unwrap_or_default();
+            let penalties: Vec<f64> = (0..completions.len())
+                .map(|i| {
+                    let r = i * len..(i + 1) * len;
+                    rl::k1_penalty(&old[r.clone()], &ref_values[r.clone()], &weights[r], 1.0)
+                })
+                .collect();
+            tally.kl += penalties.iter().sum::<f64>();
+            tally.kl_n += penalties.len();
+            let adv = if cfg.loss.kl == rl::KlMode::K1Reward && cfg.loss.beta > 0.0 {
+                let shaped: Vec<f64> =
+                    task_rewards.iter().zip(&penalties).map(|(r, k)| r - cfg.loss.beta * k).collect();
+                rl::advantages(&shaped, &cfg.advantage)
             } else {
-                rl::advantages(&rewards, &cfg.advantage)
+                rl::advantages(&task_rewards, &cfg.advantage)
             };
             for (i, s) in sampled.iter().enumerate() {
                 let (row, near) = record(run_id, step + 1, state, i, s, adv[i], suite).await;
                 rollouts.push(row);
                 near_misses.extend(near);
             }
-            if rl::is_degenerate(&rewards) {
-                log.skipped_groups += 1;
-            } else {
-                groups.push((prompt, sampled, adv, state));
-            }
+            let device = ref_lp.device();
+            groups.push(Group {
+                prompt: generated.prompt,
+                old_lp: Tensor::from_data(TensorData::new(old, [completions.len(), len]), &device),
+                completions: sampled.into_iter().map(|s| s.completion).collect(),
+                adv,
+                ref_lp,
+                ref_full: exact.then_some(ref_full),
+            });
         }
         log.groups = groups.len();
-        log.mean_reward = rewards_all.iter().sum::<f64>() / rewards_all.len().max(1) as f64;
-        log.success_rate = (fs + cs) / (fn_ + cn).max(1) as f64;
-        log.failure_success_rate = fs / fn_.max(1) as f64;
-        log.clean_success_rate = cs / cn.max(1) as f64;
-        log.failure_reflection_tokens = f_refl / fn_.max(1) as f64;
-        log.clean_reflection_tokens = c_refl / cn.max(1) as f64;
-        log.sample_s = times.0.as_secs_f64();
-        log.exec_s = times.1.as_secs_f64();
+        tally.fill(&mut log);
+        log.sample_s = sample_t.as_secs_f64();
+        log.exec_s = exec_t.as_secs_f64();
 
         let t_update = Instant::now();
         if !groups.is_empty() {
-            // Reference and sampling log-probabilities are fixed for the batch.
-            let fixed: Vec<FixedLogprobs<B::InnerBackend>> = groups
-                .iter()
-                .map(|(prompt, sampled, _, _)| {
-                    let cs: Vec<&Completion> = sampled.iter().map(|s| &s.completion).collect();
-                    let (ref_lp, _) = completion_logprobs(reference, prompt, &cs, tk.pad);
-                    let len = ref_lp.dims()[1];
-                    let old: Vec<f32> =
-                        cs.iter().flat_map(|c| (0..len).map(|j| c.logprobs.get(j).copied().unwrap_or(0.0))).collect();
-                    let old = Tensor::from_data(TensorData::new(old, [cs.len(), len]), &ref_lp.device());
-                    (ref_lp, old)
-                })
-                .collect();
             for _ in 0..cfg.updates_per_batch.max(1) {
                 let mut total = 0.0;
                 let mut acc = burn::optim::GradientsAccumulator::<Qwen2<B>>::new();
-                for ((prompt, sampled, adv, _), (ref_lp, old)) in groups.iter().zip(&fixed) {
-                    let cs: Vec<&Completion> = sampled.iter().map(|s| &s.completion).collect();
-                    let (lp, mask) = completion_logprobs(&model, prompt, &cs, tk.pad);
-                    let l = rl::loss(
+                for g in &groups {
+                    let cs: Vec<&Completion> = g.completions.iter().collect();
+                    let (full, tokens, mask) = completion_logp(&model, &g.prompt, &cs, tk.pad);
+                    let lp = gather_tokens(full.clone(), tokens);
+                    let inputs = rl::LossInputs {
                         lp,
-                        Tensor::from_inner(ref_lp.clone()),
-                        Tensor::from_inner(old.clone()),
+                        ref_lp: Tensor::from_inner(g.ref_lp.clone()),
+                        old_lp: Tensor::from_inner(g.old_lp.clone()),
                         mask,
-                        adv,
-                        &cfg.loss,
-                    )
-                    .div_scalar(groups.len() as f64);
+                        full: g.ref_full.clone().map(|r| (full, Tensor::from_inner(r))),
+                    };
+                    let l = rl::loss(inputs, &g.adv, &cfg.loss).div_scalar(groups.len() as f64);
                     total += l.clone().into_scalar().elem::<f64>();
                     acc.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
                 }
@@ -317,7 +392,7 @@ pub async fn train<B: AutodiffBackend>(
         on_step(&log);
         steps.push(log);
     }
-    Ok(RegrpoResult { model, steps, rollouts, near_misses })
+    Ok(RegrpoResult { model, steps, rollouts, near_misses, truncations })
 }
 
 /// The `rollouts` row of a completion, and a `near_misses` row (source = policy) when it failed

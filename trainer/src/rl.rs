@@ -5,12 +5,18 @@
 //! ```text
 //! R_i = λ_exec·success_i − η·C_i + λ_val·V_i          C_i = reflection tokens / 100
 //! A_i = R_i − mean(R)   [÷ (std_pop(R) + 1e-8)]   [clipped to ±c]      (or leave-one-out)
-//! KL  = Σ_t (lp − ref)              (k1)      or   Σ_t (e^(lp−ref) − (lp−ref) − 1)   (k3)
 //! L   = −mean_i(A_i · Σ_t lp_it) + β·mean_i(KL_i)                      (sequence level)
 //! ```
 //!
-//! Beyond the reference: token-level aggregation (every scored token weighs the same), and a
-//! PPO ratio with asymmetric clipping for more than one update per batch of rollouts.
+//! Deviations, each documented where it is defined:
+//! - the KL: the reference differentiates k1 (zero expected gradient) or a k3 with the sign
+//!   flipped; the default here is k1 in the reward, whose policy gradient is an unbiased
+//!   gradient of KL(π‖ref) ([`KlMode`]); the reference's forms stay available by name;
+//! - an unparseable completion costs a format penalty (it only happens with constrained
+//!   decoding off), and partial credit for the right tool / arguments is an option, off by
+//!   default;
+//! - token-level aggregation (every scored token weighs the same), and a PPO ratio with
+//!   asymmetric clipping for more than one update per batch of rollouts.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -26,12 +32,36 @@ pub struct RewardConfig {
     pub lambda_exec: f64,
     pub eta: f64,
     pub lambda_val: f64,
+    /// Subtracted when a completion does not parse into an action.
+    #[serde(default = "default_format_penalty")]
+    pub format_penalty: f64,
+    /// Shaping (off at 0): a failed completion earns this much times its share of the right
+    /// tool (half) and right arguments (half).
+    #[serde(default)]
+    pub partial_credit: f64,
+}
+
+fn default_format_penalty() -> f64 {
+    0.5
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        RewardConfig { lambda_exec: 1.0, eta: 0.1, lambda_val: 0.0 }
+        RewardConfig { lambda_exec: 1.0, eta: 0.1, lambda_val: 0.0, format_penalty: 0.5, partial_credit: 0.0 }
     }
+}
+
+/// What a scored completion earned its reward with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub success: bool,
+    pub parsed: bool,
+    pub reflection_tokens: usize,
+    /// The verifier's score V in [0, 1].
+    pub verifier: f64,
+    /// Share of the ground truth matched by a failed action, in [0, 1] (right tool, right
+    /// arguments), for partial credit.
+    pub partial: f64,
 }
 
 /// The reflection cost C of a completion.
@@ -42,6 +72,19 @@ pub fn reflection_cost(reflection_tokens: usize) -> f64 {
 /// `R = λ_exec·success − η·C + λ_val·V`.
 pub fn reward(success: bool, reflection_tokens: usize, verifier: f64, c: &RewardConfig) -> f64 {
     c.lambda_exec * f64::from(u8::from(success)) - c.eta * reflection_cost(reflection_tokens) + c.lambda_val * verifier
+}
+
+/// The reward of a completion: the reference's, less the format penalty when it did not parse,
+/// plus partial credit when that shaping is on.
+pub fn outcome_reward(o: &Outcome, c: &RewardConfig) -> f64 {
+    let mut r = reward(o.success, o.reflection_tokens, o.verifier, c);
+    if !o.parsed {
+        r -= c.format_penalty;
+    }
+    if !o.success {
+        r += c.partial_credit * o.partial.clamp(0.0, 1.0);
+    }
+    r
 }
 
 /// Population variance of a group's rewards.
@@ -88,27 +131,32 @@ pub fn advantages(rewards: &[f64], c: &AdvantageConfig) -> Vec<f64> {
     a
 }
 
-/// KL estimators against the reference policy.
+/// Scalar KL estimators on token log-probabilities (for logging and the parity fixture).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum KlEstimator {
+    /// `lp − ref`: unbiased for KL(π‖ref) under samples of π.
     K1,
+    /// `e^(ref−lp) − (ref−lp) − 1` (Schulman's k3, TRL, verl's `low_var_kl`): unbiased for
+    /// KL(π‖ref), never negative.
     K3,
+    /// `e^(lp−ref) − (lp−ref) − 1`, the reference's formula: its mean is χ²(π‖ref) − KL(π‖ref),
+    /// not a KL.
+    ReferenceK3,
+}
+
+/// The estimator's value for one token, `d = lp − ref`.
+fn kl_token(d: f64, est: KlEstimator) -> f64 {
+    match est {
+        KlEstimator::K1 => d,
+        KlEstimator::K3 => (-d).exp() + d - 1.0,
+        KlEstimator::ReferenceK3 => d.exp() - d - 1.0,
+    }
 }
 
 /// Sequence KL from token log-probabilities (scalar form, for tests and logging).
 pub fn kl(logprobs: &[f64], ref_logprobs: &[f64], est: KlEstimator, length_normalize: bool) -> f64 {
-    let k: f64 = logprobs
-        .iter()
-        .zip(ref_logprobs)
-        .map(|(a, b)| {
-            let d = a - b;
-            match est {
-                KlEstimator::K1 => d,
-                KlEstimator::K3 => d.exp() - d - 1.0,
-            }
-        })
-        .sum();
+    let k: f64 = logprobs.iter().zip(ref_logprobs).map(|(a, b)| kl_token(a - b, est)).sum();
     if length_normalize { k / logprobs.len().max(1) as f64 } else { k }
 }
 
@@ -129,11 +177,73 @@ pub fn loss_scalar(logprobs: &[Vec<f64>], refs: &[Vec<f64>], adv: &[f64], beta: 
     -policy + beta * kls
 }
 
+/// How the KL to the frozen reference enters the objective, and which divergence its expected
+/// gradient follows (`trainer` unit tests check each claim by enumeration).
+///
+/// | mode | where | expected gradient |
+/// | --- | --- | --- |
+/// | `k1-reward` (default) | `β·Σ_t(lp − ref)` subtracted from the reward, no gradient through it | ∇ KL(π‖ref) |
+/// | `exact` | `Σ_t Σ_v π(v)(log π(v) − log ref(v))` in the loss | ∇ KL(π‖ref) at the visited positions |
+/// | `k3` | `Σ_t e^(ref−lp) − (ref−lp) − 1` in the loss (TRL, verl) | ∇ KL(ref‖π), the reverse KL |
+/// | `reference-k1` | `Σ_t (lp − ref)` in the loss (the reference's default) | 0 |
+/// | `reference-k3` | `Σ_t e^(lp−ref) − (lp−ref) − 1` in the loss (the reference's k3) | ½ ∇ χ²(π‖ref) |
+///
+/// The reference's two forms are kept by name to reproduce its runs; they are a documented
+/// deviation, like the reference's first-argument action equivalence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KlMode {
+    #[default]
+    K1Reward,
+    Exact,
+    K3,
+    ReferenceK1,
+    ReferenceK3,
+}
+
+impl KlMode {
+    pub const ALL: [KlMode; 5] =
+        [KlMode::K1Reward, KlMode::Exact, KlMode::K3, KlMode::ReferenceK1, KlMode::ReferenceK3];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KlMode::K1Reward => "k1-reward",
+            KlMode::Exact => "exact",
+            KlMode::K3 => "k3",
+            KlMode::ReferenceK1 => "reference-k1",
+            KlMode::ReferenceK3 => "reference-k3",
+        }
+    }
+
+    /// Whether the loss needs the full distributions of policy and reference.
+    pub fn needs_full_distribution(self) -> bool {
+        self == KlMode::Exact
+    }
+}
+
+impl std::str::FromStr for KlMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        KlMode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown KL mode `{s}` (one of {})",
+                KlMode::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+/// The KL penalty `k1-reward` subtracts from a completion's reward: `β·Σ_t w_t·(lp_t − ref_t)`
+/// over its scored tokens (`w` 1 on scored tokens, 0 elsewhere).
+pub fn k1_penalty(lp: &[f32], ref_lp: &[f32], weights: &[f32], beta: f64) -> f64 {
+    beta * lp.iter().zip(ref_lp).zip(weights).map(|((a, b), w)| f64::from(*w) * f64::from(a - b)).sum::<f64>()
+}
+
 /// How the loss is aggregated and regularised.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossConfig {
     pub beta: f64,
-    pub kl: KlEstimator,
+    pub kl: KlMode,
     /// Every scored token weighs the same (instead of every sequence).
     pub token_level: bool,
     /// Divide sequence sums by their length (sequence level only).
@@ -144,38 +254,70 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { beta: 0.04, kl: KlEstimator::K1, token_level: false, length_normalize: false, ppo_clip: None }
+        LossConfig { beta: 0.04, kl: KlMode::default(), token_level: false, length_normalize: false, ppo_clip: None }
     }
 }
 
 /// Per-token log-probabilities of `tokens` under `logits`: `[rows, len]`.
 pub fn token_logprobs<B: Backend>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    log_softmax(logits, 2).gather(2, tokens.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+    gather_tokens(log_softmax(logits, 2), tokens)
 }
 
-/// The ReGRPO loss of one batch of completions.
-///
-/// `lp` `[rows, len]` are the policy's token log-probabilities (with gradient), `ref_lp` the
-/// frozen reference's, `old_lp` the sampling policy's (for the PPO ratio), `mask` 1 on scored
-/// tokens, `adv` one advantage per row.
-pub fn loss<B: Backend>(
+/// Picks each position's token out of full log-probabilities `[rows, len, vocab]`.
+pub fn gather_tokens<B: Backend>(logp: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    logp.gather(2, tokens.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+}
+
+/// What the loss of one batch of completions is computed from.
+pub struct LossInputs<B: Backend> {
+    /// The policy's token log-probabilities `[rows, len]`, with gradient.
+    pub lp: Tensor<B, 2>,
+    /// The frozen reference's.
+    pub ref_lp: Tensor<B, 2>,
+    /// The sampling policy's (for the PPO ratio).
+    pub old_lp: Tensor<B, 2>,
+    /// Weight of each token: 1 on scored tokens, 0 on padding and on tokens the grammar forced.
+    pub mask: Tensor<B, 2>,
+    /// Full log-probabilities `[rows, len, vocab]` of policy (with gradient) and reference, for
+    /// [`KlMode::Exact`].
+    pub full: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+}
+
+/// The per-token KL terms a mode puts in the loss (zero for `k1-reward`, which acts through
+/// the reward).
+pub fn kl_loss_terms<B: Backend>(
+    mode: KlMode,
     lp: Tensor<B, 2>,
     ref_lp: Tensor<B, 2>,
-    old_lp: Tensor<B, 2>,
-    mask: Tensor<B, 2>,
-    adv: &[f64],
-    c: &LossConfig,
-) -> Tensor<B, 1> {
+    full: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+) -> Tensor<B, 2> {
+    match mode {
+        KlMode::K1Reward => lp.zeros_like(),
+        KlMode::ReferenceK1 => lp - ref_lp,
+        KlMode::K3 => {
+            let d = ref_lp - lp;
+            d.clone().exp() - d - 1.0
+        }
+        KlMode::ReferenceK3 => {
+            let d = lp - ref_lp;
+            d.clone().exp() - d - 1.0
+        }
+        KlMode::Exact => {
+            let (logp, ref_logp) = full.expect("KlMode::Exact needs the full distributions");
+            (logp.clone().exp() * (logp - ref_logp)).sum_dim(2).squeeze_dim::<2>(2)
+        }
+    }
+}
+
+/// The ReGRPO loss of one batch of completions, `adv` one advantage per row.
+pub fn loss<B: Backend>(x: LossInputs<B>, adv: &[f64], c: &LossConfig) -> Tensor<B, 1> {
+    let LossInputs { lp, ref_lp, old_lp, mask, full } = x;
     let device = lp.device();
     let [rows, _] = lp.dims();
     let a =
         Tensor::<B, 1>::from_data(TensorData::new(adv.iter().map(|x| *x as f32).collect::<Vec<_>>(), [rows]), &device)
             .unsqueeze_dim::<2>(1);
-    let delta = lp.clone() - ref_lp;
-    let kl_tok = match c.kl {
-        KlEstimator::K1 => delta,
-        KlEstimator::K3 => delta.clone().exp() - delta - 1.0,
-    } * mask.clone();
+    let kl_tok = kl_loss_terms(c.kl, lp.clone(), ref_lp, full) * mask.clone();
     let policy_tok = match c.ppo_clip {
         None => lp * a.clone(),
         Some((lo, hi)) => {
@@ -215,5 +357,117 @@ mod tests {
         let c = advantages(&r, &AdvantageConfig { normalize: true, clip: Some(0.5), ..Default::default() });
         assert!(c.iter().all(|x| x.abs() <= 0.5));
         assert!(is_degenerate(&[0.3, 0.3, 0.3]));
+    }
+
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = Autodiff<NdArray<f32>>;
+
+    /// Two categoricals over five outcomes: the policy π = softmax(θ) and the reference ρ.
+    const THETA: [f32; 5] = [0.3, -0.2, 1.1, 0.0, -0.7];
+    const PHI: [f32; 5] = [0.1, 0.4, -0.3, 0.8, -0.1];
+
+    fn softmax(x: &[f32]) -> Vec<f64> {
+        let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f64> = x.iter().map(|v| f64::from(v - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.iter().map(|v| v / z).collect()
+    }
+
+    #[test]
+    fn kl_estimators_have_the_documented_means() {
+        let (p, r) = (softmax(&THETA), softmax(&PHI));
+        let kl_pr: f64 = p.iter().zip(&r).map(|(a, b)| a * (a / b).ln()).sum();
+        let chi2: f64 = p.iter().zip(&r).map(|(a, b)| a * a / b).sum::<f64>() - 1.0;
+        // The exact expectation under π, outcome by outcome.
+        let mean = |est| -> f64 { p.iter().zip(&r).map(|(a, b)| a * kl(&[a.ln()], &[b.ln()], est, false)).sum() };
+        assert!((mean(KlEstimator::K1) - kl_pr).abs() < 1e-12, "k1");
+        assert!((mean(KlEstimator::K3) - kl_pr).abs() < 1e-12, "k3 (Schulman's sign)");
+        assert!((mean(KlEstimator::ReferenceK3) - (chi2 - kl_pr)).abs() < 1e-12, "the reference's k3");
+        assert!(
+            (mean(KlEstimator::ReferenceK3) - kl_pr).abs() > 1e-3,
+            "the reference's k3 is not an estimate of the KL"
+        );
+        for (a, b) in p.iter().zip(&r) {
+            assert!(kl(&[a.ln()], &[b.ln()], KlEstimator::K3, false) >= 0.0);
+        }
+    }
+
+    /// `∇_θ D(θ)` of a divergence written on `log π = log_softmax(θ)` and `log ρ`.
+    fn analytic(d: impl Fn(Tensor<B, 1>, Tensor<B, 1>) -> Tensor<B, 1>) -> Vec<f32> {
+        let device = Default::default();
+        let theta = Tensor::<B, 1>::from_floats(THETA, &device).require_grad();
+        let logp = log_softmax(theta.clone(), 0);
+        let ref_logp = log_softmax(Tensor::<B, 1>::from_floats(PHI, &device), 0);
+        let g = d(logp, ref_logp).backward();
+        theta.grad(&g).unwrap().into_data().to_vec().unwrap()
+    }
+
+    /// The expected gradient of a mode's loss under π, by enumeration: one row per outcome y
+    /// (a one-token completion), weighted by π(y) through the token weights.
+    fn expected_loss_gradient(mode: KlMode) -> Vec<f32> {
+        let device = Default::default();
+        let n = THETA.len();
+        let theta = Tensor::<B, 1>::from_floats(THETA, &device).require_grad();
+        let logp = log_softmax(theta.clone(), 0);
+        let ref_logp = log_softmax(Tensor::<B, 1>::from_floats(PHI, &device), 0);
+        let p = softmax(&THETA);
+        let lp_values: Vec<f32> = logp.clone().inner().into_data().to_vec().unwrap();
+        let ref_values: Vec<f32> = ref_logp.clone().inner().into_data().to_vec().unwrap();
+        // k1-reward acts through the advantage: A_y = −k1(y); the others through the loss.
+        let adv: Vec<f64> = (0..n)
+            .map(|y| match mode {
+                KlMode::K1Reward => -k1_penalty(&[lp_values[y]], &[ref_values[y]], &[1.0], 1.0),
+                _ => 0.0,
+            })
+            .collect();
+        let weights: Vec<f32> = p.iter().map(|v| (*v * n as f64) as f32).collect();
+        let x = LossInputs {
+            lp: logp.clone().reshape([n, 1]),
+            ref_lp: ref_logp.clone().reshape([n, 1]),
+            old_lp: logp.clone().reshape([n, 1]).detach(),
+            mask: Tensor::from_data(TensorData::new(weights, [n, 1]), &device),
+            full: Some((logp.reshape([1, 1, n]).repeat_dim(0, n), ref_logp.reshape([1, 1, n]).repeat_dim(0, n))),
+        };
+        let c = LossConfig { beta: 1.0, kl: mode, ..Default::default() };
+        let g = loss(x, &adv, &c).backward();
+        theta.grad(&g).unwrap().into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn kl_modes_follow_the_gradient_their_documentation_claims() {
+        let kl_forward = |lp: Tensor<B, 1>, r: Tensor<B, 1>| (lp.clone().exp() * (lp - r)).sum();
+        let kl_reverse = |lp: Tensor<B, 1>, r: Tensor<B, 1>| (r.clone().exp() * (r - lp)).sum();
+        let half_chi2 =
+            |lp: Tensor<B, 1>, r: Tensor<B, 1>| ((lp.mul_scalar(2.0) - r).exp().sum() - 1.0).mul_scalar(0.5);
+        let zero = |lp: Tensor<B, 1>, _r: Tensor<B, 1>| lp.sum().mul_scalar(0.0);
+        let cases: [(KlMode, &dyn Fn(Tensor<B, 1>, Tensor<B, 1>) -> Tensor<B, 1>, &str); 5] = [
+            (KlMode::K1Reward, &kl_forward, "KL(π‖ref)"),
+            (KlMode::Exact, &kl_forward, "KL(π‖ref)"),
+            (KlMode::K3, &kl_reverse, "KL(ref‖π)"),
+            (KlMode::ReferenceK1, &zero, "nothing"),
+            (KlMode::ReferenceK3, &half_chi2, "½χ²(π‖ref)"),
+        ];
+        for (mode, divergence, name) in cases {
+            let got = expected_loss_gradient(mode);
+            let want = analytic(divergence);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "{}: expected gradient {got:?}, ∇{name} {want:?}", mode.as_str());
+            }
+        }
+        // And the two that claim KL(π‖ref) are not also matching the others by accident.
+        let fwd = analytic(kl_forward);
+        assert!(fwd.iter().zip(analytic(kl_reverse)).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+
+    #[test]
+    fn unparseable_completions_pay_the_format_penalty_and_shaping_is_off_by_default() {
+        let c = RewardConfig::default();
+        let o = Outcome { success: false, parsed: true, reflection_tokens: 0, verifier: 0.0, partial: 1.0 };
+        assert_eq!(outcome_reward(&o, &c), 0.0);
+        assert_eq!(outcome_reward(&Outcome { parsed: false, ..o }, &c), -0.5);
+        let shaped = RewardConfig { partial_credit: 0.2, ..c };
+        assert!((outcome_reward(&o, &shaped) - 0.2).abs() < 1e-12);
+        assert_eq!(outcome_reward(&Outcome { success: true, ..o }, &shaped), 1.0);
     }
 }

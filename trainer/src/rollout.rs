@@ -19,6 +19,7 @@ use regrpo_engine::tool::normalized_arguments;
 use regrpo_engine::{CallContext, ToolSpec, ToolSuite, toolworld};
 use regrpo_schemas::react::{Reflection, parse_assistant, trajectory_messages};
 use regrpo_schemas::{Action, ErrorType, Execution, Message, Rot, Trajectory};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Why the policy is asked to act.
@@ -51,6 +52,10 @@ pub struct State {
     /// The ErrorType of the failure (failure states).
     pub error_type: Option<ErrorType>,
     pub failed_observation: Option<String>,
+    /// The turn a perfect policy writes here (reflection and corrected action, or the step).
+    pub gold: String,
+    /// Whether the engine found the fix derivable from the prompt (failure states).
+    pub derivable: Option<bool>,
     pub sandbox: Option<PathBuf>,
     pub specs: Vec<ToolSpec>,
     pub is_final: bool,
@@ -102,6 +107,8 @@ pub fn failure_states(rots: &[Rot], trajectories: &HashMap<String, Trajectory>, 
             gt_observation,
             error_type: r.error_type.parse().ok(),
             failed_observation: Some(r.failed_observation.clone()),
+            gold: r.conversation[at].content.clone(),
+            derivable: r.derivable,
             sandbox: toolworld::sandbox_of(root, t),
             specs: declared_specs(t),
             is_final: step + 1 == t.steps.len(),
@@ -135,6 +142,8 @@ pub fn clean_states(trajectories: &[Trajectory], root: &Path) -> Vec<State> {
                 gt_observation,
                 error_type: None,
                 failed_observation: None,
+                gold: m.content.clone(),
+                derivable: None,
                 sandbox: toolworld::sandbox_of(root, t),
                 specs: declared_specs(t),
                 is_final: k + 1 == t.steps.len(),
@@ -142,6 +151,65 @@ pub fn clean_states(trajectories: &[Trajectory], root: &Path) -> Vec<State> {
         }
     }
     out
+}
+
+/// The scorer checked on a set of states before they are used: the gold completion must
+/// score as a success, and at a failure state repeating the failed action must not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfCheck {
+    pub states: usize,
+    /// States whose gold completion scored as a success.
+    pub gold_success: usize,
+    pub failure_states: usize,
+    /// Failure states where repeating the failed action scored as a success.
+    pub repeat_success: usize,
+    /// States kept: gold succeeds and (failure states) the repeat fails.
+    pub kept: usize,
+}
+
+impl SelfCheck {
+    pub fn add(&mut self, o: &SelfCheck) {
+        self.states += o.states;
+        self.gold_success += o.gold_success;
+        self.failure_states += o.failure_states;
+        self.repeat_success += o.repeat_success;
+        self.kept += o.kept;
+    }
+}
+
+/// Runs the self-check and keeps the states that pass it (a state without a sandbox or an
+/// executor for its tool can never succeed, and teaches or measures nothing).
+pub async fn self_check(states: States, suite: &ToolSuite) -> (States, SelfCheck) {
+    let mut c = SelfCheck::default();
+    let mut out = States::default();
+    for (list, failure) in [(states.failures, true), (states.cleans, false)] {
+        let mut kept = Vec::with_capacity(list.len());
+        for s in list {
+            c.states += 1;
+            let gold = score(&s.gold, &s, suite).await.success;
+            c.gold_success += usize::from(gold);
+            let mut repeat = false;
+            if failure {
+                c.failure_states += 1;
+                let failed = s.messages.iter().rev().find(|m| m.role == "assistant").map(|m| m.content.clone());
+                repeat = match failed {
+                    Some(text) => score(&text, &s, suite).await.success,
+                    None => false,
+                };
+                c.repeat_success += usize::from(repeat);
+            }
+            if gold && !repeat {
+                kept.push(s);
+            }
+        }
+        c.kept += kept.len();
+        if failure {
+            out.failures = kept;
+        } else {
+            out.cleans = kept;
+        }
+    }
+    (out, c)
 }
 
 /// Whether two JSON values mean the same argument: numbers by value (1 == 1.0), strings
@@ -176,6 +244,17 @@ pub fn same_arguments(a: &Action, b: &Action, spec: Option<&ToolSpec>) -> bool {
     }
 }
 
+/// Share of `gt`'s arguments that `a` gives equivalently.
+fn argument_share(a: &Action, gt: &Action, spec: Option<&ToolSpec>) -> f64 {
+    match (named(a, spec), named(gt, spec)) {
+        (Some(x), Some(y)) if !y.is_empty() => {
+            y.iter().filter(|(k, v)| x.get(*k).is_some_and(|w| equivalent(v, w))).count() as f64 / y.len() as f64
+        }
+        (Some(_), Some(_)) => 1.0,
+        _ => 0.0,
+    }
+}
+
 /// A completion, taken apart, executed and scored.
 #[derive(Debug, Clone)]
 pub struct Scored {
@@ -186,6 +265,9 @@ pub struct Scored {
     pub exec: Option<Execution>,
     pub status: String,
     pub success: bool,
+    /// Share of the ground truth a failed action got right: half for the tool, half for the
+    /// share of its arguments (for partial-credit shaping).
+    pub partial: f64,
     /// Evidence quotes the failed observation (failure states).
     pub grounded: bool,
     /// The reflection names the failure's ErrorType (failure states).
@@ -223,6 +305,7 @@ pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
             exec: None,
             status: "unparseable".into(),
             success: false,
+            partial: 0.0,
             grounded,
             type_correct,
         };
@@ -236,7 +319,13 @@ pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
     let success = action.tool() == state.gt_action.tool()
         && exec.status == "ok"
         && (same_arguments(&action, &state.gt_action, spec.as_ref()) || exec.text == state.gt_observation);
+    let partial = if action.tool() == state.gt_action.tool() {
+        0.5 + 0.5 * argument_share(&action, &state.gt_action, spec.as_ref())
+    } else {
+        0.0
+    };
     Scored {
+        partial,
         reflection: turn.reflection,
         reflection_text,
         status: exec.status.clone(),

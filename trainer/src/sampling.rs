@@ -4,7 +4,12 @@
 //! continue one token at a time. Temperature, nucleus (top-p) filtering, a token budget, and
 //! a stop token (`<|im_end|>`, the end of the assistant turn, which is the end of an action).
 //! Temperature 0 is greedy. Each completion keeps the log-probability the sampling policy
-//! gave every chosen token (temperature 1), for a PPO ratio.
+//! gave every chosen token (temperature 1, over the whole vocabulary), for a PPO ratio.
+//!
+//! Under a [`Constraint`] every row keeps a grammar state, and each step samples only among
+//! the tokens the grammar allows within the remaining budget (see [`crate::grammar`]), so every
+//! completion parses; a token that was the only one allowed is marked `forced` and carries no
+//! gradient in ReGRPO.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -13,6 +18,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::grammar::{Grammar, Recognizer, TokenTrie};
 use crate::model::{KvCache, Qwen2};
 
 /// Sampling settings.
@@ -38,16 +44,28 @@ pub struct Completion {
     pub logprobs: Vec<f32>,
     /// Whether the stop token ended it (rather than the budget).
     pub stopped: bool,
+    /// Per token: the grammar allowed no other.
+    pub forced: Vec<bool>,
 }
 
-/// Picks a token from one row of logits.
+/// Grammar-constrained decoding: the grammar of a turn and the vocabulary's byte trie.
+#[derive(Clone, Copy)]
+pub struct Constraint<'a> {
+    pub grammar: &'a Grammar,
+    pub trie: &'a TokenTrie,
+    /// The grammar state the completion starts in (after any prefilled text of the turn).
+    pub start: Recognizer,
+}
+
+/// Picks a token from one row of logits (`-inf` marks a token that may not be chosen).
 fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> usize {
     if cfg.temperature <= 0.0 {
         return logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
     }
     let t = cfg.temperature as f32;
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<(usize, f32)> = logits.iter().enumerate().map(|(i, l)| (i, ((l - max) / t).exp())).collect();
+    let mut probs: Vec<(usize, f32)> =
+        logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, l)| (i, ((l - max) / t).exp())).collect();
     let z: f32 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= z);
     probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -77,7 +95,8 @@ fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
     (0..r).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
 }
 
-/// Samples `g` completions of `prompt`.
+/// Samples `g` completions of `prompt`, under the grammar when `constraint` is given.
+#[allow(clippy::too_many_arguments)] // a sampler's settings, each used on every step
 pub fn sample<B: Backend>(
     model: &Qwen2<B>,
     prompt: &[u32],
@@ -86,6 +105,7 @@ pub fn sample<B: Backend>(
     stop: u32,
     pad: u32,
     rng: &mut ChaCha8Rng,
+    constraint: Option<Constraint<'_>>,
 ) -> Vec<Completion> {
     let device = model.embed_tokens.weight.device();
     let mut cache = KvCache::new(model.layers.len());
@@ -94,32 +114,116 @@ pub fn sample<B: Backend>(
         .forward_cached(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, prompt.len()]), &device), &mut cache);
     let [_, p, v] = logits.dims();
     let last = logits.narrow(1, p - 1, 1).reshape([1, v]);
-    let mut cache = cache.select_rows(Tensor::<B, 1, Int>::zeros([g], &device));
-    let mut next = last.repeat_dim(0, g);
+    let cache = cache.select_rows(Tensor::<B, 1, Int>::zeros([g], &device));
+    let rows = Rows { constraints: vec![constraint; g], pads: None };
+    decode(model, cache, last.repeat_dim(0, g), rows, cfg, stop, pad, rng)
+}
+
+/// One completion of each prompt, all decoded together: prompts are left-padded to one
+/// length and every step runs one forward pass for all of them (see
+/// [`Qwen2::forward_padded`]). `constraints[i]` constrains prompt `i`.
+#[allow(clippy::too_many_arguments)] // as `sample`
+pub fn sample_each<B: Backend>(
+    model: &Qwen2<B>,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    stop: u32,
+    pad: u32,
+    rng: &mut ChaCha8Rng,
+    constraints: Vec<Option<Constraint<'_>>>,
+) -> Vec<Completion> {
+    let device = model.embed_tokens.weight.device();
+    let n = prompts.len();
+    let len = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let pads: Vec<usize> = prompts.iter().map(|p| len - p.len()).collect();
+    let ids: Vec<i64> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(i64::from(pad), len - p.len()).chain(p.iter().map(|t| i64::from(*t))))
+        .collect();
+    let mut cache = KvCache::new(model.layers.len());
+    let logits = model.forward_padded(
+        Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device),
+        &mut cache,
+        &pads,
+    );
+    let [_, p, v] = logits.dims();
+    let last = logits.narrow(1, p - 1, 1).reshape([n, v]);
+    decode(model, cache, last, Rows { constraints, pads: Some(pads) }, cfg, stop, pad, rng)
+}
+
+/// What each decoded row carries besides its tokens.
+struct Rows<'a> {
+    constraints: Vec<Option<Constraint<'a>>>,
+    /// Left padding of each row, for batches of different prompts.
+    pads: Option<Vec<usize>>,
+}
+
+/// Decodes every row from its first logits `next` `[rows, vocab]` and the prompt's cache.
+#[allow(clippy::too_many_arguments)] // as `sample`
+fn decode<B: Backend>(
+    model: &Qwen2<B>,
+    mut cache: KvCache<B>,
+    mut next: Tensor<B, 2>,
+    rows_of: Rows<'_>,
+    cfg: &SampleConfig,
+    stop: u32,
+    pad: u32,
+    rng: &mut ChaCha8Rng,
+) -> Vec<Completion> {
+    let device = model.embed_tokens.weight.device();
+    let [g, v] = next.dims();
     let mut out: Vec<Completion> =
-        (0..g).map(|_| Completion { tokens: vec![], logprobs: vec![], stopped: false }).collect();
+        (0..g).map(|_| Completion { tokens: vec![], logprobs: vec![], stopped: false, forced: vec![] }).collect();
+    let constraints = rows_of.constraints;
+    let mut states: Vec<Option<Recognizer>> = constraints.iter().map(|c| c.map(|c| c.start)).collect();
+    let mut dead = vec![false; g];
     for _ in 0..cfg.max_new_tokens {
         let logp = rows(log_softmax(next.clone(), 1));
         let raw = rows(next);
         let mut fed = Vec::with_capacity(g);
         for (i, c) in out.iter_mut().enumerate() {
-            if c.stopped {
+            if c.stopped || dead[i] {
                 fed.push(i64::from(pad));
                 continue;
             }
-            let tok = pick(&raw[i], cfg, rng);
+            let (tok, forced) = match (constraints[i], &mut states[i]) {
+                (Some(con), Some(state)) => {
+                    let budget = cfg.max_new_tokens - c.tokens.len();
+                    let allowed = con.trie.allowed(con.grammar, state, budget, stop);
+                    if allowed.is_empty() {
+                        // Only when the vocabulary cannot spell what the grammar needs.
+                        dead[i] = true;
+                        fed.push(i64::from(pad));
+                        continue;
+                    }
+                    let mut masked = vec![f32::NEG_INFINITY; raw[i].len()];
+                    for (t, _) in &allowed {
+                        masked[*t as usize] = raw[i][*t as usize];
+                    }
+                    let tok = pick(&masked, cfg, rng);
+                    if let Some((_, s)) = allowed.iter().find(|(t, _)| *t as usize == tok) {
+                        *state = *s;
+                    }
+                    (tok, allowed.len() == 1)
+                }
+                _ => (pick(&raw[i], cfg, rng), false),
+            };
             c.tokens.push(tok as u32);
             c.logprobs.push(logp[i][tok]);
+            c.forced.push(forced);
             if tok as u32 == stop {
                 c.stopped = true;
             }
             fed.push(tok as i64);
         }
-        if out.iter().all(|c| c.stopped) {
+        if out.iter().zip(&dead).all(|(c, d)| c.stopped || *d) {
             break;
         }
-        let step =
-            model.forward_cached(Tensor::<B, 2, Int>::from_data(TensorData::new(fed, [g, 1]), &device), &mut cache);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(fed, [g, 1]), &device);
+        let step = match &rows_of.pads {
+            Some(pads) => model.forward_padded(ids, &mut cache, pads),
+            None => model.forward_cached(ids, &mut cache),
+        };
         next = step.reshape([g, v]);
     }
     out
@@ -140,8 +244,8 @@ mod tests {
         let device = Default::default();
         let model = Qwen2::<B>::init(&Qwen2Config::tiny(40), 3, &device);
         let cfg = SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: 12 };
-        let a = sample(&model, &[1, 2, 3], 3, &cfg, 7, 0, &mut ChaCha8Rng::seed_from_u64(5));
-        let b = sample(&model, &[1, 2, 3], 3, &cfg, 7, 0, &mut ChaCha8Rng::seed_from_u64(5));
+        let a = sample(&model, &[1, 2, 3], 3, &cfg, 7, 0, &mut ChaCha8Rng::seed_from_u64(5), None);
+        let b = sample(&model, &[1, 2, 3], 3, &cfg, 7, 0, &mut ChaCha8Rng::seed_from_u64(5), None);
         assert_eq!(a, b);
         for c in &a {
             assert_eq!(c.tokens.len(), c.logprobs.len());
@@ -150,7 +254,7 @@ mod tests {
         }
         // Greedy decoding equals the argmax of a full forward pass, token by token.
         let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: 5 };
-        let g = sample(&model, &[1, 2, 3], 1, &greedy, 999, 0, &mut ChaCha8Rng::seed_from_u64(0)).remove(0);
+        let g = sample(&model, &[1, 2, 3], 1, &greedy, 999, 0, &mut ChaCha8Rng::seed_from_u64(0), None).remove(0);
         let mut seq = vec![1i64, 2, 3];
         for t in &g.tokens {
             let logits =
@@ -160,6 +264,23 @@ mod tests {
             let want = row.argmax(0).into_scalar() as u32;
             assert_eq!(*t, want);
             seq.push(i64::from(*t));
+        }
+    }
+
+    #[test]
+    fn prompts_decoded_together_give_what_each_gives_alone() {
+        let device = Default::default();
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(40), 4, &device);
+        let greedy = SampleConfig { temperature: 0.0, top_p: 1.0, max_new_tokens: 6 };
+        let prompts = vec![vec![1, 2, 3, 4, 5, 6], vec![7, 8], vec![9, 10, 11]];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let together = sample_each(&model, &prompts, &greedy, 39, 0, &mut rng, vec![None; 3]);
+        for (p, t) in prompts.iter().zip(&together) {
+            let alone = sample(&model, p, 1, &greedy, 39, 0, &mut rng, None).remove(0);
+            assert_eq!(alone.tokens, t.tokens);
+            for (a, b) in alone.logprobs.iter().zip(&t.logprobs) {
+                assert!((a - b).abs() < 1e-4);
+            }
         }
     }
 

@@ -38,7 +38,6 @@ pub struct SftConfig {
     pub eps: f32,
     pub weight_decay: f32,
     pub max_grad_norm: f64,
-    pub max_len: usize,
     pub eval_every: u64,
     pub eval_batches: usize,
     pub checkpoint_every: u64,
@@ -59,7 +58,6 @@ impl Default for SftConfig {
             eps: 1e-8,
             weight_decay: 0.01,
             max_grad_norm: 1.0,
-            max_len: 512,
             eval_every: 50,
             eval_batches: 4,
             checkpoint_every: 100,
@@ -87,10 +85,19 @@ pub fn masked_loss<B: Backend>(
     targets: Tensor<B, 2, Int>,
     weights: Tensor<B, 2>,
 ) -> Tensor<B, 1> {
+    let total = weights.clone().sum().clamp_min(1.0);
+    masked_nll_sum(logits, targets, weights) / total
+}
+
+/// Sum over target tokens of `-log p(target)` (for a mean over several padded parts).
+pub fn masked_nll_sum<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     let logp = log_softmax(logits, 2);
     let picked = logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
-    let total = weights.clone().sum().clamp_min(1.0);
-    (picked * weights).sum().neg() / total
+    (picked * weights).sum().neg()
 }
 
 /// The tensors of a batch on a device.
@@ -217,12 +224,20 @@ pub fn evaluate<B: Backend>(
     (n > 0).then(|| total / n as f64)
 }
 
+/// The training sequences of a run and how many of each kind make a batch.
+pub struct TrainSet {
+    pub clean: Vec<Encoded>,
+    pub rot: Vec<Encoded>,
+    /// Clean and RoT sequences per micro-batch.
+    pub quotas: (usize, usize),
+}
+
 /// Trains `model` for `cfg.steps` optimizer steps (from `start_step` after a resume), calling
 /// `on_step` after each. Checkpoints go to `run/checkpoints/`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments)] // the loop's inputs; a job builds them all from its config
 pub fn train<B: AutodiffBackend>(
     mut model: Qwen2<B>,
-    train: Vec<Encoded>,
+    train: TrainSet,
     eval: &[Encoded],
     pad: u32,
     cfg: &SftConfig,
@@ -231,8 +246,11 @@ pub fn train<B: AutodiffBackend>(
     mut on_step: impl FnMut(&StepLog),
 ) -> Result<(Qwen2<B>, Vec<StepLog>)> {
     let device = model.embed_tokens.weight.device();
-    if train.iter().all(|e| !e.mask.iter().any(|m| *m)) {
-        return Err(Error::NoData("no sample has a target token (check --max-len and the RoT target policy)".into()));
+    let has_target = |v: &[Encoded], quota: usize| quota > 0 && v.iter().any(|e| e.mask.iter().any(|m| *m));
+    if !has_target(&train.clean, train.quotas.0) && !has_target(&train.rot, train.quotas.1) {
+        return Err(Error::NoData(
+            "no sample has a target token (check the window budgets and the RoT target policy)".into(),
+        ));
     }
     let adamw = AdamWConfig::new()
         .with_beta_1(cfg.beta1)
@@ -252,7 +270,7 @@ pub fn train<B: AutodiffBackend>(
         optim = optim.load_record(record);
         start = step;
     }
-    let batcher = Batcher::spawn(train, cfg.batch_size, cfg.seed, start * cfg.grad_accum as u64, pad);
+    let batcher = Batcher::spawn(train.clean, train.rot, train.quotas, cfg.seed, start * cfg.grad_accum as u64, pad);
     let mut logs = Vec::new();
     for step in start..cfg.steps {
         let t0 = Instant::now();
@@ -260,13 +278,18 @@ pub fn train<B: AutodiffBackend>(
         let mut loss_sum = 0.0;
         let mut tokens = 0;
         for _ in 0..cfg.grad_accum {
-            let b = batcher.next()?;
-            tokens += b.tokens;
-            let (ids, targets, weights) = batch_tensors::<B>(&b, &device);
-            let loss = masked_loss(model.forward(ids), targets, weights).div_scalar(cfg.grad_accum as f64);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            acc.accumulate(&model, grads);
+            // One mean over the batch's target tokens, whichever part they are in.
+            let parts = batcher.next()?;
+            let targets_n = parts.iter().map(|b| b.target_tokens).sum::<usize>().max(1) as f64;
+            for b in parts {
+                tokens += b.tokens;
+                let (ids, targets, weights) = batch_tensors::<B>(&b, &device);
+                let loss =
+                    masked_nll_sum(model.forward(ids), targets, weights).div_scalar(targets_n * cfg.grad_accum as f64);
+                loss_sum += loss.clone().into_scalar().elem::<f64>();
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                acc.accumulate(&model, grads);
+            }
         }
         let mut grads = acc.grads();
         let grad_norm = clip_global_norm(&model, &mut grads, cfg.max_grad_norm);

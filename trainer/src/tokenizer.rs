@@ -8,12 +8,10 @@
 //! <|im_start|>system\n…<|im_end|>\n<|im_start|>user\n…<|im_end|>\n<|im_start|>assistant\n…<|im_end|>\n
 //! ```
 //!
-//! [`ChatTokenizer::render`] returns the token ids and, per token, whether it is a training
-//! target (the content and `<|im_end|>` of the assistant turns chosen).
+//! Chats are laid out into token windows by [`crate::window`].
 
 use std::path::Path;
 
-use regrpo_schemas::Message;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
@@ -106,56 +104,56 @@ impl ChatTokenizer {
         self.inner.decode(ids, false).map_err(tok_err)
     }
 
+    /// The bytes each token stands for (`None` for special tokens such as `<|im_end|>`), for
+    /// constrained decoding. Byte-level BPE tokens are mapped back through GPT-2's byte
+    /// alphabet; other tokens are decoded one by one.
+    pub fn token_bytes(&self) -> Vec<Option<Vec<u8>>> {
+        let table = byte_level_alphabet();
+        let special: std::collections::HashSet<u32> = self.inner.get_added_tokens_decoder().keys().copied().collect();
+        (0..self.vocab_size() as u32)
+            .map(|id| {
+                if special.contains(&id) {
+                    return None;
+                }
+                let token = self.inner.id_to_token(id)?;
+                token
+                    .chars()
+                    .map(|c| table.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .or_else(|| self.decode(&[id]).ok().map(String::into_bytes))
+            })
+            .collect()
+    }
+
     /// The header of a turn: `<|im_start|>role\n`.
     pub fn header(&self, role: &str) -> Result<Vec<u32>> {
         let mut ids = vec![self.im_start];
         ids.extend(self.encode(&format!("{role}\n"))?);
         Ok(ids)
     }
+}
 
-    /// Token ids of the chat and, per token, whether it is a target. `target(i, message)`
-    /// chooses the trained turns; only assistant turns can be targets.
-    pub fn render(
-        &self,
-        messages: &[Message],
-        target: impl Fn(usize, &Message) -> bool,
-    ) -> Result<(Vec<u32>, Vec<bool>)> {
-        let mut ids = Vec::new();
-        let mut mask = Vec::new();
-        let newline = self.encode("\n")?;
-        for (i, m) in messages.iter().enumerate() {
-            let header = self.header(&m.role)?;
-            mask.extend(std::iter::repeat_n(false, header.len()));
-            ids.extend(header);
-            let on = m.role == "assistant" && target(i, m);
-            let content = self.encode(&m.content)?;
-            mask.extend(std::iter::repeat_n(on, content.len() + 1));
-            ids.extend(content);
-            ids.push(self.im_end);
-            mask.extend(std::iter::repeat_n(false, newline.len()));
-            ids.extend(newline.iter().copied());
+/// GPT-2's map from the characters of byte-level tokens back to bytes.
+fn byte_level_alphabet() -> std::collections::HashMap<char, u8> {
+    let mut bytes: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
+    let mut chars = bytes.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bytes.contains(&b) {
+            bytes.push(b);
+            chars.push(256 + n);
+            n += 1;
         }
-        Ok((ids, mask))
     }
-
-    /// The prompt for the next assistant turn: the chat, then `<|im_start|>assistant\n`.
-    pub fn prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let (mut ids, _) = self.render(messages, |_, _| false)?;
-        ids.extend(self.header("assistant")?);
-        Ok(ids)
-    }
+    bytes.into_iter().zip(chars).filter_map(|(b, c)| Some((char::from_u32(c)?, b as u8))).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn msg(role: &str, content: &str) -> Message {
-        Message { role: role.into(), content: content.into() }
-    }
-
     #[test]
-    fn trained_bpe_round_trips_and_masks_assistant_turns() {
+    fn trained_bpe_round_trips_and_spells_its_bytes() {
         let texts = (0..50).map(|i| {
             format!("Thought: read file number {i}.\nCode:\n```py\ninspect_file_as_text(file_path=\"f{i}.txt\")\n```")
         });
@@ -163,19 +161,6 @@ mod tests {
         assert!(tk.vocab_size() <= 300 && tk.vocab_size() > 259);
         let text = "inspect_file_as_text(file_path=\"ü.txt\")";
         assert_eq!(tk.decode(&tk.encode(text).unwrap()).unwrap(), text);
-        let chat = [
-            msg("system", "sys"),
-            msg("user", "Task: x"),
-            msg("assistant", "Thought: a"),
-            msg("user", "obs"),
-            msg("assistant", "final"),
-        ];
-        let (ids, mask) = tk.render(&chat, |i, _| i == 4).unwrap();
-        assert_eq!(ids.len(), mask.len());
-        let target: Vec<u32> = ids.iter().zip(&mask).filter(|(_, m)| **m).map(|(i, _)| *i).collect();
-        let mut want = tk.encode("final").unwrap();
-        want.push(tk.im_end);
-        assert_eq!(target, want);
         let dir = tempfile::tempdir().unwrap();
         tk.save(&dir.path().join("tokenizer.json")).unwrap();
         let back = ChatTokenizer::load(&dir.path().join("tokenizer.json")).unwrap();
@@ -191,5 +176,12 @@ mod tests {
         );
         assert_eq!(back.encode(text).unwrap(), tk.encode(text).unwrap());
         assert_eq!(back.im_end, tk.im_end);
+        // Token bytes spell what decoding gives, specials have none.
+        let bytes = tk.token_bytes();
+        assert!(bytes[tk.im_end as usize].is_none() && bytes[tk.pad as usize].is_none());
+        let ids = tk.encode(text).unwrap();
+        let spelled: Vec<u8> = ids.iter().flat_map(|i| bytes[*i as usize].clone().unwrap()).collect();
+        assert_eq!(spelled, text.as_bytes());
+        assert!((0..=255u8).all(|b| bytes.iter().any(|t| t.as_deref() == Some(&[b][..]))), "every byte is a token");
     }
 }

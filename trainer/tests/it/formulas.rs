@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use regrpo_trainer::rl::{self, AdvantageConfig, KlEstimator, LossConfig, RewardConfig};
+use regrpo_trainer::rl::{self, AdvantageConfig, KlEstimator, KlMode, LossConfig, LossInputs, RewardConfig};
 use serde_json::Value;
 
 fn nums(v: &Value) -> Vec<f64> {
@@ -31,6 +31,7 @@ fn rewards_advantages_kl_and_loss_match_the_reference() {
             lambda_exec: p["lambda_exec"].as_f64().unwrap(),
             eta: p["eta"].as_f64().unwrap(),
             lambda_val: p["lambda_val"].as_f64().unwrap(),
+            ..Default::default()
         };
         let rollouts = case["rollouts"].as_array().unwrap();
         let rewards: Vec<f64> = rollouts
@@ -67,8 +68,9 @@ fn rewards_advantages_kl_and_loss_match_the_reference() {
         let lps: Vec<Vec<f64>> = rollouts.iter().map(|r| nums(&r["logprobs"])).collect();
         let refs: Vec<Vec<f64>> = rollouts.iter().map(|r| nums(&r["ref_logprobs"])).collect();
         let k1: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::K1, false)).collect();
-        let k3: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::K3, false)).collect();
-        let k3n: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::K3, true)).collect();
+        // The fixture's k3 is the reference's formula, `e^(lp−ref) − (lp−ref) − 1`.
+        let k3: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::ReferenceK3, false)).collect();
+        let k3n: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::ReferenceK3, true)).collect();
         close(&k1, &nums(&case["kl_k1"]), "k1");
         close(&k3, &nums(&case["kl_k3"]), "k3");
         close(&k3n, &nums(&case["kl_k3_norm"]), "k3 normalised");
@@ -89,15 +91,11 @@ fn rewards_advantages_kl_and_loss_match_the_reference() {
         let mask: Vec<f32> =
             lps.iter().flat_map(|v| (0..len).map(move |i| if i < v.len() { 1.0 } else { 0.0 })).collect();
         let t = |d: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(d, [lps.len(), len]), &device);
-        let got = rl::loss(
-            t(flat(&lps)),
-            t(flat(&refs)),
-            t(flat(&lps)),
-            t(mask),
-            &plain,
-            &LossConfig { beta, ..Default::default() },
-        )
-        .into_scalar() as f64;
+        // The reference's loss puts k1 in the loss: `--kl reference-k1`.
+        let inputs =
+            LossInputs { lp: t(flat(&lps)), ref_lp: t(flat(&refs)), old_lp: t(flat(&lps)), mask: t(mask), full: None };
+        let got = rl::loss(inputs, &plain, &LossConfig { beta, kl: KlMode::ReferenceK1, ..Default::default() })
+            .into_scalar() as f64;
         assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "tensor loss {got} vs {want}");
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the trainer: parity with transformers, checkpoints, tokenizer, SFT.
 
+mod decoding;
 mod formulas;
 mod parity;
 mod training;
