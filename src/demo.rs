@@ -1,29 +1,42 @@
-//! `regrpo demo`: the whole pipeline on the embedded default, in a fresh folder.
+//! `regrpo demo`: the whole pipeline on the embedded default, in a fresh folder, and the
+//! comparison that is the method's claim: does failure data make a better agent?
 //!
 //! 1. a dataset repository; the embedded fixtures of every input format ingested;
 //! 2. toolworld tasks generated (files, question, executed ground truth);
-//! 3. the data engine: executed near-misses → grounded, verified RoT rows;
+//! 3. the data engine: executed near-misses → grounded RoT rows, each marked `derivable`;
 //! 4. a snapshot, and failures by ErrorType through SQL;
-//! 5. a tokenizer trained on the snapshot;
-//! 6. three tiny policies from the same snapshot — SFT on clean trajectories, SFT on clean +
-//!    RoT, and that followed by ReGRPO — evaluated on the same held-out split;
-//! 7. a comparison table and PNG plots.
+//! 5. a tokenizer trained on the snapshot; the held-out evaluation states, and the scorer's
+//!    self-check on them (gold completions succeed, repeating the failed action does not);
+//! 6. policies from the same snapshot, arms made fair: one clean SFT warm-up, then two branches
+//!    with equal steps and the same clean batches — clean only, and clean + RoT rows — then
+//!    ReGRPO from the RoT branch, and a second ReGRPO run with η = 0 as the control for the
+//!    reflection cost;
+//! 7. every arm decoded greedily by one decoder (grammar-constrained by default) on the same
+//!    held-out states; a table with 95% Wilson intervals and paired McNemar p-values,
+//!    `report.json`, and PNG plots.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use indicatif::{MultiProgress, ProgressDrawTarget};
 use regrpo_datasets::ingest::{self, Format, IngestOptions};
-use regrpo_datasets::plot::bar_chart;
+use regrpo_datasets::plot::{BarSeries, Series, grouped_bars, line_chart};
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_queries::{At, OutputFormat, Session};
 use regrpo_trainer::data::DataConfig;
-use regrpo_trainer::eval::{EvalConfig, EvalReport};
-use regrpo_trainer::job::{self, ModelSource, RegrpoJob, SftJob};
+use regrpo_trainer::eval::{EvalConfig, EvalReport, EvalSet, Rate};
+use regrpo_trainer::job::{self, ModelSource, RegrpoJob, RegrpoOutcome, SftJob, SftOutcome};
 use regrpo_trainer::regrpo::RegrpoConfig;
+use regrpo_trainer::rl::{LossConfig, RewardConfig};
+use regrpo_trainer::rollout::{self, StateKind};
 use regrpo_trainer::sampling::SampleConfig;
 use regrpo_trainer::sft::SftConfig;
+use regrpo_trainer::stats::Paired;
+use regrpo_trainer::window::{Truncations, WindowConfig};
+use serde_json::{Value, json};
 
 /// The fixtures compiled into the binary: (format, file name, contents).
 const FIXTURES: &[(Format, &str, &str)] = &[
@@ -36,22 +49,61 @@ const FIXTURES: &[(Format, &str, &str)] = &[
     (Format::Openai, "openai/chat.jsonl", include_str!("../fixtures/openai/chat.jsonl")),
 ];
 
-/// Sizes of the demo; the defaults fit a 2-core laptop CPU in minutes.
+/// Sizes of the demo; the defaults fit a 2-core laptop CPU in about a quarter of an hour.
 #[derive(Debug, Clone)]
 pub struct DemoConfig {
     pub tasks: usize,
-    pub sft_steps: u64,
+    /// The policies' shape (`tiny`, `tiny:HIDDENxLAYERS`).
+    pub model: String,
+    /// Clean SFT steps both arms share.
+    pub warmup_steps: u64,
+    /// SFT steps of each arm after the warm-up.
+    pub branch_steps: u64,
     pub regrpo_steps: u64,
-    /// Held-out failure states and clean states evaluated per policy (each).
+    /// SFT learning rate (peak).
+    pub lr: f64,
+    /// Held-out failure states and clean states evaluated per policy (each, at most).
     pub eval_states: usize,
     /// Held-out toolworld tasks the agent loop runs per policy.
     pub eval_tasks: usize,
     pub seed: u64,
+    /// Decode under the tools' grammar (rollouts and evaluation).
+    pub constrained: bool,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { tasks: 210, sft_steps: 400, regrpo_steps: 12, eval_states: 24, eval_tasks: 8, seed: 7 }
+        DemoConfig {
+            tasks: 6000,
+            model: "tiny:64x2x2".into(),
+            warmup_steps: 1000,
+            branch_steps: 300,
+            regrpo_steps: 16,
+            lr: 1e-2,
+            eval_states: 120,
+            eval_tasks: 14,
+            seed: 7,
+            constrained: true,
+        }
+    }
+}
+
+/// The four arms, in table order: key in `report.json`, label.
+const ARMS: [(&str, &str); 4] =
+    [("sft_clean", "SFT clean"), ("sft_rot", "SFT clean+RoT"), ("regrpo", "+ ReGRPO"), ("regrpo_eta0", "+ ReGRPO η=0")];
+
+/// The context window every job of the demo uses: large enough that nothing of toolworld's
+/// chats is cut (the run logs count cuts, and the demo reports their total).
+fn window() -> WindowConfig {
+    WindowConfig {
+        // Training and state prompts stay under ~800 tokens. Agent episodes grow by up to two
+        // (action, observation) pairs per step — the failed call and the reflected retry, each
+        // at most 224 + 192 tokens — so 8 steps fit in 8192 with no earlier turn dropped.
+        max_prompt_tokens: 8192,
+        max_target_tokens: 224,
+        system_tokens: 160,
+        task_tokens: 96,
+        observation_tokens: 192,
     }
 }
 
@@ -59,6 +111,25 @@ fn say(quiet: bool, line: &str) {
     if !quiet {
         println!("{line}");
     }
+}
+
+fn cell(r: &Rate) -> String {
+    if r.n == 0 || r.rate.is_nan() {
+        return "n/a".into();
+    }
+    format!("{:.3} [{:.2},{:.2}]", r.rate, r.ci.0, r.ci.1)
+}
+
+fn num(v: f64) -> String {
+    if v.is_nan() { "n/a".into() } else { format!("{v:.3}") }
+}
+
+fn p_value(p: f64) -> String {
+    if p < 1e-4 { format!("{p:.1e}") } else { format!("{p:.4}") }
+}
+
+fn rate_json(r: &Rate) -> Value {
+    json!({"rate": if r.rate.is_nan() { Value::Null } else { json!(r.rate) }, "k": r.k, "n": r.n, "ci": [r.ci.0, r.ci.1]})
 }
 
 pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
@@ -106,7 +177,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
 
     let snap = snapshot::create(&repo, "demo-v1", Some("regrpo demo")).await?;
     let session = Session::open(&repo, At::Snapshot(snap.name.clone())).await?;
-    let sql = "SELECT error_type, count(*) AS rows, sum(CAST(verified AS INT)) AS verified FROM rot GROUP BY error_type ORDER BY rows DESC, error_type";
+    let sql = "SELECT error_type, count(*) AS rows, sum(CAST(verified AS INT)) AS verified, sum(CAST(derivable AS INT)) AS derivable FROM rot GROUP BY error_type ORDER BY rows DESC, error_type";
     say(
         quiet,
         &format!(
@@ -121,135 +192,420 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let runs = dir.join("runs");
     let tk_path = runs.join("tokenizer.json");
     let tk = job::train_tokenizer(&repo, Some(&snap.name), 1024, &tk_path).await?;
-    say(quiet, &format!("[5/7] tokenizer: byte-level BPE of {} tokens → {}", tk.vocab_size(), tk_path.display()));
+    let toolworld = Some(vec!["toolworld".to_string()]);
+    let eval_cfg = EvalConfig {
+        eval_fraction: 0.1,
+        max_failure_states: cfg.eval_states,
+        max_clean_states: cfg.eval_states,
+        max_tasks: cfg.eval_tasks,
+        sources: toolworld.clone(),
+        window: window(),
+        constrained: cfg.constrained,
+        batch: 16,
+    };
+    let (ts, rots, versions) = job::snapshot_rows(&repo, Some(&snap.name)).await?;
+    let candidates = regrpo_trainer::eval::held_out(&ts, &rots, repo.root(), &eval_cfg);
+    let (states, check) = rollout::self_check(candidates.states, &suite).await;
+    let eval_set = EvalSet { states, tasks: candidates.tasks };
+    let derivable = eval_set.states.failures.iter().filter(|s| s.derivable == Some(true)).count();
+    say(
+        quiet,
+        &format!(
+            "[5/7] tokenizer: byte-level BPE of {} tokens → {}\n      held-out evaluation: {} failure states ({derivable} with a derivable fix), {} clean states, {} tasks\n      scorer self-check: gold completions {}/{} succeed; repeating the failed action {}/{} succeeds",
+            tk.vocab_size(),
+            tk_path.display(),
+            eval_set.states.failures.len(),
+            eval_set.states.cleans.len(),
+            eval_set.tasks.len(),
+            check.gold_success,
+            check.states,
+            check.repeat_success,
+            check.failure_states,
+        ),
+    );
 
-    let sft = |name: &str, rot_fraction: f64| SftJob {
+    // SFT: a shared clean warm-up, then two arms with the same steps and the same clean batches.
+    // Independent jobs run side by side: each keeps one core busy.
+    let bars = MultiProgress::with_draw_target(if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let sft = |name: &str, model: ModelSource, steps: u64, rot_extra: Option<usize>, warmup: u64| SftJob {
         snapshot: Some(snap.name.clone()),
-        model: ModelSource::Tiny,
+        model,
         tokenizer: Some(tk_path.clone()),
         vocab: 1024,
         out: runs.join(name),
         sft: SftConfig {
-            steps: cfg.sft_steps,
+            steps,
             batch_size: 8,
-            lr: 3e-3,
-            warmup_steps: 10,
-            max_len: 384,
-            eval_every: cfg.sft_steps,
-            checkpoint_every: cfg.sft_steps,
+            lr: cfg.lr,
+            warmup_steps: warmup,
+            eval_every: 0,
+            checkpoint_every: steps,
             seed: cfg.seed,
             ..Default::default()
         },
-        data: DataConfig { rot_fraction, sources: Some(vec!["toolworld".into()]), ..Default::default() },
+        data: DataConfig { rot_fraction: 0.0, rot_extra, sources: toolworld.clone(), ..Default::default() },
+        window: window(),
         resume: false,
         device: job::DeviceKind::Cpu,
     };
-    let mut policies: Vec<(String, PathBuf)> = Vec::new();
-    for (name, frac, label) in [("sft-clean", 0.0, "SFT (clean only)"), ("sft-rot", 0.5, "SFT (clean + RoT)")] {
-        let bar = crate::train_cmd::step_bar(quiet, cfg.sft_steps, name);
-        let o = job::run_sft(&repo, &sft(name, frac), |l| {
-            bar.set_position(l.step);
-            bar.set_message(format!("loss {:.3}", l.loss));
-        })
-        .await?;
-        bar.finish_and_clear();
-        say(
-            quiet,
-            &format!(
-                "[6/7] {label}: loss {:.3} → {:.3} in {:.0}s ({} samples) → {}",
-                o.first_loss.unwrap_or(f64::NAN),
-                o.final_loss.unwrap_or(f64::NAN),
-                o.seconds,
-                o.train_samples,
-                o.model_dir.display()
-            ),
-        );
-        policies.push((label.into(), o.model_dir));
-    }
-    let rl_cfg = RegrpoConfig {
+    let shape = ModelSource::parse(&cfg.model);
+    let mut truncations: BTreeMap<String, Truncations> = BTreeMap::new();
+    let warm = spawn_sft(&repo, &bars, "sft-warmup", sft("sft-warmup", shape, cfg.warmup_steps, None, 20)).await?;
+    truncations.insert("sft_warmup".into(), warm.truncations);
+    say(quiet, &format!("[6/7] SFT warm-up (clean): {}", sft_line(&warm)));
+    let from_warm = ModelSource::Dir(warm.model_dir.clone());
+    let (clean, rot) = tokio::try_join!(
+        spawn_sft(&repo, &bars, "sft-clean", sft("sft-clean", from_warm.clone(), cfg.branch_steps, None, 10)),
+        spawn_sft(&repo, &bars, "sft-rot", sft("sft-rot", from_warm, cfg.branch_steps, Some(8), 10)),
+    )?;
+    truncations.insert("sft_clean".into(), clean.truncations);
+    truncations.insert("sft_rot".into(), rot.truncations);
+    say(quiet, &format!("      SFT clean: {}", sft_line(&clean)));
+    say(quiet, &format!("      SFT clean+RoT (each batch: the same 8 clean rows + 8 RoT rows): {}", sft_line(&rot)));
+
+    let rl_cfg = |eta: f64| RegrpoConfig {
         steps: cfg.regrpo_steps,
-        group_size: 5,
+        group_size: 6,
         states_per_step: 4,
+        max_draws_per_step: 12,
+        failure_fraction: 0.5,
         lr: 5e-4,
-        sample: SampleConfig { temperature: 1.0, top_p: 0.95, max_new_tokens: 160 },
-        max_prompt_tokens: 384,
+        sample: SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: window().max_target_tokens },
+        reward: RewardConfig { eta, ..Default::default() },
+        loss: LossConfig { beta: 0.04, ..Default::default() },
+        window: window(),
+        constrained: cfg.constrained,
         seed: cfg.seed,
         ..Default::default()
     };
-    let rl_job = RegrpoJob {
+    let rl_job = |name: &str, eta: f64| RegrpoJob {
         snapshot: Some(snap.name.clone()),
-        init: runs.join("sft-rot"),
-        out: runs.join("regrpo"),
-        cfg: rl_cfg,
-        eval_fraction: 0.1,
+        init: rot.model_dir.clone(),
+        out: runs.join(name),
+        cfg: rl_cfg(eta),
+        eval_fraction: eval_cfg.eval_fraction,
+        sources: toolworld.clone(),
     };
-    let bar = crate::train_cmd::step_bar(quiet, cfg.regrpo_steps, "regrpo");
-    let rl = job::run_regrpo(&repo, &rl_job, &suite, |s| {
-        bar.set_position(s.step);
-        bar.set_message(format!("reward {:.3}", s.mean_reward));
-    })
-    .await?;
-    bar.finish_and_clear();
-    say(
-        quiet,
-        &format!(
-            "[6/7] SFT + RoT + ReGRPO: {} steps in {:.0}s, mean reward {:.3} → {:.3}, {} rollouts logged",
-            rl.steps.len(),
-            rl.seconds,
-            job::quarter(&rl.steps, true),
-            job::quarter(&rl.steps, false),
-            rl.rollouts_added
-        ),
-    );
-    policies.push(("SFT + RoT + ReGRPO".into(), rl.model_dir.clone()));
+    let (with_cost, control) = tokio::try_join!(
+        spawn_regrpo(&repo, &bars, &suite, cfg.regrpo_steps, "regrpo", rl_job("regrpo", 0.1)),
+        spawn_regrpo(&repo, &bars, &suite, cfg.regrpo_steps, "regrpo-eta0", rl_job("regrpo-eta0", 0.0)),
+    )?;
+    let rl_runs: Vec<(&str, f64, RegrpoOutcome)> = vec![("regrpo", 0.1, with_cost), ("regrpo_eta0", 0.0, control)];
+    for (key, eta, rl) in &rl_runs {
+        truncations.insert(key.to_string(), rl.truncations);
+        say(
+            quiet,
+            &format!(
+                "      ReGRPO η={eta}: {} steps in {:.0}s, mean reward {:.3} → {:.3}, success {:.3} → {:.3}, parse rate {:.3}, {} groups without signal skipped, {} rollouts logged",
+                rl.steps.len(),
+                rl.seconds,
+                job::quarter(&rl.steps, true),
+                job::quarter(&rl.steps, false),
+                rl.steps.first().map_or(f64::NAN, |s| s.success_rate),
+                rl.steps.last().map_or(f64::NAN, |s| s.success_rate),
+                rl.steps.iter().map(|s| s.parse_rate).sum::<f64>() / rl.steps.len().max(1) as f64,
+                rl.steps.iter().map(|s| s.skipped_groups).sum::<usize>(),
+                rl.rollouts_added
+            ),
+        );
+    }
 
-    let eval_cfg = EvalConfig {
-        max_failure_states: cfg.eval_states,
-        max_clean_states: cfg.eval_states,
-        max_tasks: cfg.eval_tasks,
-        max_new_tokens: 160,
-        max_prompt_tokens: 384,
-        ..Default::default()
+    let models: [PathBuf; 4] = [
+        clean.model_dir.clone(),
+        rot.model_dir.clone(),
+        rl_runs[0].2.model_dir.clone(),
+        rl_runs[1].2.model_dir.clone(),
+    ];
+    let eval_set = std::sync::Arc::new(eval_set);
+    let eval_arm = |i: usize| {
+        let (key, label) = ARMS[i];
+        let model = models[i].clone();
+        let n = (eval_set.states.failures.len() + eval_set.states.cleans.len()) as u64;
+        let bar = bars.add(crate::train_cmd::step_bar(quiet, n, &format!("eval {key}")));
+        let (repo, suite, set, cfg, snap, versions) =
+            (repo.clone(), suite.clone(), eval_set.clone(), eval_cfg.clone(), snap.name.clone(), versions.clone());
+        async move {
+            let out = model.parent().unwrap_or(&model).join("eval");
+            let r = tokio::spawn(async move {
+                job::eval_on(&repo, Some(&snap), versions, &set, &model, &out, &cfg, &suite, label, || bar.inc(1)).await
+            })
+            .await
+            .context("an evaluation task panicked")??;
+            anyhow::Ok(r)
+        }
     };
-    let mut reports: Vec<(String, EvalReport)> = Vec::new();
-    for (label, model) in &policies {
-        let out = model.parent().unwrap_or(model).join("eval");
-        let r = job::run_eval(&repo, Some(&snap.name), model, &out, &eval_cfg, &suite, label).await?;
-        reports.push((label.clone(), r));
+    let (r0, r1) = tokio::try_join!(eval_arm(0), eval_arm(1))?;
+    let (r2, r3) = tokio::try_join!(eval_arm(2), eval_arm(3))?;
+    let reports: Vec<EvalReport> = vec![r0, r1, r2, r3];
+    for ((key, _), r) in ARMS.iter().zip(&reports) {
+        truncations.insert(format!("eval_{key}"), r.truncations);
     }
-    let (_, first) = &reports[0];
+
+    // Paired comparisons on the same states.
+    let recov = |i: usize| reports[i].successes(StateKind::Failure);
+    let rot_vs_clean = Paired::of(&recov(1), &recov(0));
+    let rl_vs_rot = Paired::of(&recov(2), &recov(1));
+    let eta_refl = Paired::of(&reports[2].clean_reflections(), &reports[3].clean_reflections());
+    let cut_total: usize = truncations.values().map(Truncations::total).sum();
+
+    let first = &reports[0];
     say(
         quiet,
         &format!(
-            "[7/7] evaluation on the held-out split ({} failure states, {} clean states, {} toolworld tasks):",
-            first.failure_states, first.clean_states, first.tasks
+            "[7/7] held-out evaluation, greedy{} decoding ({} failure states, {} clean states, {} tasks; 95% Wilson intervals):",
+            if cfg.constrained { ", grammar-constrained" } else { "" },
+            first.failure_states,
+            first.clean_states,
+            first.tasks
         ),
     );
-    println!("{:<30} {:>18} {:>18} {:>20}", "metric", reports[0].0, reports[1].0, reports[2].0);
-    for (i, (name, _)) in first.rows().iter().enumerate() {
-        let cell = |r: &EvalReport| {
-            let v = r.rows()[i].1;
-            if v.is_nan() { "n/a".to_string() } else { format!("{v:.3}") }
-        };
-        println!("{name:<30} {:>18} {:>18} {:>20}", cell(&reports[0].1), cell(&reports[1].1), cell(&reports[2].1));
+    println!("{:<28}{}", "metric", ARMS.iter().map(|(_, l)| format!("{l:>22}")).collect::<String>());
+    let rows: Vec<(&str, Box<dyn Fn(&EvalReport) -> String>)> = vec![
+        ("recovery", Box::new(|r| cell(&r.recovery))),
+        ("recovery (derivable)", Box::new(|r| cell(&r.recovery_derivable))),
+        ("first-try success", Box::new(|r| cell(&r.first_try))),
+        ("unnecessary reflection", Box::new(|r| cell(&r.unnecessary_reflection))),
+        ("mean reflection tokens", Box::new(|r| num(r.mean_reflection_tokens))),
+        ("ErrorType accuracy", Box::new(|r| num(r.error_type_accuracy))),
+        ("evidence grounding", Box::new(|r| num(r.evidence_grounding_rate))),
+        ("parse rate", Box::new(|r| num(r.parse.rate))),
+        ("answer accuracy (tasks)", Box::new(|r| num(r.answer_accuracy))),
+    ];
+    for (name, f) in &rows {
+        println!("{name:<28}{}", reports.iter().map(|r| format!("{:>22}", f(r))).collect::<String>());
     }
-    let bars: Vec<(String, f64)> = reports
+    println!(
+        "McNemar (paired, exact): recovery RoT SFT vs clean SFT p = {} ({} vs {} discordant); ReGRPO vs RoT SFT p = {} ({} vs {}); unnecessary reflection η=0.1 vs η=0 p = {} ({} vs {})",
+        p_value(rot_vs_clean.p_value()),
+        rot_vs_clean.only_a,
+        rot_vs_clean.only_b,
+        p_value(rl_vs_rot.p_value()),
+        rl_vs_rot.only_a,
+        rl_vs_rot.only_b,
+        p_value(eta_refl.p_value()),
+        eta_refl.only_a,
+        eta_refl.only_b,
+    );
+    let types: Vec<String> = reports[0].recovery_by_error_type.keys().cloned().collect();
+    println!("recovery by ErrorType:");
+    for t in &types {
+        let cells: String = reports
+            .iter()
+            .map(|r| format!("{:>22}", r.recovery_by_error_type.get(t).map_or("n/a".into(), cell)))
+            .collect();
+        let n = reports[0].recovery_by_error_type.get(t).map_or(0, |r| r.n);
+        println!("  {:<26}{cells}", format!("{t} ({n})"));
+    }
+    println!("context-window cuts across every job: {cut_total}");
+
+    // Plots.
+    let labels: Vec<String> = ARMS.iter().map(|(_, l)| l.to_string()).collect();
+    let bars = |f: &dyn Fn(&EvalReport) -> Rate| -> Vec<(f64, Option<(f64, f64)>)> {
+        reports.iter().map(|r| f(r)).map(|x| (x.rate, Some(x.ci))).collect()
+    };
+    let metrics: [(&str, Box<dyn Fn(&EvalReport) -> Rate>); 4] = [
+        ("recovery", Box::new(|r| r.recovery)),
+        ("recovery (derivable)", Box::new(|r| r.recovery_derivable)),
+        ("first-try success", Box::new(|r| r.first_try)),
+        ("unnecessary reflection", Box::new(|r| r.unnecessary_reflection)),
+    ];
+    let by_metric: Vec<Vec<(f64, Option<(f64, f64)>)>> = metrics.iter().map(|(_, f)| bars(f.as_ref())).collect();
+    let series: Vec<BarSeries<'_>> = labels
         .iter()
-        .map(|(l, r)| (l.clone(), if r.recovery_rate.is_nan() { 0.0 } else { r.recovery_rate }))
+        .enumerate()
+        .map(|(a, l)| BarSeries { name: l, values: by_metric.iter().map(|m| m[a]).collect() })
         .collect();
     let recovery_png = runs.join("recovery.png");
-    bar_chart(&recovery_png, "Recovery rate on held-out failure states", "recovery rate", &bars)?;
+    let groups: Vec<String> = metrics.iter().map(|(n, _)| n.to_string()).collect();
+    grouped_bars(&recovery_png, "Held-out states: rates with 95% intervals", "rate", &groups, &series)?;
+    let type_png = runs.join("recovery_by_error_type.png");
+    let type_series: Vec<BarSeries<'_>> = labels
+        .iter()
+        .zip(&reports)
+        .map(|(l, r)| BarSeries {
+            name: l,
+            values: types
+                .iter()
+                .map(|t| r.recovery_by_error_type.get(t).map_or((f64::NAN, None), |x| (x.rate, Some(x.ci))))
+                .collect(),
+        })
+        .collect();
+    grouped_bars(&type_png, "Recovery by ErrorType (95% intervals)", "recovery", &types, &type_series)?;
+    let curve = |pick: &dyn Fn(&regrpo_trainer::regrpo::RegrpoStep) -> f64| -> Vec<Vec<(f64, f64)>> {
+        rl_runs.iter().map(|(_, _, o)| o.steps.iter().map(|s| (s.step as f64, pick(s))).collect()).collect()
+    };
+    let reward = curve(&|s| s.mean_reward);
+    let success = curve(&|s| s.success_rate);
+    let reward_png = runs.join("regrpo_reward.png");
+    line_chart(
+        &reward_png,
+        "ReGRPO: mean reward and success of sampled completions",
+        "step",
+        "",
+        &[
+            Series { name: "reward η=0.1", points: reward[0].clone() },
+            Series { name: "reward η=0", points: reward[1].clone() },
+            Series { name: "success η=0.1", points: success[0].clone() },
+            Series { name: "success η=0", points: success[1].clone() },
+        ],
+    )?;
+    let clean_refl = curve(&|s| s.clean_reflection_tokens);
+    let fail_refl = curve(&|s| s.failure_reflection_tokens);
+    let refl_png = runs.join("regrpo_reflection.png");
+    line_chart(
+        &refl_png,
+        "ReGRPO: reflection tokens per completion",
+        "step",
+        "tokens",
+        &[
+            Series { name: "clean states η=0.1", points: clean_refl[0].clone() },
+            Series { name: "clean states η=0", points: clean_refl[1].clone() },
+            Series { name: "failure states η=0.1", points: fail_refl[0].clone() },
+            Series { name: "failure states η=0", points: fail_refl[1].clone() },
+        ],
+    )?;
+
+    let arms: serde_json::Map<String, Value> = ARMS
+        .iter()
+        .zip(&reports)
+        .map(|((key, label), r)| {
+            (
+                key.to_string(),
+                json!({
+                    "label": label,
+                    "recovery": r.recovery.rate,
+                    "recovery_ci": [r.recovery.ci.0, r.recovery.ci.1],
+                    "recovery_derivable": rate_json(&r.recovery_derivable),
+                    "first_try_success": r.first_try.rate,
+                    "first_try_success_ci": [r.first_try.ci.0, r.first_try.ci.1],
+                    "unnecessary_reflection": r.unnecessary_reflection.rate,
+                    "unnecessary_reflection_ci": [r.unnecessary_reflection.ci.0, r.unnecessary_reflection.ci.1],
+                    "mean_reflection_tokens": r.mean_reflection_tokens,
+                    "error_type_accuracy": if r.error_type_accuracy.is_nan() { Value::Null } else { json!(r.error_type_accuracy) },
+                    "evidence_grounding_rate": if r.evidence_grounding_rate.is_nan() { Value::Null } else { json!(r.evidence_grounding_rate) },
+                    "parse_rate": r.parse.rate,
+                    "answer_accuracy": if r.answer_accuracy.is_nan() { Value::Null } else { json!(r.answer_accuracy) },
+                    "recovery_by_error_type": r.recovery_by_error_type.iter().map(|(t, x)| (t.clone(), rate_json(x))).collect::<serde_json::Map<_, _>>(),
+                }),
+            )
+        })
+        .collect();
+    let seconds = started.elapsed().as_secs_f64();
+    let report_json = json!({
+        "seed": cfg.seed,
+        "options": {
+            "demo": {
+                "tasks": cfg.tasks,
+                "model": cfg.model,
+                "warmup_steps": cfg.warmup_steps,
+                "branch_steps": cfg.branch_steps,
+                "regrpo_steps": cfg.regrpo_steps,
+                "lr": cfg.lr,
+                "eval_states": cfg.eval_states,
+                "eval_tasks": cfg.eval_tasks,
+                "constrained": cfg.constrained,
+            },
+            "window": window(),
+            "regrpo": rl_cfg(0.1),
+            "reward_shaping": "none (the reference's reward: λ_exec·success − η·C + λ_val·V, format penalty for unparseable completions)",
+        },
+        "self_check": check,
+        "eval_set": {
+            "failure_states": eval_set.states.failures.len(),
+            "derivable_failure_states": derivable,
+            "clean_states": eval_set.states.cleans.len(),
+            "tasks": eval_set.tasks.len(),
+        },
+        "arms": arms,
+        "mcnemar": {
+            "sft_rot_vs_sft_clean": rot_vs_clean.p_value(),
+            "regrpo_vs_sft_rot": rl_vs_rot.p_value(),
+            "unnecessary_reflection_regrpo_vs_regrpo_eta0": eta_refl.p_value(),
+            "discordant": {
+                "sft_rot_vs_sft_clean": [rot_vs_clean.only_a, rot_vs_clean.only_b],
+                "regrpo_vs_sft_rot": [rl_vs_rot.only_a, rl_vs_rot.only_b],
+                "unnecessary_reflection_regrpo_vs_regrpo_eta0": [eta_refl.only_a, eta_refl.only_b],
+            },
+        },
+        "truncations": {"total": cut_total, "by_job": truncations},
+        "regrpo_steps": rl_runs.iter().map(|(k, _, o)| (k.to_string(), json!(o.steps))).collect::<serde_json::Map<_, _>>(),
+        "seconds": seconds,
+    });
+    let report_path = dir.join("report.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report_json)? + "\n")
+        .with_context(|| format!("writing {}", report_path.display()))?;
     println!(
-        "plots: {}, {}, {}",
-        runs.join("regrpo/reward.png").display(),
-        runs.join("regrpo/reflection.png").display(),
-        recovery_png.display()
+        "plots: {}, {}, {}, {}",
+        recovery_png.display(),
+        type_png.display(),
+        reward_png.display(),
+        refl_png.display()
     );
+    println!("report (every figure, the seed, the options): {}", report_path.display());
     println!("runs (checkpoints, curves, exported models): {}", runs.display());
     println!(
         "the tables (runs, metrics, rollouts, near_misses with source = 'policy') are queryable: regrpo sql {} \"SELECT kind, count(*) FROM runs GROUP BY 1\"",
         repo_dir.display()
     );
-    println!("demo finished in {:.0}s; everything is under {}", started.elapsed().as_secs_f64(), dir.display());
+    println!("demo finished in {seconds:.0}s; everything is under {}", dir.display());
     Ok(())
+}
+
+/// Runs an SFT job as a task of its own (so two can run side by side), with a progress bar.
+async fn spawn_sft(repo: &Repository, bars: &MultiProgress, name: &str, job: SftJob) -> Result<SftOutcome> {
+    let bar = bars.add(crate::train_cmd::step_bar(false, job.sft.steps, name));
+    let repo = repo.clone();
+    let o = tokio::spawn(async move {
+        let o = job::run_sft(&repo, &job, |l| {
+            bar.set_position(l.step);
+            bar.set_message(format!("loss {:.3}", l.loss));
+        })
+        .await;
+        bar.finish_and_clear();
+        o
+    })
+    .await
+    .context("an SFT task panicked")??;
+    Ok(o)
+}
+
+/// Runs a ReGRPO job as a task of its own, with a progress bar.
+async fn spawn_regrpo(
+    repo: &Repository,
+    bars: &MultiProgress,
+    suite: &ToolSuite,
+    steps: u64,
+    name: &str,
+    job: RegrpoJob,
+) -> Result<RegrpoOutcome> {
+    let bar = bars.add(crate::train_cmd::step_bar(false, steps, name));
+    let (repo, suite) = (repo.clone(), suite.clone());
+    let o = tokio::spawn(async move {
+        let o = job::run_regrpo(&repo, &job, &suite, |s| {
+            bar.set_position(s.step);
+            bar.set_message(format!("reward {:.3}, {} skipped", s.mean_reward, s.skipped_groups));
+        })
+        .await;
+        bar.finish_and_clear();
+        o
+    })
+    .await
+    .context("a ReGRPO task panicked")??;
+    Ok(o)
+}
+
+fn sft_line(o: &SftOutcome) -> String {
+    format!(
+        "{} steps, loss {:.3} → {:.3} in {:.0}s ({} sequences) → {}",
+        o.steps,
+        o.first_loss.unwrap_or(f64::NAN),
+        o.final_loss.unwrap_or(f64::NAN),
+        o.seconds,
+        o.train_samples,
+        o.model_dir.display()
+    )
 }

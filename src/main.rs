@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use regrpo_datasets::ingest::Format;
 use regrpo_queries::OutputFormat;
+use regrpo_trainer::window::WindowConfig;
 
 /// Turn tool-use failures of AI agents into training signal.
 ///
@@ -154,10 +155,19 @@ enum Command {
         /// Where the eval run goes (default: MODEL/eval).
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value_t = 40)]
+        /// Failure states and clean states evaluated (each, at most).
+        #[arg(long, default_value_t = 120)]
         max_states: usize,
         #[arg(long, default_value_t = 20)]
         max_tasks: usize,
+        /// Only trajectories of these sources (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        source: Option<Vec<String>>,
+        /// Decode freely instead of under the tools' grammar.
+        #[arg(long)]
+        unconstrained: bool,
+        #[command(flatten)]
+        window: WindowArgs,
     },
 
     /// Run the whole pipeline on the embedded default in a fresh folder.
@@ -166,22 +176,31 @@ enum Command {
         #[arg(long, default_value = "regrpo-demo")]
         dir: PathBuf,
         /// toolworld tasks to generate.
-        #[arg(long, default_value_t = 210)]
+        #[arg(long, default_value_t = demo::DemoConfig::default().tasks)]
         tasks: usize,
-        /// SFT steps of each policy.
-        #[arg(long, default_value_t = 400)]
+        /// The policies' shape: `tiny` or `tiny:HIDDENxLAYERS`.
+        #[arg(long, default_value_t = demo::DemoConfig::default().model)]
+        model: String,
+        /// Clean SFT steps both arms share.
+        #[arg(long, default_value_t = demo::DemoConfig::default().warmup_steps)]
+        warmup_steps: u64,
+        /// SFT steps of each arm after the warm-up.
+        #[arg(long, default_value_t = demo::DemoConfig::default().branch_steps)]
         sft_steps: u64,
-        /// ReGRPO steps.
-        #[arg(long, default_value_t = 12)]
+        /// ReGRPO steps (of each of the two ReGRPO runs).
+        #[arg(long, default_value_t = demo::DemoConfig::default().regrpo_steps)]
         regrpo_steps: u64,
-        /// Held-out failure states and clean states evaluated per policy (each).
-        #[arg(long, default_value_t = 24)]
+        /// Held-out failure states and clean states evaluated per policy (each, at most).
+        #[arg(long, default_value_t = demo::DemoConfig::default().eval_states)]
         eval_states: usize,
         /// Held-out toolworld tasks the agent loop runs per policy.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = demo::DemoConfig::default().eval_tasks)]
         eval_tasks: usize,
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = demo::DemoConfig::default().seed)]
         seed: u64,
+        /// Decode freely instead of under the tools' grammar (rollouts and evaluation).
+        #[arg(long)]
+        unconstrained: bool,
     },
 
     /// Run a query of the named library (`regrpo query --list` shows them), parameters bound.
@@ -351,9 +370,27 @@ struct RegrpoArgs {
     /// KL weight to the reference.
     #[arg(long, default_value_t = 0.04)]
     beta: f64,
-    /// k1 or k3.
-    #[arg(long, default_value = "k1")]
-    kl: String,
+    /// How the KL to the reference enters: k1-reward (default), exact, k3, reference-k1,
+    /// reference-k3 (the last two reproduce the reference's formulas).
+    #[arg(long, default_value = "k1-reward")]
+    kl: regrpo_trainer::rl::KlMode,
+    /// Reward subtracted when a completion does not parse (only with --unconstrained).
+    #[arg(long, default_value_t = 0.5)]
+    format_penalty: f64,
+    /// Shaping (off at 0): a failed completion earns this times its share of the right tool and arguments.
+    #[arg(long, default_value_t = 0.0)]
+    partial_credit: f64,
+    /// States drawn per step at most when groups without signal are skipped and refilled.
+    #[arg(long, default_value_t = 12)]
+    max_draws: usize,
+    /// Sample freely instead of under the tools' grammar.
+    #[arg(long)]
+    unconstrained: bool,
+    /// Only states of these sources (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    source: Option<Vec<String>>,
+    #[command(flatten)]
+    window: WindowArgs,
     /// Every token weighs the same in the loss (instead of every sequence).
     #[arg(long)]
     token_level: bool,
@@ -406,15 +443,18 @@ struct SftArgs {
     lr: f64,
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
-    #[arg(long, default_value_t = 512)]
-    max_len: usize,
+    #[command(flatten)]
+    window: WindowArgs,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 10)]
     warmup: u64,
-    /// Share of RoT samples in the mixture (0: clean trajectories only).
+    /// Share of RoT samples in each batch (0: clean trajectories only).
     #[arg(long, default_value_t = 0.5)]
     rot_fraction: f64,
+    /// Instead of a share: this many RoT samples added to each batch of --batch-size clean ones.
+    #[arg(long)]
+    rot_extra: Option<usize>,
     /// Train every assistant turn of RoT rows, not only the reflection + correction.
     #[arg(long)]
     rot_all_turns: bool,
@@ -431,6 +471,36 @@ struct SftArgs {
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// Token budgets of the context window (see `regrpo_trainer::window`).
+#[derive(Debug, clap::Args)]
+struct WindowArgs {
+    /// Tokens of a whole prompt.
+    #[arg(long, default_value_t = WindowConfig::default().max_prompt_tokens)]
+    max_prompt_tokens: usize,
+    /// Tokens of a target turn (and the sampling budget).
+    #[arg(long, default_value_t = WindowConfig::default().max_target_tokens)]
+    max_target_tokens: usize,
+    #[arg(long, default_value_t = WindowConfig::default().system_tokens)]
+    system_tokens: usize,
+    #[arg(long, default_value_t = WindowConfig::default().task_tokens)]
+    task_tokens: usize,
+    /// Tokens of each observation.
+    #[arg(long, default_value_t = WindowConfig::default().observation_tokens)]
+    observation_tokens: usize,
+}
+
+impl WindowArgs {
+    fn config(&self) -> WindowConfig {
+        WindowConfig {
+            max_prompt_tokens: self.max_prompt_tokens,
+            max_target_tokens: self.max_target_tokens,
+            system_tokens: self.system_tokens,
+            task_tokens: self.task_tokens,
+            observation_tokens: self.observation_tokens,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -581,14 +651,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     grad_accum: a.grad_accum,
                     lr: a.lr,
                     warmup_steps: a.warmup,
-                    max_len: a.max_len,
                     eval_every: a.eval_every,
                     checkpoint_every: a.checkpoint_every,
                     seed: a.seed,
                     ..Default::default()
                 },
+                window: a.window.config(),
                 data: regrpo_trainer::data::DataConfig {
                     rot_fraction: a.rot_fraction,
+                    rot_extra: a.rot_extra,
                     rot_target: if a.rot_all_turns {
                         regrpo_trainer::data::RotTarget::AllAssistant
                     } else {
@@ -603,11 +674,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             train_cmd::sft(&dir, job, quiet).await.map(|_| ())
         }
         Command::Train(TrainCommand::Regrpo(a)) => {
-            let kl = match a.kl.as_str() {
-                "k1" => regrpo_trainer::rl::KlEstimator::K1,
-                "k3" => regrpo_trainer::rl::KlEstimator::K3,
-                other => anyhow::bail!("unknown KL estimator `{other}` (k1 or k3)"),
-            };
             let cfg = regrpo_trainer::regrpo::RegrpoConfig {
                 steps: a.steps,
                 group_size: a.group_size,
@@ -623,7 +689,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     lambda_exec: a.lambda_exec,
                     eta: a.eta,
                     lambda_val: a.lambda_val,
+                    format_penalty: a.format_penalty,
+                    partial_credit: a.partial_credit,
                 },
+                max_draws_per_step: a.max_draws,
+                window: a.window.config(),
+                constrained: !a.unconstrained,
                 advantage: regrpo_trainer::rl::AdvantageConfig {
                     normalize: a.normalize_advantages,
                     clip: a.clip_advantages,
@@ -631,7 +702,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 loss: regrpo_trainer::rl::LossConfig {
                     beta: a.beta,
-                    kl,
+                    kl: a.kl,
                     token_level: a.token_level,
                     length_normalize: false,
                     ppo_clip: (a.updates > 1).then_some((a.ppo_clip_low, a.ppo_clip_high)),
@@ -646,10 +717,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out: a.out,
                 cfg,
                 eval_fraction: 0.1,
+                sources: a.source,
             };
             train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
         }
-        Command::Eval { dir, snapshot, model, split, out, max_states, max_tasks } => {
+        Command::Eval { dir, snapshot, model, split, out, max_states, max_tasks, source, unconstrained, window } => {
             if split != "test" {
                 anyhow::bail!("unknown split `{split}`: evaluation runs on `test`, the held-out split");
             }
@@ -658,14 +730,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_failure_states: max_states,
                 max_clean_states: max_states,
                 max_tasks,
+                sources: source,
+                window: window.config(),
+                constrained: !unconstrained,
                 ..Default::default()
             };
             train_cmd::eval(&dir, snapshot.as_deref(), &model, &out, &cfg).await.map(|_| ())
         }
         Command::Model(ModelCommand::Export { run, out }) => train_cmd::export(&run, &out),
         Command::Model(ModelCommand::Logits { model, input, out }) => train_cmd::logits(&model, &input, &out),
-        Command::Demo { dir, tasks, sft_steps, regrpo_steps, eval_states, eval_tasks, seed } => {
-            let cfg = demo::DemoConfig { tasks, sft_steps, regrpo_steps, eval_states, eval_tasks, seed };
+        Command::Demo {
+            dir,
+            tasks,
+            model,
+            warmup_steps,
+            sft_steps,
+            regrpo_steps,
+            eval_states,
+            eval_tasks,
+            seed,
+            unconstrained,
+        } => {
+            let cfg = demo::DemoConfig {
+                tasks,
+                model,
+                warmup_steps,
+                branch_steps: sft_steps,
+                regrpo_steps,
+                eval_states,
+                eval_tasks,
+                seed,
+                constrained: !unconstrained,
+                ..Default::default()
+            };
             demo::run(&dir, &cfg, quiet).await
         }
         Command::Query { dir, name, params, snapshot, list, show_sql, format, out } => match (list, dir, name) {

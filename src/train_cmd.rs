@@ -143,7 +143,10 @@ pub async fn eval(
 ) -> Result<regrpo_trainer::eval::EvalReport> {
     let repo = Repository::open(dir)?;
     let suite = regrpo_engine::ToolSuite::builtin();
-    let r = job::run_eval(&repo, snapshot, model, out, cfg, &suite, &model.display().to_string()).await?;
+    let bar = step_bar(false, (cfg.max_failure_states + cfg.max_clean_states) as u64, "eval");
+    let r = job::run_eval(&repo, snapshot, model, out, cfg, &suite, &model.display().to_string(), || bar.inc(1)).await;
+    bar.finish_and_clear();
+    let r = r?;
     println!(
         "evaluation of {} on the held-out split ({} failure states, {} clean states, {} tasks):",
         model.display(),
@@ -154,6 +157,16 @@ pub async fn eval(
     for (name, v) in r.rows() {
         println!("  {name:<30} {v:>8.3}");
     }
-    println!("written to the runs and metrics tables, and {}", out.join("run.json").display());
+    for (name, rate) in [("recovery", &r.recovery), ("first-try success", &r.first_try)] {
+        println!("  {name} 95% interval: [{:.3}, {:.3}] ({} of {})", rate.ci.0, rate.ci.1, rate.k, rate.n);
+    }
+    if r.truncations.total() > 0 {
+        println!("  context-window cuts: {:?}", r.truncations);
+    }
+    println!(
+        "written to the runs and metrics tables, {} and {}",
+        out.join("run.json").display(),
+        out.join("report.json").display()
+    );
     Ok(r)
 }

@@ -145,6 +145,97 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
     write_png(path, buf, w, h)
 }
 
+/// Bars of one series in a grouped chart: a value per group, with an optional interval.
+pub struct BarSeries<'a> {
+    pub name: &'a str,
+    pub values: Vec<(f64, Option<(f64, f64)>)>,
+}
+
+/// Grouped bars (one bar per series in each group) with error bars where intervals are given:
+/// recovery per policy with its confidence interval, or per ErrorType and policy.
+pub fn grouped_bars(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    groups: &[String],
+    series: &[BarSeries<'_>],
+) -> Result<()> {
+    font();
+    let (w, h) = (900u32, 500u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+        let top = series
+            .iter()
+            .flat_map(|s| s.values.iter().map(|(v, ci)| finite(ci.map_or(*v, |c| c.1).max(*v))))
+            .fold(0.0, f64::max)
+            .max(1e-6)
+            * 1.15;
+        let n = groups.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FAMILY, 22))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
+            .map_err(plot_err)?;
+        let labels = groups.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(y_label)
+            .x_labels(n)
+            .x_label_formatter(&|v| {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .label_style((FAMILY, 12))
+            .draw()
+            .map_err(plot_err)?;
+        let width = 0.8 / series.len().max(1) as f64;
+        for (k, s) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let x = |g: usize| g as f64 - 0.4 + k as f64 * width;
+            chart
+                .draw_series(s.values.iter().enumerate().map(|(g, (v, _))| {
+                    Rectangle::new([(x(g) + width * 0.08, 0.0), (x(g) + width * 0.92, finite(*v))], color.filled())
+                }))
+                .map_err(plot_err)?
+                .label(s.name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+            for (g, (_, ci)) in s.values.iter().enumerate() {
+                let Some((lo, hi)) = ci else { continue };
+                let (c, cap) = (x(g) + width / 2.0, width * 0.2);
+                for line in [
+                    vec![(c, *lo), (c, *hi)],
+                    vec![(c - cap, *lo), (c + cap, *lo)],
+                    vec![(c - cap, *hi), (c + cap, *hi)],
+                ] {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(line, BLACK.stroke_width(2))))
+                        .map_err(plot_err)?;
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FAMILY, 13))
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    write_png(path, buf, w, h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +257,12 @@ mod tests {
         let q = dir.path().join("hist.png");
         bar_chart(&q, "ErrorType", "rows", &[("ArgInvalid".into(), 3.0), ("ToolMismatch".into(), 5.0)]).unwrap();
         assert!(std::fs::metadata(&q).unwrap().len() > 1000);
+        let r = dir.path().join("recovery.png");
+        let series = [
+            BarSeries { name: "a", values: vec![(0.2, Some((0.1, 0.3))), (0.5, None)] },
+            BarSeries { name: "b", values: vec![(0.4, Some((0.3, 0.5))), (f64::NAN, None)] },
+        ];
+        grouped_bars(&r, "recovery", "rate", &["x".into(), "y".into()], &series).unwrap();
+        assert_eq!(image::open(&r).unwrap().width(), 900);
     }
 }

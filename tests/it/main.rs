@@ -53,7 +53,11 @@ fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
         "--dir",
         s(&out_dir),
         "--tasks",
-        "30",
+        "40",
+        "--model",
+        "tiny",
+        "--warmup-steps",
+        "2",
         "--sft-steps",
         "2",
         "--regrpo-steps",
@@ -64,12 +68,25 @@ fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
         "1",
     ]);
     // `--quiet` keeps the results: failures by ErrorType, the comparison table, where things went.
-    for line in ["ArgInvalid", "recovery_rate", "SFT + RoT + ReGRPO", "recovery.png", "demo finished"] {
+    for line in ["ArgInvalid", "recovery", "+ ReGRPO η=0", "McNemar", "recovery.png", "report.json", "demo finished"] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");
     }
     assert!(out_dir.join("repo/regrpo.json").exists());
     assert!(out_dir.join("runs/recovery.png").exists());
     assert!(out_dir.join("runs/regrpo/model/model.safetensors").exists());
+    assert!(out_dir.join("runs/regrpo-eta0/model/model.safetensors").exists());
+    // report.json carries every figure other tools need.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    for arm in ["sft_clean", "sft_rot", "regrpo", "regrpo_eta0"] {
+        for key in ["recovery", "recovery_ci", "first_try_success", "unnecessary_reflection"] {
+            assert!(report["arms"][arm].get(key).is_some(), "report.json lacks arms.{arm}.{key}");
+        }
+    }
+    for key in ["sft_rot_vs_sft_clean", "regrpo_vs_sft_rot"] {
+        assert!(report["mcnemar"][key].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)), "mcnemar.{key}");
+    }
+    assert_eq!(report["seed"], 7);
     let err = fails(&["demo", "--dir", s(&out_dir)]);
     assert!(err.contains("not empty"), "{err}");
 }
