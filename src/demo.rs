@@ -88,6 +88,13 @@ impl Default for DemoConfig {
     }
 }
 
+/// A table cell of one arm's report.
+type Cell = Box<dyn Fn(&EvalReport) -> String>;
+/// A rate of one arm's report.
+type RateOf = Box<dyn Fn(&EvalReport) -> Rate>;
+/// A bar: its height and its error bar.
+type Bar = (f64, Option<(f64, f64)>);
+
 /// The four arms, in table order: key in `report.json`, label.
 const ARMS: [(&str, &str); 4] =
     [("sft_clean", "SFT clean"), ("sft_rot", "SFT clean+RoT"), ("regrpo", "+ ReGRPO"), ("regrpo_eta0", "+ ReGRPO η=0")];
@@ -364,7 +371,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         ),
     );
     println!("{:<28}{}", "metric", ARMS.iter().map(|(_, l)| format!("{l:>22}")).collect::<String>());
-    let rows: Vec<(&str, Box<dyn Fn(&EvalReport) -> String>)> = vec![
+    let rows: Vec<(&str, Cell)> = vec![
         ("recovery", Box::new(|r| cell(&r.recovery))),
         ("recovery (derivable)", Box::new(|r| cell(&r.recovery_derivable))),
         ("first-try success", Box::new(|r| cell(&r.first_try))),
@@ -404,16 +411,15 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
 
     // Plots.
     let labels: Vec<String> = ARMS.iter().map(|(_, l)| l.to_string()).collect();
-    let bars = |f: &dyn Fn(&EvalReport) -> Rate| -> Vec<(f64, Option<(f64, f64)>)> {
-        reports.iter().map(|r| f(r)).map(|x| (x.rate, Some(x.ci))).collect()
-    };
-    let metrics: [(&str, Box<dyn Fn(&EvalReport) -> Rate>); 4] = [
+    let bars =
+        |f: &dyn Fn(&EvalReport) -> Rate| -> Vec<Bar> { reports.iter().map(f).map(|x| (x.rate, Some(x.ci))).collect() };
+    let metrics: [(&str, RateOf); 4] = [
         ("recovery", Box::new(|r| r.recovery)),
         ("recovery (derivable)", Box::new(|r| r.recovery_derivable)),
         ("first-try success", Box::new(|r| r.first_try)),
         ("unnecessary reflection", Box::new(|r| r.unnecessary_reflection)),
     ];
-    let by_metric: Vec<Vec<(f64, Option<(f64, f64)>)>> = metrics.iter().map(|(_, f)| bars(f.as_ref())).collect();
+    let by_metric: Vec<Vec<Bar>> = metrics.iter().map(|(_, f)| bars(f.as_ref())).collect();
     let series: Vec<BarSeries<'_>> = labels
         .iter()
         .enumerate()

@@ -309,7 +309,7 @@ impl Batcher {
                     let clean_part: Vec<&Encoded> =
                         bucketed_batch(&clean_len, seed, k, qc).into_iter().map(|j| &clean[j]).collect();
                     let rot_part: Vec<&Encoded> =
-                        bucketed_batch(&rot_len, seed ^ 0x5eed_0f_0a, k, qr).into_iter().map(|j| &rot[j]).collect();
+                        bucketed_batch(&rot_len, seed ^ 0x5eed_0f0a, k, qr).into_iter().map(|j| &rot[j]).collect();
                     let parts: Vec<Batch> =
                         [clean_part, rot_part].iter().filter(|p| !p.is_empty()).map(|p| collate(p, pad)).collect();
                     if tx.send(parts).is_err() {

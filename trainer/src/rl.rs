@@ -441,7 +441,8 @@ mod tests {
         let half_chi2 =
             |lp: Tensor<B, 1>, r: Tensor<B, 1>| ((lp.mul_scalar(2.0) - r).exp().sum() - 1.0).mul_scalar(0.5);
         let zero = |lp: Tensor<B, 1>, _r: Tensor<B, 1>| lp.sum().mul_scalar(0.0);
-        let cases: [(KlMode, &dyn Fn(Tensor<B, 1>, Tensor<B, 1>) -> Tensor<B, 1>, &str); 5] = [
+        type Divergence<'a> = &'a dyn Fn(Tensor<B, 1>, Tensor<B, 1>) -> Tensor<B, 1>;
+        let cases: [(KlMode, Divergence, &str); 5] = [
             (KlMode::K1Reward, &kl_forward, "KL(π‖ref)"),
             (KlMode::Exact, &kl_forward, "KL(π‖ref)"),
             (KlMode::K3, &kl_reverse, "KL(ref‖π)"),
