@@ -209,6 +209,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         window: window(),
         constrained: cfg.constrained,
         batch: 16,
+        split: regrpo_trainer::eval::EvalSplit::Test,
     };
     let (ts, rots, versions) = job::snapshot_rows(&repo, Some(&snap.name)).await?;
     let candidates = regrpo_trainer::eval::held_out(&ts, &rots, repo.root(), &eval_cfg);
@@ -280,7 +281,10 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         states_per_step: 4,
         max_draws_per_step: 12,
         failure_fraction: 0.5,
-        lr: 5e-4,
+        // Measured on training-split states (`regrpo eval --split train`; issue 10 note): at 5e-4
+        // the policy fits the states it samples but loses more held states than it gains; 1e-4
+        // lost the fewest of the settings tried.
+        lr: 1e-4,
         sample: SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: window().max_target_tokens },
         reward: RewardConfig { eta, ..Default::default() },
         loss: LossConfig { beta: 0.04, ..Default::default() },

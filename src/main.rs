@@ -149,8 +149,9 @@ enum Command {
         /// A run folder or a model folder.
         #[arg(long)]
         model: PathBuf,
-        /// Only `test` (the held-out split by trajectory hash) is defined.
-        #[arg(long, default_value = "test")]
+        /// `test`: the held-out split by trajectory hash (what every reported figure uses);
+        /// `train`: states of the training side, to see whether training moved its own objective.
+        #[arg(long, default_value = "test", value_parser = ["test", "train"])]
         split: String,
         /// Where the eval run goes (default: MODEL/eval).
         #[arg(long)]
@@ -383,6 +384,12 @@ struct RegrpoArgs {
     /// States drawn per step at most when groups without signal are skipped and refilled.
     #[arg(long, default_value_t = 12)]
     max_draws: usize,
+    /// Train on at most N failure states and N clean states (spread over the split) instead of all.
+    #[arg(long)]
+    max_states: Option<usize>,
+    /// Divide each completion's summed loss by its scored tokens (sequence-level loss only).
+    #[arg(long)]
+    length_normalize: bool,
     /// Sample freely instead of under the tools' grammar.
     #[arg(long)]
     unconstrained: bool,
@@ -679,6 +686,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 group_size: a.group_size,
                 states_per_step: a.states,
                 failure_fraction: a.failure_fraction,
+                max_states: a.max_states,
                 lr: a.lr,
                 sample: regrpo_trainer::sampling::SampleConfig {
                     temperature: a.temperature,
@@ -704,7 +712,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     beta: a.beta,
                     kl: a.kl,
                     token_level: a.token_level,
-                    length_normalize: false,
+                    length_normalize: a.length_normalize,
                     ppo_clip: (a.updates > 1).then_some((a.ppo_clip_low, a.ppo_clip_high)),
                 },
                 updates_per_batch: a.updates,
@@ -722,9 +730,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
         }
         Command::Eval { dir, snapshot, model, split, out, max_states, max_tasks, source, unconstrained, window } => {
-            if split != "test" {
-                anyhow::bail!("unknown split `{split}`: evaluation runs on `test`, the held-out split");
-            }
+            let split = match split.as_str() {
+                "train" => regrpo_trainer::eval::EvalSplit::Train,
+                _ => regrpo_trainer::eval::EvalSplit::Test,
+            };
             let out = out.unwrap_or_else(|| model.join("eval"));
             let cfg = regrpo_trainer::eval::EvalConfig {
                 max_failure_states: max_states,
@@ -733,6 +742,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sources: source,
                 window: window.config(),
                 constrained: !unconstrained,
+                split,
                 ..Default::default()
             };
             train_cmd::eval(&dir, snapshot.as_deref(), &model, &out, &cfg).await.map(|_| ())

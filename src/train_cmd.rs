@@ -148,8 +148,12 @@ pub async fn eval(
     bar.finish_and_clear();
     let r = r?;
     println!(
-        "evaluation of {} on the held-out split ({} failure states, {} clean states, {} tasks):",
+        "evaluation of {} on the {} ({} failure states, {} clean states, {} tasks):",
         model.display(),
+        match cfg.split {
+            regrpo_trainer::eval::EvalSplit::Test => "held-out split",
+            regrpo_trainer::eval::EvalSplit::Train => "training split (not held out: a diagnostic, not a result)",
+        },
         r.failure_states,
         r.clean_states,
         r.tasks

@@ -55,6 +55,21 @@ pub struct EvalConfig {
     /// States decoded together in one batch.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Which side of the hash split the states come from.
+    #[serde(default)]
+    pub split: EvalSplit,
+}
+
+/// The side of the train/test hash split ([`is_held_out`]) an evaluation draws its states from.
+/// `test` is the held-out set every reported figure comes from; `train` measures a policy on
+/// the states it trained on (to see whether training moves its own objective, without looking
+/// at the held-out states).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalSplit {
+    #[default]
+    Test,
+    Train,
 }
 
 fn default_batch() -> usize {
@@ -76,6 +91,7 @@ impl Default for EvalConfig {
             window: WindowConfig::default(),
             constrained: true,
             batch: default_batch(),
+            split: EvalSplit::Test,
         }
     }
 }
@@ -170,7 +186,7 @@ pub struct EvalSet {
 }
 
 /// Up to `n` states spread over the list (every k-th), so a cap does not take one family only.
-fn spread(mut v: Vec<State>, n: usize) -> Vec<State> {
+pub(crate) fn spread(mut v: Vec<State>, n: usize) -> Vec<State> {
     if v.len() <= n {
         return v;
     }
@@ -185,12 +201,13 @@ fn spread(mut v: Vec<State>, n: usize) -> Vec<State> {
     v
 }
 
-/// Held-out states and tasks of a snapshot's rows.
+/// Held-out states and tasks of a snapshot's rows (or, with [`EvalSplit::Train`], states and
+/// tasks of the training side).
 pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Path, cfg: &EvalConfig) -> EvalSet {
     let wanted = |t: &Trajectory| cfg.sources.as_ref().is_none_or(|s| s.contains(&t.source));
     let test: Vec<Trajectory> = trajectories
         .iter()
-        .filter(|t| wanted(t) && is_held_out(&t.trajectory_id, cfg.eval_fraction))
+        .filter(|t| wanted(t) && is_held_out(&t.trajectory_id, cfg.eval_fraction) == (cfg.split == EvalSplit::Test))
         .cloned()
         .collect();
     let by_id: HashMap<String, Trajectory> = test.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();

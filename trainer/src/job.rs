@@ -393,7 +393,11 @@ pub async fn run_regrpo(
         rots.into_iter().filter(|r| kept.contains(r.trajectory_id.as_str())).collect();
     let states = crate::rollout::States::of(&train_rots, &train_ts, repo.root());
     // States whose gold completion does not succeed (no sandbox, no executor) teach nothing.
-    let (states, check) = crate::rollout::self_check(states, suite).await;
+    let (mut states, check) = crate::rollout::self_check(states, suite).await;
+    if let Some(n) = job.cfg.max_states {
+        states.failures = crate::eval::spread(states.failures, n);
+        states.cleans = crate::eval::spread(states.cleans, n);
+    }
     if states.is_empty() {
         return Err(Error::NoData(
             "no failure or clean states in the training split whose ground truth executes".into(),

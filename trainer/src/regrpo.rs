@@ -54,6 +54,10 @@ pub struct RegrpoConfig {
     pub max_draws_per_step: usize,
     /// Share of failure states among the states drawn.
     pub failure_fraction: f64,
+    /// Train on at most this many failure states and as many clean states (spread over the
+    /// list), instead of all: small runs and "can it fit a few states" checks.
+    #[serde(default)]
+    pub max_states: Option<usize>,
     pub lr: f64,
     pub weight_decay: f32,
     pub max_grad_norm: f64,
@@ -87,6 +91,7 @@ impl Default for RegrpoConfig {
             states_per_step: 4,
             max_draws_per_step: default_draws(),
             failure_fraction: 0.5,
+            max_states: None,
             lr: 5e-6,
             weight_decay: 0.01,
             max_grad_norm: 1.0,
@@ -135,9 +140,19 @@ struct Sampled {
     reward: f64,
 }
 
+/// Added to the logit of a token the grammar forbade: large enough that its probability is 0
+/// in f32, finite so that no gradient becomes NaN.
+const FORBIDDEN: f32 = -1e9;
+
 /// Full log-probabilities `[g, len, vocab]` at each completion's positions given the shared
 /// prompt, the completions' tokens `[g, len]`, and their weights `[g, len]`: 1 on generated
 /// tokens the grammar did not force, 0 on forced tokens and padding.
+///
+/// Where the grammar constrained a position, the distribution is the one that sampled there:
+/// the model's, renormalised over the allowed tokens (the others get a large negative logit).
+/// Scoring the unconstrained π instead would add `∇ log Σ_allowed π` to each token's gradient —
+/// pushing mass between allowed and forbidden tokens, which changes nothing the grammar lets
+/// through — and would make the k1 estimate of KL biased (log π ≠ log q).
 fn completion_logp<B: Backend>(
     model: &Qwen2<B>,
     prompt: &[u32],
@@ -162,7 +177,23 @@ fn completion_logp<B: Backend>(
         }
     }
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [g, total]), &device);
-    let logits = model.forward(ids).narrow(1, prompt.len() - 1, len);
+    let mut logits = model.forward(ids).narrow(1, prompt.len() - 1, len);
+    if completions.iter().any(|c| c.allowed.iter().any(Option::is_some)) {
+        let vocab = logits.dims()[2];
+        let mut add = vec![0.0f32; g * len * vocab];
+        for (i, c) in completions.iter().enumerate() {
+            for (j, allowed) in c.allowed.iter().enumerate() {
+                if let Some(allowed) = allowed {
+                    let row = &mut add[(i * len + j) * vocab..(i * len + j + 1) * vocab];
+                    row.fill(FORBIDDEN);
+                    for t in allowed {
+                        row[*t as usize] = 0.0;
+                    }
+                }
+            }
+        }
+        logits = logits + Tensor::<B, 3>::from_data(TensorData::new(add, [g, len, vocab]), &device);
+    }
     let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [g, len]), &device);
     (log_softmax(logits, 2), targets, Tensor::from_data(TensorData::new(mask, [g, len]), &device))
 }

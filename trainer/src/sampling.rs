@@ -40,12 +40,16 @@ impl Default for SampleConfig {
 pub struct Completion {
     /// Generated tokens, the stop token included when it was reached.
     pub tokens: Vec<u32>,
-    /// log π(token) at temperature 1 for each generated token.
+    /// For each generated token, its log-probability at temperature 1 under the distribution
+    /// that sampled it: π itself, or under a grammar π renormalised over the tokens the grammar
+    /// allowed (`q(t) = π(t) / Σ_{a ∈ allowed} π(a)`), the policy ReGRPO actually optimises.
     pub logprobs: Vec<f32>,
     /// Whether the stop token ended it (rather than the budget).
     pub stopped: bool,
     /// Per token: the grammar allowed no other.
     pub forced: Vec<bool>,
+    /// Per token: the tokens the grammar allowed there (`None`: every token, unconstrained).
+    pub allowed: Vec<Option<Vec<u32>>>,
 }
 
 /// Grammar-constrained decoding: the grammar of a turn and the vocabulary's byte trie.
@@ -86,6 +90,15 @@ fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> usize {
         }
     }
     probs[n - 1].0
+}
+
+/// `log Σ exp(x)`, stable.
+fn log_sum_exp(xs: impl Iterator<Item = f32> + Clone) -> f32 {
+    let max = xs.clone().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + xs.map(|x| (x - max).exp()).sum::<f32>().ln()
 }
 
 /// Rows of a `[rows, vocab]` tensor as vectors.
@@ -172,8 +185,9 @@ fn decode<B: Backend>(
 ) -> Vec<Completion> {
     let device = model.embed_tokens.weight.device();
     let [g, v] = next.dims();
-    let mut out: Vec<Completion> =
-        (0..g).map(|_| Completion { tokens: vec![], logprobs: vec![], stopped: false, forced: vec![] }).collect();
+    let mut out: Vec<Completion> = (0..g)
+        .map(|_| Completion { tokens: vec![], logprobs: vec![], stopped: false, forced: vec![], allowed: vec![] })
+        .collect();
     let constraints = rows_of.constraints;
     let mut states: Vec<Option<Recognizer>> = constraints.iter().map(|c| c.map(|c| c.start)).collect();
     let mut dead = vec![false; g];
@@ -186,7 +200,7 @@ fn decode<B: Backend>(
                 fed.push(i64::from(pad));
                 continue;
             }
-            let (tok, forced) = match (constraints[i], &mut states[i]) {
+            let (tok, forced, lp, allowed_here) = match (constraints[i], &mut states[i]) {
                 (Some(con), Some(state)) => {
                     let budget = cfg.max_new_tokens - c.tokens.len();
                     let allowed = con.trie.allowed(con.grammar, state, budget, stop);
@@ -204,13 +218,19 @@ fn decode<B: Backend>(
                     if let Some((_, s)) = allowed.iter().find(|(t, _)| *t as usize == tok) {
                         *state = *s;
                     }
-                    (tok, allowed.len() == 1)
+                    let kept: Vec<u32> = allowed.iter().map(|(t, _)| *t).collect();
+                    let lq = logp[i][tok] - log_sum_exp(kept.iter().map(|t| logp[i][*t as usize]));
+                    (tok, kept.len() == 1, lq, (kept.len() < v).then_some(kept))
                 }
-                _ => (pick(&raw[i], cfg, rng), false),
+                _ => {
+                    let tok = pick(&raw[i], cfg, rng);
+                    (tok, false, logp[i][tok], None)
+                }
             };
             c.tokens.push(tok as u32);
-            c.logprobs.push(logp[i][tok]);
+            c.logprobs.push(lp);
             c.forced.push(forced);
+            c.allowed.push(allowed_here);
             if tok as u32 == stop {
                 c.stopped = true;
             }
