@@ -260,6 +260,13 @@ pub async fn publish(
         rows.join(", "),
         p.files.len()
     );
+    if !p.empty_splits.is_empty() {
+        println!(
+            "empty splits left out (no file, no card or Croissant entry): {}; with this few source trajectories, \
+             try other --split fractions",
+            p.empty_splits.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use regrpo_schemas::react::{parse_assistant, trajectory_messages};
+use regrpo_schemas::react::{strip_reflection, trajectory_messages};
 use regrpo_schemas::{Rot, Trajectory};
 use serde_json::{Value, json};
 
@@ -27,11 +27,7 @@ pub struct ExportSummary {
 
 /// The assistant turn without its `Reflection:` block.
 fn without_reflection(text: &str) -> String {
-    let t = parse_assistant(text);
-    match (t.reflection, text.find("Thought:").or_else(|| text.find("Code:"))) {
-        (Some(_), Some(at)) => text[at..].to_string(),
-        _ => text.to_string(),
-    }
+    strip_reflection(text).to_string()
 }
 
 /// One RoT row as a reference record.

@@ -163,6 +163,8 @@ pub struct Published {
     pub table_versions: BTreeMap<String, i64>,
     /// Examples per split.
     pub rows: BTreeMap<String, usize>,
+    /// Splits that came out empty: no file, no card or Croissant entry.
+    pub empty_splits: Vec<String>,
     pub files: Vec<PathBuf>,
 }
 
@@ -426,44 +428,43 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     std::fs::create_dir_all(out).at(out)?;
     let mut files = Vec::new();
     let mut rows = BTreeMap::new();
-    if opts.format == PublishFormat::RegrpoJson {
-        let s = crate::export::export_regrpo_json(repo, Some(snapshot_name), out).await?;
-        rows.insert("rot".to_string(), s.rot_records);
-        rows.insert("clean".to_string(), s.clean_records);
-        files.extend([s.rot_file, s.clean_file]);
-    } else {
-        let mut trajectories = repo.read::<Trajectory>(versions.get("trajectories").copied()).await?;
-        trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
-        let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
-        rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
-        let all = examples(&trajectories, &rots, opts.verified_only);
-        let assignment = assign_splits(&all, opts.split, opts.seed)?;
-        let mut by_split: Vec<Vec<Example>> = vec![Vec::new(); 3];
-        for e in all {
-            by_split[assignment[&e.source_trajectory_id]].push(e);
-        }
-        for split in &mut by_split {
-            mix(split, opts)?;
-        }
-        for (name, split) in SPLITS.iter().zip(&by_split) {
-            rows.insert(name.to_string(), split.len());
-        }
-        match opts.format {
-            PublishFormat::Hf => files.extend(write_hf(out, &by_split, snapshot_name, &versions, opts)?),
-            PublishFormat::OpenaiJsonl => {
-                for (name, split) in SPLITS.iter().zip(&by_split) {
-                    let path = out.join(format!("{name}.jsonl"));
-                    let mut w = std::io::BufWriter::new(std::fs::File::create(&path).at(&path)?);
-                    for e in split {
-                        let line = json!({"messages": e.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()});
-                        writeln!(w, "{line}").at(&path)?;
-                    }
-                    w.flush().at(&path)?;
-                    files.push(path);
+    let mut trajectories = repo.read::<Trajectory>(versions.get("trajectories").copied()).await?;
+    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+    let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
+    rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+    // Every format publishes the same rows: the verification gate, the split by source
+    // trajectory and the mixture are applied here, once.
+    let all = examples(&trajectories, &rots, opts.verified_only);
+    let assignment = assign_splits(&all, opts.split, opts.seed)?;
+    let mut by_split: Vec<Vec<Example>> = vec![Vec::new(); 3];
+    for e in all {
+        by_split[assignment[&e.source_trajectory_id]].push(e);
+    }
+    for split in &mut by_split {
+        mix(split, opts)?;
+    }
+    for (name, split) in SPLITS.iter().zip(&by_split) {
+        rows.insert(name.to_string(), split.len());
+    }
+    // An empty split has no file and no entry in the card or Croissant: `datasets` refuses a
+    // split that names no data.
+    let empty_splits: Vec<String> =
+        SPLITS.iter().zip(&by_split).filter(|(_, s)| s.is_empty()).map(|(n, _)| n.to_string()).collect();
+    match opts.format {
+        PublishFormat::Hf => files.extend(write_hf(out, &by_split, snapshot_name, &versions, opts)?),
+        PublishFormat::OpenaiJsonl => {
+            for (name, split) in SPLITS.iter().zip(&by_split).filter(|(_, s)| !s.is_empty()) {
+                let path = out.join(format!("{name}.jsonl"));
+                let mut w = std::io::BufWriter::new(std::fs::File::create(&path).at(&path)?);
+                for e in split {
+                    let line = json!({"messages": e.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()});
+                    writeln!(w, "{line}").at(&path)?;
                 }
+                w.flush().at(&path)?;
+                files.push(path);
             }
-            PublishFormat::RegrpoJson => unreachable!("handled above"),
         }
+        PublishFormat::RegrpoJson => files.extend(write_regrpo_json(out, &by_split, &trajectories, &rots)?),
     }
     let provenance = json!({
         "snapshot": snapshot_name,
@@ -471,11 +472,54 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         "published_by": format!("regrpo {}", env!("CARGO_PKG_VERSION")),
         "options": opts,
         "rows": rows,
+        "empty_splits": empty_splits,
     });
     let path = out.join("provenance.json");
     write_json(&path, &provenance)?;
     files.push(path);
-    Ok(Published { out: out.to_path_buf(), snapshot: snapshot_name.to_string(), table_versions: versions, rows, files })
+    Ok(Published {
+        out: out.to_path_buf(),
+        snapshot: snapshot_name.to_string(),
+        table_versions: versions,
+        rows,
+        empty_splits,
+        files,
+    })
+}
+
+/// The ReGRPO reference layout, per split: `rot_{split}.json` (reference RoT records) and
+/// `clean_{split}.json` (chat records of clean trajectories), for the non-empty ones.
+fn write_regrpo_json(
+    out: &Path,
+    splits: &[Vec<Example>],
+    trajectories: &[Trajectory],
+    rots: &[Rot],
+) -> Result<Vec<PathBuf>> {
+    let trajectory: HashMap<&str, &Trajectory> = trajectories.iter().map(|t| (t.trajectory_id.as_str(), t)).collect();
+    let rot: HashMap<&str, &Rot> = rots.iter().map(|r| (r.rot_id.as_str(), r)).collect();
+    let mut files = Vec::new();
+    for (name, split) in SPLITS.iter().zip(splits) {
+        let mut rot_records = Vec::new();
+        let mut clean_records = Vec::new();
+        for e in split {
+            match e.kind.as_str() {
+                "rot" => {
+                    let r = rot[e.id.as_str()];
+                    rot_records.push(crate::export::rot_record(r, trajectory.get(r.trajectory_id.as_str()).copied()));
+                }
+                _ => clean_records.push(crate::export::clean_record(trajectory[e.id.as_str()])),
+            }
+        }
+        for (kind, records) in [("rot", rot_records), ("clean", clean_records)] {
+            if records.is_empty() {
+                continue;
+            }
+            let path = out.join(format!("{kind}_{name}.json"));
+            write_json(&path, &Value::Array(records))?;
+            files.push(path);
+        }
+    }
+    Ok(files)
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
@@ -514,7 +558,11 @@ fn write_hf(
     let mut files = Vec::new();
     let mut split_bytes = Vec::new();
     for (name, split) in SPLITS.iter().zip(splits) {
-        let shards = split.len().div_ceil(opts.rows_per_file.max(1)).max(1);
+        if split.is_empty() {
+            split_bytes.push(0);
+            continue;
+        }
+        let shards = split.len().div_ceil(opts.rows_per_file.max(1));
         let mut bytes = 0u64;
         for i in 0..shards {
             let rows =
@@ -578,7 +626,7 @@ fn card(
     y += "tags:\n- tool-use\n- agents\n- reflection\n- regrpo\n- reflection-of-thought\n";
     y += &format!("size_categories:\n- {}\n", size_category(total));
     y += "configs:\n- config_name: default\n  data_files:\n";
-    for name in SPLITS {
+    for (name, _) in SPLITS.iter().zip(splits).filter(|(_, s)| !s.is_empty()) {
         y += &format!("  - split: {name}\n    path: data/{name}-*\n");
     }
     y += "dataset_info:\n  features:\n";
@@ -587,7 +635,7 @@ fn card(
     }
     y += "  - name: messages\n    list:\n    - name: role\n      dtype: string\n    - name: content\n      dtype: string\n";
     y += "  splits:\n";
-    for ((name, split), bytes) in SPLITS.iter().zip(splits).zip(split_bytes) {
+    for ((name, split), bytes) in SPLITS.iter().zip(splits).zip(split_bytes).filter(|((_, s), _)| !s.is_empty()) {
         y += &format!("  - name: {name}\n    num_bytes: {bytes}\n    num_examples: {}\n", split.len());
     }
     let download: u64 = split_bytes.iter().sum();

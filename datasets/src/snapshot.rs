@@ -166,6 +166,22 @@ pub fn get(repo: &Repository, name: &str) -> Result<Snapshot> {
     serde_json::from_str(&text).map_err(|e| Error::BadSnapshot { path, reason: e.to_string() })
 }
 
+/// The version of `table` a snapshot pins; a snapshot file without that table (damaged, or
+/// hand-edited) is an error naming the file.
+pub fn table_version(repo: &Repository, name: &str, table: &str) -> Result<i64> {
+    let snap = get(repo, name)?;
+    match snap.tables.get(table) {
+        Some(t) => Ok(t.version),
+        None => Err(Error::BadSnapshot {
+            path: snapshot_path(repo, name),
+            reason: format!(
+                "it pins no `{table}` table (it has: {})",
+                snap.tables.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }),
+    }
+}
+
 /// All snapshots, oldest first.
 pub fn list(repo: &Repository) -> Result<Vec<Snapshot>> {
     let dir = snapshot_dir(repo);

@@ -173,7 +173,7 @@ pub async fn run(
 ) -> Result<EngineReport> {
     let started = Instant::now();
     let version = match &cfg.snapshot {
-        Some(name) => Some(regrpo_datasets::snapshot::get(repo, name)?.tables["trajectories"].version),
+        Some(name) => Some(regrpo_datasets::snapshot::table_version(repo, name, "trajectories")?),
         None => None,
     };
     let mut trajectories: Vec<Trajectory> = repo.read::<Trajectory>(version).await?;

@@ -105,22 +105,69 @@ fn parse_reflection_lines(block: &str) -> Option<Reflection> {
     (!r.error_type.is_empty()).then_some(r)
 }
 
-/// Finds the first fenced block: `(start of fence, surface, inner text, end of fence)`.
+/// Finds the action's fenced block: `(start of fence, surface, inner text, end of fence)`.
+///
+/// The action is the fence that follows a `Code:` / `Action:` line (the last such one): a
+/// Thought may quote code of its own in fences before it. Without such a line, the last fence
+/// whose language is an action surface is taken.
 fn find_fence(text: &str) -> Option<(usize, Surface, String, usize)> {
-    let start = text.find("```")?;
+    let mut marked = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t == "Code:" || t == "Action:" {
+            let after = offset + line.len();
+            let gap = text[after..].len() - text[after..].trim_start().len();
+            if text[after + gap..].starts_with("```") {
+                marked = Some(after + gap);
+            }
+        }
+        offset += line.len();
+    }
+    if let Some(start) = marked {
+        let (end, lang, inner) = fence_at(text, start)?;
+        return Some((start, surface_of(lang)?, inner.to_string(), end));
+    }
+    // Fences pair up in order (opening, closing), whatever their language.
+    let mut last = None;
+    let mut from = 0;
+    while let Some(at) = text[from..].find("```").map(|i| from + i) {
+        let Some((end, lang, inner)) = fence_at(text, at) else { break };
+        if let Some(surface) = surface_of(lang) {
+            last = Some((at, surface, inner.to_string(), end));
+        }
+        from = end;
+    }
+    last
+}
+
+/// The closed fenced block that opens at `start` (where ``` begins): its end, its language
+/// tag and its inner text.
+fn fence_at(text: &str, start: usize) -> Option<(usize, &str, &str)> {
     let after = &text[start + 3..];
     let nl = after.find('\n')?;
-    let lang = after[..nl].trim();
-    let surface = match lang {
-        "json" => Surface::Json,
-        "" | "py" | "python" => Surface::Python,
-        _ => return None,
-    };
     let inner_start = start + 3 + nl + 1;
     let close = text[inner_start..].find("```")?;
-    let mut inner = &text[inner_start..inner_start + close];
-    inner = inner.strip_suffix('\n').unwrap_or(inner);
-    Some((start, surface, inner.to_string(), inner_start + close + 3))
+    let inner = &text[inner_start..inner_start + close];
+    Some((inner_start + close + 3, after[..nl].trim(), inner.strip_suffix('\n').unwrap_or(inner)))
+}
+
+/// The action surface a fence's language tag stands for.
+fn surface_of(lang: &str) -> Option<Surface> {
+    match lang {
+        "json" => Some(Surface::Json),
+        "" | "py" | "python" => Some(Surface::Python),
+        _ => None,
+    }
+}
+
+/// An assistant turn without its leading `Reflection:` block: the thought and action that
+/// follow it (the turn itself when it has no reflection).
+pub fn strip_reflection(text: &str) -> &str {
+    match text.trim_start().strip_prefix("Reflection:") {
+        Some(rest) => split_reflection(rest).1.trim_start(),
+        None => text,
+    }
 }
 
 /// Writes an assistant turn in the reference layout.
@@ -231,5 +278,35 @@ mod tests {
             Some((true, "Error: Error in code parsing: boom".into()))
         );
         assert_eq!(parse_observation("Task: hi"), None);
+    }
+
+    #[test]
+    fn the_action_is_the_fence_after_code_or_action_not_a_fence_in_the_thought() {
+        // The Thought quotes library code in a fence of its own, before the tool call.
+        let turn = "Thought: pandas would do it:\n```py\nimport pandas as pd\npd.read_csv('x.csv')\n```\nbut the tool is simpler.\n\nCode:\n```py\ninspect_file_as_text(\"x.csv\")\n```";
+        let t = parse_assistant(turn);
+        assert_eq!(t.action, Some((Surface::Python, "inspect_file_as_text(\"x.csv\")".into())));
+        assert!(t.thought.as_deref().unwrap().contains("pd.read_csv"), "the quoted code stays in the thought");
+        // A JSON action after a Thought that quotes a shell command.
+        let turn = "Thought: not `ls`, i.e.\n```bash\nls -la\n```\nAction:\n```json\n{\"name\": \"search\", \"arguments\": {\"q\": \"a\"}}\n```";
+        let (surface, code) = parse_assistant(turn).action.unwrap();
+        assert_eq!(surface, Surface::Json);
+        assert!(code.starts_with("{\"name\": \"search\""));
+        // Without a marker line, fences pair up: a closing fence never opens an action.
+        let turn = "Thought: run\n```bash\nls\n```\nthen\n```json\n{\"name\": \"f\", \"arguments\": {}}\n```";
+        assert_eq!(parse_assistant(turn).action.unwrap().0, Surface::Json);
+        assert_eq!(parse_assistant("Thought: only\n```bash\nls\n```").action, None);
+    }
+
+    #[test]
+    fn stripping_the_reflection_leaves_thought_and_action() {
+        assert_eq!(
+            strip_reflection(ROT_TURN),
+            "Thought: I will read the correct file.\n\nCode:\n```py\ninspect_file_as_text(\"invoice.pdf\")\n```"
+        );
+        // A JSON-call turn with no Thought: the action alone remains.
+        let turn = "Reflection:\n- ErrorType: ArgInvalid\n- Evidence: e\n- FixPlan: f\nAction:\n```json\n{}\n```";
+        assert_eq!(strip_reflection(turn), "Action:\n```json\n{}\n```");
+        assert_eq!(strip_reflection("Code:\n```py\nf()\n```"), "Code:\n```py\nf()\n```");
     }
 }

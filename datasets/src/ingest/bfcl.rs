@@ -144,6 +144,27 @@ impl FormatReader for BfclReader {
             };
             self.answers.insert(id.to_string(), gt.clone());
         }
+        // The answers of another questions file match no question: one clear error, not one
+        // reject per record. (The first questions decide; a partial answers file is fine.)
+        let f = std::fs::File::open(path).at(path)?;
+        let ids: Vec<String> = std::io::BufReader::new(f)
+            .lines()
+            .map_while(std::result::Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .take(20)
+            .filter_map(|l| serde_json::from_str::<Value>(&l).ok()?.get("id")?.as_str().map(str::to_string))
+            .collect();
+        if !ids.is_empty() && !ids.iter().any(|id| self.answers.contains_key(id)) {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the answers file {} has none of these questions' ids (the first are {}); is it the answers \
+                     of another questions file?",
+                    answers.display(),
+                    ids.iter().take(3).map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
         Ok(())
     }
 

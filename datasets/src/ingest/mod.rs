@@ -290,16 +290,19 @@ fn read_file_with(
     let file = std::fs::File::open(path).at(path)?;
     let mut scanner = Scanner::new(BufReader::with_capacity(1 << 20, file), reader.layout());
     let display = path.display().to_string();
+    // Rejects are keyed by the canonical path, so one file given as a relative and then an
+    // absolute path rejects its records once.
+    let canonical = path.canonicalize().map_or_else(|_| display.clone(), |p| p.display().to_string());
     let (mut records, mut rejected, mut last) = (0u64, 0u64, 0u64);
     while let Some(item) = scanner.next_item().at(path)? {
         records += 1;
         let row = match item {
             Item::Record { offset, line, key, bytes } => {
                 let raw = RawRecord { file: &display, offset, line, key: key.as_deref(), bytes: &bytes, batch };
-                reader.convert(&raw).map_err(|reason| reject(format, &display, offset, line, &reason, &bytes, batch))
+                reader.convert(&raw).map_err(|reason| reject(format, &canonical, offset, line, &reason, &bytes, batch))
             }
             Item::Bad { offset, line, reason, excerpt } => {
-                Err(reject(format, &display, offset, line, &reason, &excerpt, batch))
+                Err(reject(format, &canonical, offset, line, &reason, &excerpt, batch))
             }
         };
         rejected += u64::from(row.is_err());

@@ -1,19 +1,27 @@
 //! OpenAI chat fine-tuning JSONL: `{messages: [...], tools?: [...]}` per line, assistant turns
 //! with `tool_calls`, `role: "tool"` results, and a final assistant answer.
+//!
+//! ShareGPT-style lines read too (common in agent SFT data): `conversations` for `messages`,
+//! `from` / `value` for `role` / `content`, the roles `human` and `gpt`, and `function_call` /
+//! `observation` turns for a tool call (its value a JSON call) and its result.
 
 use regrpo_schemas::action::Action;
 use regrpo_schemas::{ActionRecord, Step, Trajectory};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use std::path::Path;
+
 use super::common::{observation, seal};
 use super::{Converted, FormatReader, RawRecord};
+use crate::error::{Error, IoContext};
 use crate::jsonscan::Layout;
 
 #[derive(Debug, Deserialize)]
 struct ChatRecord {
     #[serde(default)]
     id: Option<Value>,
+    #[serde(alias = "conversations")]
     messages: Vec<ChatMsg>,
     #[serde(default)]
     tools: Option<Vec<Value>>,
@@ -21,8 +29,9 @@ struct ChatRecord {
 
 #[derive(Debug, Deserialize)]
 struct ChatMsg {
+    #[serde(alias = "from")]
     role: String,
-    #[serde(default)]
+    #[serde(default, alias = "value")]
     content: Option<Value>,
     #[serde(default)]
     tool_calls: Option<Vec<Value>>,
@@ -47,6 +56,30 @@ impl FormatReader for OpenaiReader {
         Layout::Lines
     }
 
+    fn open_file(&mut self, path: &Path) -> crate::error::Result<()> {
+        use std::io::BufRead;
+        let file = std::fs::File::open(path).at(path)?;
+        let mut first = String::new();
+        for line in std::io::BufReader::new(file).lines() {
+            first = line.at(path)?;
+            if !first.trim().is_empty() {
+                break;
+            }
+        }
+        let t = first.trim_start_matches('\u{feff}').trim();
+        // A JSON Lines file of chats has one object per line; `[` or a lone `{` opens a JSON
+        // document that spans lines: one clear error instead of one reject per line.
+        if t.starts_with('[') || t == "{" {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                reason: "this is a JSON document, not JSON Lines (one chat object per line); convert it with \
+                         `jq -c '.[]' FILE > FILE.jsonl` (an array) or `jq -c . FILE` (one object)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     fn convert(&mut self, rec: &RawRecord<'_>) -> Result<Converted, String> {
         let r: ChatRecord = rec.parse()?;
         let mut system = None;
@@ -57,14 +90,28 @@ impl FormatReader for OpenaiReader {
         for (n, m) in r.messages.iter().enumerate() {
             match m.role.as_str() {
                 "system" | "developer" => system = text_of(&m.content),
-                "user" => {
+                // ShareGPT's tool call: the value is a JSON call `{"name": …, "arguments": …}`.
+                "function_call" => {
+                    let text = text_of(&m.content).unwrap_or_default();
+                    let value: Value = serde_json::from_str(&text)
+                        .map_err(|e| format!("field `messages[{n}].value`: a function_call is not JSON: {e}"))?;
+                    let action =
+                        Action::from_json_value(&value).map_err(|e| format!("field `messages[{n}].value`: {e}"))?;
+                    steps.push(Step {
+                        index: steps.len() as i32,
+                        thought: None,
+                        action: Some(ActionRecord::from(&action)),
+                        observation: None,
+                    });
+                }
+                "user" | "human" => {
                     if task.is_none() {
                         task = Some(text_of(&m.content).unwrap_or_default());
                     } else {
                         extra_user_turns += 1;
                     }
                 }
-                "assistant" => match &m.tool_calls {
+                "assistant" | "gpt" => match &m.tool_calls {
                     Some(calls) if !calls.is_empty() => {
                         let action = Action::from_json_value(&Value::Array(calls.clone()))
                             .map_err(|e| format!("field `messages[{n}].tool_calls`: {e}"))?;
@@ -77,7 +124,7 @@ impl FormatReader for OpenaiReader {
                     }
                     _ => final_answer = text_of(&m.content),
                 },
-                "tool" | "function" => {
+                "tool" | "function" | "observation" => {
                     let text = text_of(&m.content).unwrap_or_default();
                     let step = steps
                         .last_mut()
@@ -91,7 +138,12 @@ impl FormatReader for OpenaiReader {
                         None => step.observation = Some(observation(false, text)),
                     }
                 }
-                other => return Err(format!("field `messages[{n}].role`: unknown role `{other}`")),
+                other => {
+                    return Err(format!(
+                        "field `messages[{n}].role`: unknown role `{other}` (known: system, developer, user, \
+                         assistant, tool, function, and ShareGPT's human, gpt, function_call, observation)"
+                    ));
+                }
             }
         }
         let task = task.ok_or("field `messages`: no user message")?;

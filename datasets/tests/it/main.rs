@@ -1,6 +1,7 @@
 //! Integration tests of the dataset repository: ingest of every format (our fixtures, and the
 //! real samples in `../shared/data` when present), rejects, snapshots and gc.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -222,9 +223,14 @@ async fn malformed_inputs_end_in_rejects_and_the_good_records_go_in() {
     assert!(by_line(3).reason.contains("nesting deeper than 128"), "{}", by_line(3).reason);
     assert!(by_line(2).excerpt.len() <= 160);
 
-    // Rejects are content-addressed too: a rerun adds no reject twice.
+    // Rejects are content-addressed too: a rerun adds no reject twice, also when the same
+    // file is given by another spelling of its path.
     let before = rejects.len();
-    ingest(&repo, Format::Openai, &[path]).await;
+    ingest(&repo, Format::Openai, std::slice::from_ref(&path)).await;
+    assert_eq!(repo.read::<Reject>(None).await.unwrap().len(), before);
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let other_spelling = dir.path().join("sub").join("..").join("chat.jsonl");
+    ingest(&repo, Format::Openai, &[other_spelling]).await;
     assert_eq!(repo.read::<Reject>(None).await.unwrap().len(), before);
 }
 
@@ -236,6 +242,13 @@ async fn bfcl_without_answers_is_a_clear_error() {
     let err = ingest::ingest(&repo, Format::Bfcl, &[q], &IngestOptions::default()).await.unwrap_err();
     assert!(err.to_string().contains("no BFCL answers file found"), "{err}");
     assert!(err.to_string().contains("--answers"), "{err}");
+    // The answers of another questions file: one error naming both files, no rejects.
+    let other = write(dir.path(), "other.answers.json", b"{\"id\": \"simple_999\", \"ground_truth\": []}\n");
+    let opts = IngestOptions { answers: Some(other), ..IngestOptions::default() };
+    let q = dir.path().join("q.json");
+    let err = ingest::ingest(&repo, Format::Bfcl, &[q], &opts).await.unwrap_err().to_string();
+    assert!(err.contains("other.answers.json") && err.contains("none of these questions' ids"), "{err}");
+    assert!(repo.read::<Reject>(None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -376,4 +389,113 @@ async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
     assert_eq!(train.lines().count(), a.rows["train"]);
     let first: serde_json::Value = serde_json::from_str(train.lines().next().unwrap()).unwrap();
     assert!(first["messages"][0]["role"].is_string());
+}
+
+#[tokio::test]
+async fn every_publish_format_applies_the_same_gate_and_splits_and_provenance_says_what_was_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    ingest(&repo, Format::Regrpo, &[fixture("regrpo/rot_sample.json"), fixture("regrpo/clean_sample.json")]).await;
+    ingest(&repo, Format::Mat, &[fixture("mat/trajectories.json")]).await;
+    ingest(&repo, Format::Openai, &[fixture("openai/chat.jsonl")]).await;
+    snapshot::create(&repo, "v1", None).await.unwrap();
+    // Reference RoT rows that carry no verification of ours come in unverified.
+    let rots = repo.read::<Rot>(None).await.unwrap();
+    assert!(rots.iter().any(|r| !r.verified), "the fixture has unverified RoT rows");
+    let mut published = BTreeMap::new();
+    for verified_only in [true, false] {
+        for format in [PublishFormat::Hf, PublishFormat::OpenaiJsonl, PublishFormat::RegrpoJson] {
+            let name = match format {
+                PublishFormat::Hf => "hf",
+                PublishFormat::OpenaiJsonl => "openai-jsonl",
+                PublishFormat::RegrpoJson => "regrpo-json",
+            };
+            let out = dir.path().join(format!("{name}-{verified_only}"));
+            let opts = PublishOptions { format, verified_only, split: [0.5, 0.25, 0.25], ..Default::default() };
+            let p = publish(&repo, "v1", &out, &opts).await.unwrap();
+            let provenance: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
+            assert_eq!(provenance["options"]["verified_only"], verified_only);
+            assert_eq!(provenance["rows"], serde_json::to_value(&p.rows).unwrap());
+            if format == PublishFormat::RegrpoJson {
+                // The records in the files are the rows provenance counts, split by split.
+                for (split, n) in &p.rows {
+                    let mut records = 0;
+                    for kind in ["rot", "clean"] {
+                        let Ok(text) = std::fs::read_to_string(out.join(format!("{kind}_{split}.json"))) else {
+                            continue;
+                        };
+                        let v: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+                        if kind == "rot" && verified_only {
+                            assert!(v.iter().all(|r| r["rot_meta"]["verified"] == true), "{split}: an unverified row");
+                        }
+                        records += v.len();
+                    }
+                    assert_eq!(records, *n, "regrpo-json {split}");
+                }
+                // What was published reads back in: the same RoT conversations, row for row.
+                let back = Repository::init(dir.path().join(format!("back-{verified_only}"))).await.unwrap();
+                let files: Vec<PathBuf> = p.files.iter().filter(|f| !f.ends_with("provenance.json")).cloned().collect();
+                assert_eq!(ingest(&back, Format::Regrpo, &files).await.rejected, 0);
+                let conversations = |rs: Vec<Rot>| {
+                    let mut v: Vec<String> =
+                        rs.iter().map(|r| serde_json::to_string(&r.conversation).unwrap()).collect();
+                    v.sort();
+                    v
+                };
+                let sent: Vec<Rot> = rots.iter().filter(|r| r.verified || !verified_only).cloned().collect();
+                assert_eq!(conversations(back.read::<Rot>(None).await.unwrap()), conversations(sent));
+            }
+            published.insert((name, verified_only), p.rows);
+        }
+    }
+    for verified_only in [true, false] {
+        let hf = &published[&("hf", verified_only)];
+        assert_eq!(&published[&("openai-jsonl", verified_only)], hf);
+        assert_eq!(&published[&("regrpo-json", verified_only)], hf);
+    }
+    assert!(
+        published[&("hf", false)].values().sum::<usize>() > published[&("hf", true)].values().sum::<usize>(),
+        "--include-unverified publishes more rows"
+    );
+
+    // An empty split gets no file and no entry in the card's configs or in Croissant.
+    let out = dir.path().join("small");
+    let opts = PublishOptions { verified_only: false, split: [0.5, 0.5, 0.0], ..Default::default() };
+    let p = publish(&repo, "v1", &out, &opts).await.unwrap();
+    assert_eq!(p.empty_splits, vec!["test".to_string()]);
+    assert!(!p.files.iter().any(|f| f.file_name().unwrap().to_string_lossy().starts_with("test-")));
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(!card.contains("split: test") && !card.contains("- name: test\n"), "{card}");
+    assert!(!std::fs::read_to_string(out.join("croissant.json")).unwrap().contains("test-"));
+}
+
+#[tokio::test]
+async fn chat_ingest_reads_sharegpt_roles_and_refuses_a_json_document_in_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    let s = ingest(&repo, Format::Openai, &[fixture("openai/sharegpt.jsonl")]).await;
+    assert_eq!((s.trajectories_added, s.rejected), (2, 0));
+    let ts = sorted(repo.read::<Trajectory>(None).await.unwrap(), |t| t.source_id.clone());
+    assert_eq!(ts[0].source_id, "sg-1");
+    assert_eq!(ts[0].task, "Weather in Oslo?");
+    assert_eq!(ts[0].steps[0].action.as_ref().unwrap().tool, "get_weather");
+    assert_eq!(ts[0].steps[0].observation.as_ref().unwrap().text, "{\"temp_c\": 4}");
+    assert_eq!(ts[0].final_answer.as_deref(), Some("It is 4 degrees in Oslo."));
+    assert_eq!(ts[1].final_answer.as_deref(), Some("4"));
+
+    // A pretty-printed JSON array given as JSON Lines: one error naming the file, no rejects.
+    let chats: Vec<serde_json::Value> = std::fs::read_to_string(fixture("openai/chat.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pretty = write(dir.path(), "chats.json", serde_json::to_string_pretty(&chats).unwrap().as_bytes());
+    let before = repo.read::<Reject>(None).await.unwrap().len();
+    let err = ingest::ingest(&repo, Format::Openai, std::slice::from_ref(&pretty), &IngestOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chats.json") && err.contains("not JSON Lines"), "{err}");
+    assert_eq!(repo.read::<Reject>(None).await.unwrap().len(), before);
 }

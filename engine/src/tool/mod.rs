@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use regrpo_schemas::action::{Call, EXPR_KEY};
 use regrpo_schemas::{ErrorType, Execution};
 use serde::{Deserialize, Serialize};
@@ -335,8 +336,20 @@ impl ToolSuite {
                 format!("no executor for `{}`: configure a wasm module or a remote tool server", spec.name),
             );
         };
-        match tokio::time::timeout(ctx.timeout, tool.call(&args, ctx)).await {
-            Ok(out) => out,
+        // A tool that panics fails this call, with the panic's message as its observation; the
+        // run goes on.
+        let call = std::panic::AssertUnwindSafe(tool.call(&args, ctx)).catch_unwind();
+        match tokio::time::timeout(ctx.timeout, call).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(panic)) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into());
+                tracing::warn!(tool = %spec.name, "tool panicked: {msg}");
+                ToolOutput::error("tool_panicked", format!("Error: {} failed: {msg}", spec.name))
+            }
             Err(_) => ToolOutput::with_status(
                 Status::Timeout,
                 "timeout",

@@ -2,6 +2,7 @@
 //! MAT, wasm and remote tools, the teacher path, determinism and export.
 
 mod remote;
+mod tools;
 mod wasm;
 
 use std::collections::BTreeMap;

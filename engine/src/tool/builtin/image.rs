@@ -71,14 +71,31 @@ fn load(ctx: &CallContext, given: &str) -> Result<RgbImage, ToolOutput> {
     Ok(img.to_rgb8())
 }
 
-fn int_list(v: Option<&Value>) -> Vec<i64> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_i64).collect()).unwrap_or_default()
+/// The `N` integers of a list argument. JSON Schema's `integer` admits `10.0` and integers
+/// beyond `i64`, and a schema may not fix the length: each is read or refused here with an
+/// error observation, never a panic.
+fn ints<const N: usize>(v: Option<&Value>, name: &str) -> Result<[i64; N], ToolOutput> {
+    let bad = || {
+        let got = v.map_or_else(|| "nothing".to_string(), Value::to_string);
+        ToolOutput::error("invalid_argument", format!("Error: `{name}` must be a list of {N} integers, got {got}"))
+    };
+    let list = v.and_then(Value::as_array).filter(|a| a.len() == N).ok_or_else(bad)?;
+    let mut out = [0i64; N];
+    for (o, x) in out.iter_mut().zip(list) {
+        *o = match (x.as_i64(), x.as_f64()) {
+            (Some(i), _) => i,
+            // Integral floats within the range f64 holds exactly.
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() <= 9.0e15 => f as i64,
+            _ => return Err(bad()),
+        };
+    }
+    Ok(out)
 }
 
 /// Checks a box against the image; returns it as `u32`s.
-fn check_box(b: &[i64], img: &RgbImage, given: &str) -> Result<[u32; 4], ToolOutput> {
+fn check_box(b: [i64; 4], img: &RgbImage, given: &str) -> Result<[u32; 4], ToolOutput> {
     let (w, h) = (i64::from(img.width()), i64::from(img.height()));
-    let [x1, y1, x2, y2] = [b[0], b[1], b[2], b[3]];
+    let [x1, y1, x2, y2] = b;
     if x2 <= x1 || y2 <= y1 {
         return Err(ToolOutput::error(
             "empty_box",
@@ -176,8 +193,11 @@ impl Tool for Crop {
             Ok(i) => i,
             Err(e) => return e,
         };
-        let b = int_list(args.get("box"));
-        match check_box(&b, &img, given) {
+        let b = match ints::<4>(args.get("box"), "box") {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        match check_box(b, &img, given) {
             Ok(r) => {
                 let shape = match content_box(&img, r) {
                     Some(c) => format!("; shape at {c:?}"),
@@ -213,8 +233,11 @@ impl Tool for DrawBox {
             Ok(i) => i,
             Err(e) => return e,
         };
-        let b = int_list(args.get("box"));
-        let [x1, y1, x2, y2] = match check_box(&b, &img, given) {
+        let b = match ints::<4>(args.get("box"), "box") {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
+        let [x1, y1, x2, y2] = match check_box(b, &img, given) {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -303,8 +326,11 @@ impl Tool for AddText {
             Err(e) => return e,
         };
         let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
-        let pos = int_list(args.get("position"));
-        let (x0, y0) = (pos[0], pos[1]);
+        let pos = match ints::<2>(args.get("position"), "position") {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let [x0, y0] = pos;
         let (w, h) = (i64::from(img.width()), i64::from(img.height()));
         let need = text.chars().count() as i64 * 4 - 1;
         if x0 < 0 || y0 < 0 || x0 >= w || y0 >= h {
