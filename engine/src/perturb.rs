@@ -47,7 +47,8 @@ pub struct Perturbed {
 pub struct PerturbContext<'a> {
     /// The spec of the original tool, when known.
     pub spec: Option<&'a ToolSpec>,
-    /// Other tools the agent could plausibly have called.
+    /// The tools the trajectory declared, i.e. the ones the agent had (empty when it declared
+    /// none): a tool mismatch picks among these, never a name the task did not offer.
     pub alternatives: &'a [ToolSpec],
     /// The task's folder, when it has one.
     pub sandbox: Option<&'a Path>,
@@ -395,8 +396,9 @@ impl Perturbation for ToolSwap {
             return None;
         }
         let args = literal_args(call);
-        let mapped = swaps(&call.name);
-        if let Some((to, param)) = mapped.choose(rng) {
+        let offered = |name: &str| ctx.alternatives.is_empty() || ctx.alternatives.iter().any(|s| s.name == name);
+        let mapped: Vec<&(&str, &str)> = swaps(&call.name).iter().filter(|(to, _)| offered(to)).collect();
+        if let Some((to, param)) = mapped.choose(rng).copied() {
             // Carry the main value over: the string argument, or the image/file path.
             let main = args
                 .iter()
@@ -417,7 +419,8 @@ impl Perturbation for ToolSwap {
             });
             return done(a, self.name(), self.error_type(), format!("called {to} instead of {}", call.name));
         }
-        // A spec-only tool: another function of the same source with the same arguments.
+        // A spec-only tool: another function the trajectory declared, the one sharing the most
+        // argument names. A task that offered one function has no realistic mismatch.
         let own: Vec<String> = args.iter().map(|(k, _)| k.clone()).collect();
         let best = ctx.alternatives.iter().filter(|s| s.name != call.name).max_by_key(|s| {
             (s.parameter_names().iter().filter(|p| own.contains(p)).count(), std::cmp::Reverse(s.name.clone()))

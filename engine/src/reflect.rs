@@ -23,7 +23,9 @@ pub struct Failure<'a> {
     pub failed: &'a Action,
     pub failed_observation: &'a str,
     pub failed_error_code: Option<&'a str>,
-    pub original_observation: &'a str,
+    /// What the corrected action returned: the source's own observation, or ours when it ran;
+    /// `None` when neither exists (a function-calling source ships schemas, not executors).
+    pub original_observation: Option<&'a str>,
     pub error_type: ErrorType,
 }
 
@@ -139,7 +141,7 @@ fn capitalize(s: &str) -> String {
 
 /// The deterministic template reflection.
 pub fn template(f: &Failure<'_>) -> Reflected {
-    let span = pick_quote(f.failed_observation, f.original_observation);
+    let span = pick_quote(f.failed_observation, f.original_observation.unwrap_or(""));
     let quote = span.map_or("", |(a, b)| &f.failed_observation[a..b]);
     let evidence = format!("The observation says '{quote}', {}.", explanation(f));
     // The plan says what to change; the evidence already quotes why.
@@ -258,7 +260,9 @@ pub fn gates(f: &Failure<'_>, r: &Reflected) -> Result<Vec<String>, String> {
 }
 
 /// The ready-to-train chat: steps before the failure, the failed action and its observation,
-/// the reflection with the corrected action, then the rest of the trajectory.
+/// the reflection with the corrected action, then the rest of the trajectory and its final
+/// answer. When the corrected action has no observation (nothing executed it and the source
+/// recorded none), the chat ends at the corrected action: no engine message stands in for one.
 pub fn conversation(f: &Failure<'_>, r: &Reflection) -> Vec<Message> {
     let t = f.trajectory;
     let msg = |role: &str, content: String| Message { role: role.into(), content };
@@ -282,10 +286,15 @@ pub fn conversation(f: &Failure<'_>, r: &Reflection) -> Vec<Message> {
         } else {
             out.push(msg("assistant", format_assistant(None, step.thought.as_deref(), &action)));
         }
+        if i == f.step_index && f.original_observation.is_none() {
+            return out;
+        }
         if i != last || action.tool() != "final_answer" {
-            out.push(msg("user", format_observation(i, if i == f.step_index { f.original_observation } else { &obs })));
+            let shown = if i == f.step_index { f.original_observation.unwrap_or_default() } else { &obs };
+            out.push(msg("user", format_observation(i, shown)));
         }
     }
+    out.extend(regrpo_schemas::react::final_answer_turn(t));
     out
 }
 

@@ -199,17 +199,6 @@ pub async fn run(
         p.start(trajectories.len() as u64);
     }
 
-    // Spec-only tools of a source can stand in for one another (BFCL's functions).
-    let mut pools: BTreeMap<String, Vec<ToolSpec>> = BTreeMap::new();
-    for t in &trajectories {
-        let pool = pools.entry(t.source.clone()).or_default();
-        for s in declared_specs(t) {
-            if pool.len() < 1000 && suite.get(&s.name).is_none() && !pool.iter().any(|p| p.name == s.name) {
-                pool.push(s);
-            }
-        }
-    }
-
     let mut planner = Planner::new(cfg.mix.clone());
     let mut near_app = repo.appender::<NearMiss>().await?;
     let mut rot_app = repo.appender::<Rot>().await?;
@@ -222,7 +211,6 @@ pub async fn run(
         let declared: Vec<Vec<ToolSpec>> = chunk.iter().map(declared_specs).collect();
         for (ti, t) in chunk.iter().enumerate() {
             let sandbox = sandbox_of(&root, t);
-            let pool = pools.get(&t.source).map(Vec::as_slice).unwrap_or(&[]);
             let last = t.steps.len().saturating_sub(1);
             let mut candidates = Vec::new();
             for (i, step) in t.steps.iter().enumerate() {
@@ -233,7 +221,12 @@ pub async fn run(
                     step_index: i,
                     action,
                     spec,
-                    ctx: PerturbContext { spec, alternatives: pool, sandbox: sandbox.as_deref(), is_final: i == last },
+                    ctx: PerturbContext {
+                        spec,
+                        alternatives: &declared[ti],
+                        sandbox: sandbox.as_deref(),
+                        is_final: i == last,
+                    },
                 });
             }
             for planned in planner.plan(&t.trajectory_id, &candidates, cfg.per_trajectory, cfg.seed) {
@@ -247,12 +240,11 @@ pub async fn run(
         let outcomes: Vec<Outcome> = futures::stream::iter(jobs.into_iter().map(|job| {
             let t = &chunk[job.t];
             let declared = &declared[job.t];
-            let pool = pools.get(&t.source).map(Vec::as_slice).unwrap_or(&[]);
             let client = &client;
             let run_id = run_id.as_str();
             let progress = progress.clone();
             async move {
-                let out = process(suite, cfg, client, t, declared, pool, &job, run_id).await;
+                let out = process(suite, cfg, client, t, declared, &job, run_id).await;
                 if let Some(p) = &progress {
                     p.executed(2);
                     if let Some(et) = out.accepted {
@@ -313,7 +305,6 @@ async fn process(
     client: &reqwest::Client,
     t: &Trajectory,
     declared: &[ToolSpec],
-    pool: &[ToolSpec],
     job: &Job,
     run_id: &str,
 ) -> Outcome {
@@ -322,13 +313,11 @@ async fn process(
     let original = original_rec.parse().expect("planned steps parse");
     let failed = &job.planned.perturbed.action;
     let ctx = CallContext { sandbox: job.sandbox.clone(), timeout: cfg.call_timeout };
-    // The spec pool lets a swapped spec-only tool be validated against its own schema.
-    let mut known: Vec<ToolSpec> = declared.to_vec();
-    known.extend(pool.iter().filter(|p| !declared.iter().any(|d| d.name == p.name)).cloned());
-    let failed_exec = execute_action(suite, failed, &known, &ctx, job.is_final).await;
+    // A swapped tool is one the trajectory declared, so its schema validates the call.
+    let failed_exec = execute_action(suite, failed, declared, &ctx, job.is_final).await;
     // Re-executing the corrected (= original) action is both the judge's reference and the
     // verification of the RoT row.
-    let original_exec = execute_action(suite, &original, &known, &ctx, job.is_final).await;
+    let original_exec = execute_action(suite, &original, declared, &ctx, job.is_final).await;
     let stored = step.observation.as_ref().map(|o| o.text.as_str());
     let verified = original_exec.status == "ok" && stored.is_some_and(|s| s == original_exec.text);
 
@@ -358,7 +347,7 @@ async fn process(
             failed,
             failed_observation: &failed_exec.text,
             failed_error_code: failed_exec.error_code.as_deref(),
-            original_observation: stored.unwrap_or(&original_exec.text),
+            original_observation: stored.or((original_exec.status == "ok").then_some(original_exec.text.as_str())),
             error_type: claimed,
         };
         let reflected: std::result::Result<Reflected, String> = match &cfg.teacher {
@@ -377,7 +366,7 @@ async fn process(
                 let spec = suite
                     .get(original.tool())
                     .map(|t| t.spec())
-                    .or_else(|| known.iter().find(|s| s.name == original.tool()));
+                    .or_else(|| declared.iter().find(|s| s.name == original.tool()));
                 let derivable = crate::derivable::is_derivable(&original, spec, &seen.join("\n"));
                 let rot_id = content_id([
                     near_miss_id.as_bytes(),
@@ -399,7 +388,7 @@ async fn process(
                     failed_action: ActionRecord::from(failed),
                     failed_observation: failed_exec.text.clone(),
                     corrected_action: original_rec.clone(),
-                    corrected_observation: Some(original_exec.text.clone()),
+                    corrected_observation: failure.original_observation.map(str::to_string),
                     verified,
                     derivable: Some(derivable),
                     conversation,

@@ -236,7 +236,22 @@ pub fn trajectory_messages(t: &Trajectory) -> Vec<Message> {
             out.push(msg("user", format_observation(i, &o.text)));
         }
     }
+    out.extend(final_answer_turn(t));
     out
+}
+
+/// The assistant's closing answer, when the trajectory has one and its last step did not
+/// already give it (a `final_answer` call): chat sources keep the answer as plain text after
+/// the last tool result, and a conversation that stops at that result never shows answering.
+pub fn final_answer_turn(t: &Trajectory) -> Option<Message> {
+    let answer = t.final_answer.as_ref().filter(|a| !a.trim().is_empty())?;
+    let answered = t
+        .steps
+        .last()
+        .and_then(|s| s.action.as_ref())
+        .and_then(|a| a.parse().ok())
+        .is_some_and(|a: Action| a.tool() == "final_answer");
+    (!answered).then(|| Message { role: "assistant".into(), content: answer.clone() })
 }
 
 #[cfg(test)]
@@ -308,5 +323,41 @@ mod tests {
         let turn = "Reflection:\n- ErrorType: ArgInvalid\n- Evidence: e\n- FixPlan: f\nAction:\n```json\n{}\n```";
         assert_eq!(strip_reflection(turn), "Action:\n```json\n{}\n```");
         assert_eq!(strip_reflection("Code:\n```py\nf()\n```"), "Code:\n```py\nf()\n```");
+    }
+
+    #[test]
+    fn a_chat_ends_with_the_final_answer_the_source_gave() {
+        let call = Action::parse_json(r#"{"name": "get_weather", "arguments": {"city": "Oslo"}}"#).unwrap();
+        let step = |action: &Action, obs: &str| crate::records::Step {
+            index: 0,
+            thought: None,
+            action: Some(crate::records::ActionRecord::from(action)),
+            observation: Some(crate::records::Observation { status: "ok".into(), text: obs.into() }),
+        };
+        let mut t = Trajectory {
+            trajectory_id: "t".into(),
+            source: "openai".into(),
+            source_id: "1".into(),
+            source_file: "f".into(),
+            source_offset: 0,
+            source_line: None,
+            task: "Weather in Oslo?".into(),
+            system_prompt: None,
+            files: vec![],
+            tool_specs: "[]".into(),
+            steps: vec![step(&call, "{\"temp_c\": 4}")],
+            final_answer: Some("It is 4 degrees.".into()),
+            gt_answer: None,
+            meta: None,
+            ingest_batch: "b".into(),
+        };
+        let m = trajectory_messages(&t);
+        assert_eq!((m[m.len() - 1].role.as_str(), m[m.len() - 1].content.as_str()), ("assistant", "It is 4 degrees."));
+        assert!(m[m.len() - 2].content.contains("temp_c"));
+        // A trajectory that answers with a final_answer call is not given the answer twice.
+        let answer = Action::parse_python("final_answer(\"It is 4 degrees.\")").unwrap();
+        t.steps.push(step(&answer, "It is 4 degrees."));
+        let m = trajectory_messages(&t);
+        assert_eq!(m.iter().filter(|m| m.content.contains("It is 4 degrees.")).count(), 1, "{m:?}");
     }
 }

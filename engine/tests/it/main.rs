@@ -134,6 +134,13 @@ async fn bfcl_failures_are_the_schema_validators_own_messages() {
         None => workspace().join("fixtures/bfcl/questions.json"),
     };
     ingest::ingest(&repo, Format::Bfcl, &[file], &IngestOptions::default()).await.unwrap();
+    // A question that offers two functions (BFCL's `multiple` category): the only kind where a
+    // tool mismatch is realistic.
+    let multiple = r#"{"id": "fx_multiple_0", "question": [[{"role": "user", "content": "Convert 20 USD to EUR."}]], "function": [{"name": "convert_currency", "description": "Convert money.", "parameters": {"type": "dict", "properties": {"amount": {"type": "integer", "description": "Amount."}, "from_currency": {"type": "string", "description": "From."}, "to_currency": {"type": "string", "description": "To."}}, "required": ["amount", "from_currency", "to_currency"]}}, {"name": "exchange_rate", "description": "The rate between two currencies.", "parameters": {"type": "dict", "properties": {"from_currency": {"type": "string", "description": "From."}, "to_currency": {"type": "string", "description": "To."}}, "required": ["from_currency", "to_currency"]}}]}"#;
+    let answer = r#"{"id": "fx_multiple_0", "ground_truth": [{"convert_currency": {"amount": [20], "from_currency": ["USD"], "to_currency": ["EUR"]}}]}"#;
+    std::fs::write(dir.path().join("multiple.json"), format!("{multiple}\n")).unwrap();
+    std::fs::write(dir.path().join("multiple.answers.json"), format!("{answer}\n")).unwrap();
+    ingest::ingest(&repo, Format::Bfcl, &[dir.path().join("multiple.json")], &IngestOptions::default()).await.unwrap();
     let mut c = cfg(1);
     c.mix = Mix::parse("1,1,1,1", 0.0).unwrap();
     c.per_trajectory = 3;
@@ -141,6 +148,15 @@ async fn bfcl_failures_are_the_schema_validators_own_messages() {
     let rots = repo.read::<Rot>(None).await.unwrap();
     let types: std::collections::BTreeSet<&str> = rots.iter().map(|r| r.error_type.as_str()).collect();
     assert!(types.contains("ArgInvalid") && types.contains("ToolMismatch"), "{types:?}");
+    // A tool mismatch calls a function its own question offered, never one from elsewhere.
+    let trajectories: std::collections::HashMap<String, Trajectory> =
+        repo.read::<Trajectory>(None).await.unwrap().into_iter().map(|t| (t.trajectory_id.clone(), t)).collect();
+    for r in rots.iter().filter(|r| r.error_type == "ToolMismatch") {
+        let offered: Vec<String> =
+            declared_specs(&trajectories[&r.trajectory_id]).into_iter().map(|s| s.name).collect();
+        assert!(offered.len() > 1, "a one-function question got a tool mismatch");
+        assert!(offered.contains(&r.failed_action.tool), "{} not in {offered:?}", r.failed_action.tool);
+    }
     for r in &rots {
         assert!(r.failed_observation.starts_with("Error: invalid arguments for "), "{}", r.failed_observation);
         assert!(
@@ -151,6 +167,15 @@ async fn bfcl_failures_are_the_schema_validators_own_messages() {
             r.failed_observation
         );
         assert!(!r.verified, "BFCL functions have no executor, nothing can be re-executed");
+        // The corrected call could not run: the sample ends at it, and no engine message
+        // stands in for its observation.
+        for m in &r.conversation {
+            assert!(!m.content.contains("no executor") && !m.content.contains("configure a wasm"), "{}", m.content);
+        }
+        let last = r.conversation.last().unwrap();
+        assert_eq!(last.role, "assistant");
+        assert!(last.content.starts_with("Reflection:"), "{}", last.content);
+        assert_eq!(r.corrected_observation, None);
     }
     // The valid near-misses could not be run, and the report says so instead of inventing.
     // (The 400 real BFCL questions always yield some; our 3-question fixture's near-misses
