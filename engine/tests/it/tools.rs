@@ -180,8 +180,7 @@ async fn a_snapshot_file_without_the_trajectories_table_is_an_error_naming_it() 
     snap["tables"].as_object_mut().unwrap().remove("trajectories");
     std::fs::write(&file, snap.to_string()).unwrap();
     let cfg = regrpo_engine::EngineConfig { snapshot: Some("s1".into()), ..Default::default() };
-    let err =
-        regrpo_engine::run::run(&repo, &ToolSuite::builtin(), &cfg, None).await.err().expect("an error, not rows");
+    let err = regrpo_engine::run::run(&repo, &ToolSuite::builtin(), &cfg, None).await.expect_err("an error, not rows");
     let msg = err.to_string();
     assert!(msg.contains("s1.json") && msg.contains("`trajectories`"), "{msg}");
 }
