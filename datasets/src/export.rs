@@ -25,11 +25,6 @@ pub struct ExportSummary {
     pub clean_records: usize,
 }
 
-/// The assistant turn without its `Reflection:` block.
-fn without_reflection(text: &str) -> String {
-    strip_reflection(text).to_string()
-}
-
 /// One RoT row as a reference record.
 pub fn rot_record(r: &Rot, t: Option<&Trajectory>) -> Value {
     let convo: Vec<Value> = r.conversation.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
@@ -40,7 +35,7 @@ pub fn rot_record(r: &Rot, t: Option<&Trajectory>) -> Value {
         .map(|i| r.conversation[i].content.clone())
         .unwrap_or_else(|| r.failed_action.raw.clone());
     let corrected_text = refl_at
-        .map(|i| without_reflection(&r.conversation[i].content))
+        .map(|i| strip_reflection(&r.conversation[i].content).to_string())
         .unwrap_or_else(|| r.corrected_action.raw.clone());
     let answer = t.and_then(|t| t.final_answer.clone()).map(Value::String).unwrap_or(Value::Null);
     json!({

@@ -315,14 +315,20 @@ async fn snapshots_pin_rows_while_the_tables_move_on_and_gc_keeps_them() {
     assert!(v.problems.iter().any(|p| p.contains("sha256")), "{:?}", v.problems);
 }
 
-#[tokio::test]
-async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = fresh_repo(&dir).await;
+/// A repository with RoT and clean rows of three fixture formats, snapshotted as `v1`.
+async fn publishable_repo(dir: &tempfile::TempDir) -> Repository {
+    let repo = fresh_repo(dir).await;
     ingest(&repo, Format::Regrpo, &[fixture("regrpo/rot_sample.json"), fixture("regrpo/clean_sample.json")]).await;
     ingest(&repo, Format::Mat, &[fixture("mat/trajectories.json")]).await;
     ingest(&repo, Format::Openai, &[fixture("openai/chat.jsonl")]).await;
     snapshot::create(&repo, "v1", None).await.unwrap();
+    repo
+}
+
+#[tokio::test]
+async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = publishable_repo(&dir).await;
     let opts = PublishOptions { split: [0.5, 0.25, 0.25], ..Default::default() };
     let a = publish(&repo, "v1", &dir.path().join("a"), &opts).await.unwrap();
     let b = publish(&repo, "v1", &dir.path().join("b"), &opts).await.unwrap();
@@ -394,11 +400,7 @@ async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
 #[tokio::test]
 async fn every_publish_format_applies_the_same_gate_and_splits_and_provenance_says_what_was_done() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = fresh_repo(&dir).await;
-    ingest(&repo, Format::Regrpo, &[fixture("regrpo/rot_sample.json"), fixture("regrpo/clean_sample.json")]).await;
-    ingest(&repo, Format::Mat, &[fixture("mat/trajectories.json")]).await;
-    ingest(&repo, Format::Openai, &[fixture("openai/chat.jsonl")]).await;
-    snapshot::create(&repo, "v1", None).await.unwrap();
+    let repo = publishable_repo(&dir).await;
     // Reference RoT rows that carry no verification of ours come in unverified.
     let rots = repo.read::<Rot>(None).await.unwrap();
     assert!(rots.iter().any(|r| !r.verified), "the fixture has unverified RoT rows");
