@@ -135,6 +135,18 @@ fn p_value(p: f64) -> String {
     if p < 1e-4 { format!("{p:.1e}") } else { format!("{p:.4}") }
 }
 
+/// A sign test of paired per-state values: `only_a` counts the states where `a` is lower
+/// (by more than 1e-6), `only_b` those where `b` is; states without both values are left out.
+fn lower_per_state(a: &[Option<f64>], b: &[Option<f64>]) -> Paired {
+    let (a_lower, b_lower): (Vec<bool>, Vec<bool>) = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| Some((x.as_ref()?, y.as_ref()?)))
+        .map(|(x, y)| (*x < *y - 1e-6, *y < *x - 1e-6))
+        .unzip();
+    Paired::of(&a_lower, &b_lower)
+}
+
 fn rate_json(r: &Rate) -> Value {
     json!({"rate": if r.rate.is_nan() { Value::Null } else { json!(r.rate) }, "k": r.k, "n": r.n, "ci": [r.ci.0, r.ci.1]})
 }
@@ -361,6 +373,8 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let rot_vs_clean = Paired::of(&recov(1), &recov(0));
     let rl_vs_rot = Paired::of(&recov(2), &recov(1));
     let eta_refl = Paired::of(&reports[2].clean_reflections(), &reports[3].clean_reflections());
+    let eta_leaning =
+        lower_per_state(&reports[2].clean_reflection_probabilities(), &reports[3].clean_reflection_probabilities());
     let cut_total: usize = truncations.values().map(Truncations::total).sum();
 
     let first = &reports[0];
@@ -380,6 +394,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         ("recovery (derivable)", Box::new(|r| cell(&r.recovery_derivable))),
         ("first-try success", Box::new(|r| cell(&r.first_try))),
         ("unnecessary reflection", Box::new(|r| cell(&r.unnecessary_reflection))),
+        ("  sampled (temperature 1)", Box::new(|r| num(r.sampled_unnecessary_reflection))),
         ("mean reflection tokens", Box::new(|r| num(r.mean_reflection_tokens))),
         ("ErrorType accuracy", Box::new(|r| num(r.error_type_accuracy))),
         ("evidence grounding", Box::new(|r| num(r.evidence_grounding_rate))),
@@ -400,6 +415,12 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         p_value(eta_refl.p_value()),
         eta_refl.only_a,
         eta_refl.only_b,
+    );
+    println!(
+        "sign test, per clean state, probability of opening with a reflection: η=0.1 lower on {} states, higher on {}, p = {}",
+        eta_leaning.only_a,
+        eta_leaning.only_b,
+        p_value(eta_leaning.p_value()),
     );
     let types: Vec<String> = reports[0].recovery_by_error_type.keys().cloned().collect();
     println!("recovery by ErrorType:");
@@ -494,6 +515,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
                     "first_try_success_ci": [r.first_try.ci.0, r.first_try.ci.1],
                     "unnecessary_reflection": r.unnecessary_reflection.rate,
                     "unnecessary_reflection_ci": [r.unnecessary_reflection.ci.0, r.unnecessary_reflection.ci.1],
+                    "sampled_unnecessary_reflection": if r.sampled_unnecessary_reflection.is_nan() { Value::Null } else { json!(r.sampled_unnecessary_reflection) },
                     "mean_reflection_tokens": r.mean_reflection_tokens,
                     "error_type_accuracy": if r.error_type_accuracy.is_nan() { Value::Null } else { json!(r.error_type_accuracy) },
                     "evidence_grounding_rate": if r.evidence_grounding_rate.is_nan() { Value::Null } else { json!(r.evidence_grounding_rate) },
@@ -540,6 +562,10 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
                 "regrpo_vs_sft_rot": [rl_vs_rot.only_a, rl_vs_rot.only_b],
                 "unnecessary_reflection_regrpo_vs_regrpo_eta0": [eta_refl.only_a, eta_refl.only_b],
             },
+        },
+        "sign_test": {
+            "sampled_unnecessary_reflection_regrpo_vs_regrpo_eta0": eta_leaning.p_value(),
+            "lower_higher": [eta_leaning.only_a, eta_leaning.only_b],
         },
         "truncations": {"total": cut_total, "by_job": truncations},
         "regrpo_steps": rl_runs.iter().map(|(k, _, o)| (k.to_string(), json!(o.steps))).collect::<serde_json::Map<_, _>>(),

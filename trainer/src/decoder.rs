@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use regrpo_engine::ToolSpec;
 use regrpo_schemas::Message;
@@ -13,7 +15,7 @@ use regrpo_schemas::action::Surface;
 
 use crate::error::Result;
 use crate::grammar::{Grammar, TokenTrie};
-use crate::model::Qwen2;
+use crate::model::{KvCache, Qwen2};
 use crate::sampling::{Completion, Constraint, SampleConfig, sample, sample_each};
 use crate::tokenizer::ChatTokenizer;
 use crate::window::{ChatWindow, Truncations};
@@ -22,6 +24,8 @@ use crate::window::{ChatWindow, Truncations};
 pub struct Decoder {
     pub window: ChatWindow,
     trie: Option<TokenTrie>,
+    /// First byte of each token (`None`: special tokens), when constrained.
+    first_bytes: Vec<Option<u8>>,
     grammars: Mutex<HashMap<String, Arc<Grammar>>>,
 }
 
@@ -37,8 +41,10 @@ pub struct Generated {
 
 impl Decoder {
     pub fn new(window: ChatWindow, constrained: bool) -> Decoder {
-        let trie = constrained.then(|| TokenTrie::new(&window.tk.token_bytes()));
-        Decoder { window, trie, grammars: Mutex::new(HashMap::new()) }
+        let bytes = if constrained { window.tk.token_bytes() } else { vec![] };
+        let first_bytes = bytes.iter().map(|b| b.as_ref().and_then(|b| b.first().copied())).collect();
+        let trie = constrained.then(|| TokenTrie::new(&bytes));
+        Decoder { window, trie, first_bytes, grammars: Mutex::new(HashMap::new()) }
     }
 
     pub fn tokenizer(&self) -> &ChatTokenizer {
@@ -134,6 +140,68 @@ impl Decoder {
                 constrained,
             })
             .collect())
+    }
+
+    /// For each state `(messages, specs, surface)`: the probability that a completion sampled
+    /// at temperature 1 under the grammar opens with a reflection, read exactly from the first
+    /// step's distribution (the grammar's openings — `Reflection:`, `Thought:`, the action —
+    /// differ in their first byte, and only a reflection starts with `R`). This is the
+    /// expected reflection rate of sampling, which a greedy decode shows only once it passes
+    /// one half. `None` where the turn is not constrained. Prompts are prefilled `batch` at a
+    /// time.
+    pub fn reflection_probabilities<B: Backend>(
+        &self,
+        model: &Qwen2<B>,
+        requests: &[(&[Message], &[ToolSpec], Surface)],
+        budget: usize,
+        batch: usize,
+    ) -> Result<Vec<Option<f64>>> {
+        let tk = &self.window.tk;
+        let device = model.embed_tokens.weight.device();
+        let mut out = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(batch.max(1)) {
+            let mut prompts = Vec::with_capacity(chunk.len());
+            for (messages, _, _) in chunk {
+                prompts.push(self.window.prompt(messages)?.0);
+            }
+            let len = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+            let pads: Vec<usize> = prompts.iter().map(|p| len - p.len()).collect();
+            let ids: Vec<i64> = prompts
+                .iter()
+                .flat_map(|p| {
+                    std::iter::repeat_n(i64::from(tk.pad), len - p.len()).chain(p.iter().map(|t| i64::from(*t)))
+                })
+                .collect();
+            let n = prompts.len();
+            let logits = model.forward_padded(
+                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device),
+                &mut KvCache::new(model.layers.len()),
+                &pads,
+            );
+            let [_, p, v] = logits.dims();
+            let logp: Vec<f32> = log_softmax(logits.narrow(1, p - 1, 1).reshape([n, v]), 1)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap_or_default();
+            for (i, (_, specs, surface)) in chunk.iter().enumerate() {
+                let (Some(grammar), Some(trie)) = (self.grammar(*surface, specs), &self.trie) else {
+                    out.push(None);
+                    continue;
+                };
+                let row = &logp[i * v..(i + 1) * v];
+                let (mut all, mut reflect) = (0.0f64, 0.0f64);
+                for (t, _) in trie.allowed(&grammar, &grammar.start(), budget, tk.im_end) {
+                    let q = f64::from(row[t as usize]).exp();
+                    all += q;
+                    if self.first_bytes.get(t as usize).copied().flatten() == Some(b'R') {
+                        reflect += q;
+                    }
+                }
+                out.push((all > 0.0).then(|| reflect / all));
+            }
+        }
+        Ok(out)
     }
 
     /// The text of a completion, without its end-of-turn token.

@@ -107,6 +107,10 @@ pub struct StateOutcome {
     pub reflected: bool,
     pub parsed: bool,
     pub reflection_tokens: usize,
+    /// Clean states under the grammar: the probability that a sampled turn (temperature 1)
+    /// opens with a reflection.
+    #[serde(default)]
+    pub reflection_probability: Option<f64>,
     /// What the policy wrote.
     pub completion: String,
 }
@@ -136,6 +140,12 @@ pub struct EvalReport {
     pub recovery_derivable: Rate,
     pub first_try: Rate,
     pub unnecessary_reflection: Rate,
+    /// The unnecessary-reflection rate of sampling (temperature 1, under the grammar): the mean
+    /// over clean states of the probability that the turn opens with a reflection (NaN
+    /// unconstrained). Greedy decoding shows a reflection only where that probability passes
+    /// one half; this shows how far the policy leans before it does.
+    #[serde(default)]
+    pub sampled_unnecessary_reflection: f64,
     pub mean_reflection_tokens: f64,
     pub error_type_accuracy: f64,
     pub evidence_grounding_rate: f64,
@@ -155,6 +165,7 @@ impl EvalReport {
             ("recovery_rate_derivable", self.recovery_derivable.rate),
             ("first_try_success", self.first_try.rate),
             ("unnecessary_reflection_rate", self.unnecessary_reflection.rate),
+            ("sampled_unnecessary_reflection", self.sampled_unnecessary_reflection),
             ("mean_reflection_tokens", self.mean_reflection_tokens),
             ("error_type_accuracy", self.error_type_accuracy),
             ("evidence_grounding_rate", self.evidence_grounding_rate),
@@ -166,6 +177,11 @@ impl EvalReport {
     /// Success per state of one kind, in evaluation order (for paired tests).
     pub fn successes(&self, kind: StateKind) -> Vec<bool> {
         self.outcomes.iter().filter(|o| o.kind == kind.as_str()).map(|o| o.success).collect()
+    }
+
+    /// The probability of opening with a reflection per clean state, in evaluation order.
+    pub fn clean_reflection_probabilities(&self) -> Vec<Option<f64>> {
+        self.outcomes.iter().filter(|o| o.kind == StateKind::Clean.as_str()).map(|o| o.reflection_probability).collect()
     }
 
     /// Reflected or not per clean state, in evaluation order.
@@ -251,6 +267,10 @@ pub async fn evaluate<B: Backend>(
             on_state();
         }
     }
+    let clean_requests: Vec<_> =
+        cleans.iter().map(|s| (s.messages.as_slice(), s.specs.as_slice(), s.gt_action.surface)).collect();
+    let mut probabilities =
+        decoder.reflection_probabilities(model, &clean_requests, cfg.window.max_target_tokens, cfg.batch)?.into_iter();
     for (state, generated) in decoded {
         r.truncations.add(&generated.truncations);
         let text = decoder.text(&generated.completions[0])?;
@@ -278,6 +298,7 @@ pub async fn evaluate<B: Backend>(
             reflected: s.reflection.is_some(),
             parsed: s.action.is_some(),
             reflection_tokens,
+            reflection_probability: if state.kind == StateKind::Clean { probabilities.next().flatten() } else { None },
             completion: text,
         });
     }
@@ -291,6 +312,9 @@ pub async fn evaluate<B: Backend>(
     );
     r.first_try = Rate::of(count(&|o| clean(o) && o.success), cleans.len());
     r.unnecessary_reflection = Rate::of(count(&|o| clean(o) && o.reflected), cleans.len());
+    let probs: Vec<f64> = r.clean_reflection_probabilities().into_iter().flatten().collect();
+    r.sampled_unnecessary_reflection =
+        if probs.is_empty() { f64::NAN } else { probs.iter().sum::<f64>() / probs.len() as f64 };
     r.parse = Rate::of(count(&|o| o.parsed), r.outcomes.len());
     r.mean_reflection_tokens = if refl_n == 0 { 0.0 } else { refl_tokens as f64 / refl_n as f64 };
     r.error_type_accuracy = ratio(typed, with_refl_f);

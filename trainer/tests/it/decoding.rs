@@ -160,4 +160,26 @@ async fn every_completion_of_a_random_model_under_the_grammar_parses() {
         }
     }
     assert_eq!(n, 48);
+
+    // The probability of opening with a reflection, read from the first step, is what
+    // sampling shows, and batching the prompts (left padding) does not change it.
+    let cleans: Vec<_> = states.cleans.iter().take(4).collect();
+    let requests: Vec<_> =
+        cleans.iter().map(|s| (s.messages.as_slice(), s.specs.as_slice(), s.gt_action.surface)).collect();
+    let alone = decoder.reflection_probabilities(&model, &requests, 96, 1).unwrap();
+    let batched = decoder.reflection_probabilities(&model, &requests, 96, 4).unwrap();
+    for (a, b) in alone.iter().zip(&batched) {
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!((0.0..=1.0).contains(&a) && (a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let state = cleans[0];
+    let p = alone[0].unwrap();
+    let generated = decoder
+        .generate(&model, &state.messages, "", &state.specs, state.gt_action.surface, 64, &sample, &mut rng)
+        .unwrap();
+    let reflected = generated.completions.iter().filter(|c| decoder.text(c).unwrap().starts_with("Reflection:")).count()
+        as f64
+        / 64.0;
+    // Four standard errors of a 64-sample frequency at most.
+    assert!((reflected - p).abs() <= 4.0 * (p * (1.0 - p) / 64.0).sqrt().max(0.02), "sampled {reflected}, read {p}");
 }
