@@ -202,8 +202,19 @@ pub fn publish_options(
     error_mix: Option<&str>,
     include_unverified: bool,
     license: String,
+    source_licenses: &[String],
     pretty_name: String,
 ) -> Result<regrpo_datasets::publish::PublishOptions> {
+    let source_licenses = source_licenses
+        .iter()
+        .map(|spec| {
+            let (k, v) = spec
+                .split_once('=')
+                .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+                .with_context(|| format!("--source-license: `{spec}` is not SOURCE=LICENSE"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
     let fractions: Vec<f64> = split
         .split(',')
         .map(|f| f.trim().parse::<f64>().with_context(|| format!("--split {split}: `{f}` is not a number")))
@@ -238,6 +249,7 @@ pub fn publish_options(
         rot_fraction,
         error_mix,
         license,
+        source_licenses,
         pretty_name,
         ..Default::default()
     })
@@ -265,6 +277,13 @@ pub async fn publish(
             "empty splits left out (no file, no card or Croissant entry): {}; with this few source trajectories, \
              try other --split fractions",
             p.empty_splits.join(", ")
+        );
+    }
+    if !p.unlicensed_sources.is_empty() {
+        println!(
+            "no license given for the rows of {}: the card says `other` and asks readers to check the sources' terms; \
+             name them with --source-license SOURCE=LICENSE",
+            p.unlicensed_sources.join(", ")
         );
     }
     Ok(())

@@ -127,8 +127,13 @@ enum Command {
         /// Include RoT rows that failed a verification gate.
         #[arg(long)]
         include_unverified: bool,
+        /// License of what regrpo generated (toolworld rows).
         #[arg(long, default_value = "cc-by-4.0")]
         license: String,
+        /// License of an external source's rows, SOURCE=LICENSE (e.g. bfcl=apache-2.0);
+        /// repeatable. A source without one makes the card's license `other`.
+        #[arg(long = "source-license", value_name = "SOURCE=LICENSE")]
+        source_licenses: Vec<String>,
         #[arg(long, default_value = "regrpo Reflection-of-Thought dataset")]
         pretty_name: String,
     },
@@ -580,6 +585,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             error_mix,
             include_unverified,
             license,
+            source_licenses,
             pretty_name,
         } => {
             let opts = data::publish_options(
@@ -590,6 +596,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 error_mix.as_deref(),
                 include_unverified,
                 license,
+                &source_licenses,
                 pretty_name,
             )?;
             data::publish(&dir, &snapshot, &out, &opts).await

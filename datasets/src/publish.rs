@@ -6,7 +6,8 @@
 //!   task categories, size category, tags; a body with counts per ErrorType and tool and a PNG
 //!   histogram) and `croissant.json` (Croissant 1.0 JSON-LD with every file's sha256).
 //! - `regrpo-json`: the ReGRPO reference layout, written by [`crate::export`].
-//! - `openai-jsonl`: `{split}.jsonl`, one `{"messages": […]}` chat per line.
+//! - `openai-jsonl`: `{split}.jsonl`, one `{"messages": […]}` chat per line, with `"tools"` (the
+//!   declarations, OpenAI shape) when its trajectory declares any.
 //!
 //! Every format also writes `provenance.json`: the snapshot, its table versions and the options.
 //!
@@ -81,7 +82,12 @@ pub struct PublishOptions {
     pub rot_fraction: Option<f64>,
     /// Mixture: the target share of each ErrorType among the RoT rows.
     pub error_mix: Option<BTreeMap<ErrorType, f64>>,
+    /// The license of what regrpo itself generated (toolworld trajectories and their rows).
     pub license: String,
+    /// The license of each external source's rows (`bfcl`, `mat`, `gta`, `openai`, `regrpo`),
+    /// as the curator states it. A source without one makes the card's license `other` and is
+    /// named in the card and in [`Published::unlicensed_sources`].
+    pub source_licenses: BTreeMap<String, String>,
     pub pretty_name: String,
     /// Rows per Parquet file (files are sharded beyond it).
     pub rows_per_file: usize,
@@ -97,6 +103,7 @@ impl Default for PublishOptions {
             rot_fraction: None,
             error_mix: None,
             license: "cc-by-4.0".into(),
+            source_licenses: BTreeMap::new(),
             pretty_name: "regrpo Reflection-of-Thought dataset".into(),
             rows_per_file: 200_000,
         }
@@ -165,7 +172,90 @@ pub struct Published {
     pub rows: BTreeMap<String, usize>,
     /// Splits that came out empty: no file, no card or Croissant entry.
     pub empty_splits: Vec<String>,
+    /// Sources of published rows whose license was not given.
+    pub unlicensed_sources: Vec<String>,
     pub files: Vec<PathBuf>,
+}
+
+/// The sources of the published rows: `(source, rows, license)` (`None`: not given).
+fn source_licenses(splits: &[Vec<Example>], opts: &PublishOptions) -> Vec<(String, usize, Option<String>)> {
+    let mut rows: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in splits.iter().flatten() {
+        *rows.entry(e.source.as_str()).or_default() += 1;
+    }
+    rows.into_iter()
+        .map(|(source, n)| {
+            let license = match source {
+                "toolworld" => Some(opts.license.clone()),
+                other => opts.source_licenses.get(other).cloned(),
+            };
+            (source.to_string(), n, license)
+        })
+        .collect()
+}
+
+/// The license a `LICENSE` (or `LICENSE.txt`, `LICENSE.md`, `COPYING`) file in `dir` states, as
+/// a Hugging Face license id, for the licenses a data folder commonly carries.
+pub fn detect_license(dir: &Path) -> Option<String> {
+    let text = ["LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING"]
+        .iter()
+        .find_map(|n| std::fs::read(dir.join(n)).ok())
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).to_string())?;
+    let t = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let has = |s: &str| t.contains(s);
+    Some(
+        if has("Apache License") && has("Version 2.0") {
+            "apache-2.0"
+        } else if has("MIT License") || has("Permission is hereby granted, free of charge") {
+            "mit"
+        } else if has("Attribution-NonCommercial 4.0") {
+            "cc-by-nc-4.0"
+        } else if has("Attribution-ShareAlike 4.0") {
+            "cc-by-sa-4.0"
+        } else if has("Attribution 4.0 International") {
+            "cc-by-4.0"
+        } else if has("BSD 3-Clause") {
+            "bsd-3-clause"
+        } else {
+            return None;
+        }
+        .to_string(),
+    )
+}
+
+/// Licenses found beside the files each source's trajectories were ingested from (paths as
+/// ingest recorded them, relative ones from the current folder): a source whose files agree
+/// on one license gets it.
+fn detected_source_licenses(trajectories: &[Trajectory]) -> BTreeMap<String, String> {
+    let mut folders: BTreeMap<&str, std::collections::BTreeSet<&Path>> = BTreeMap::new();
+    for t in trajectories.iter().filter(|t| t.source != "toolworld") {
+        if let Some(dir) = Path::new(&t.source_file).parent() {
+            folders.entry(t.source.as_str()).or_default().insert(dir);
+        }
+    }
+    folders
+        .into_iter()
+        .filter_map(|(source, dirs)| {
+            let found: std::collections::BTreeSet<Option<String>> = dirs
+                .iter()
+                .map(|d| detect_license(if d.as_os_str().is_empty() { Path::new(".") } else { d }))
+                .collect();
+            match found.into_iter().collect::<Vec<_>>().as_slice() {
+                [Some(l)] => Some((source.to_string(), l.clone())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The license of the whole: the one license every source shares, or `other`.
+fn dataset_license(sources: &[(String, usize, Option<String>)], opts: &PublishOptions) -> String {
+    let mut licenses = sources.iter().map(|(_, _, l)| l.as_deref());
+    match licenses.next() {
+        None => opts.license.clone(),
+        Some(Some(first)) if licenses.all(|l| l == Some(first)) => first.to_string(),
+        _ => "other".into(),
+    }
 }
 
 /// A hash of `seed` and `key`, for seeded orders.
@@ -415,6 +505,17 @@ pub fn examples(trajectories: &[Trajectory], rots: &[Rot], verified_only: bool) 
     out
 }
 
+/// Tool declarations in OpenAI's `{"type": "function", "function": {…}}` shape, whichever of
+/// it or the bare `{name, description, parameters}` a source used.
+fn openai_tools(specs: Vec<Value>) -> Value {
+    Value::Array(
+        specs
+            .into_iter()
+            .map(|s| if s.get("function").is_some() { s } else { json!({"type": "function", "function": s}) })
+            .collect(),
+    )
+}
+
 /// Publishes what snapshot `snapshot_name` pins into `out` (which must be empty or absent).
 pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &PublishOptions) -> Result<Published> {
     if (opts.split.iter().sum::<f64>() - 1.0).abs() > 1e-9 || opts.split.iter().any(|f| *f < 0.0) {
@@ -432,6 +533,12 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
     let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
     rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+    // A license given for a source wins over one found beside its files.
+    let mut opts = opts.clone();
+    for (source, license) in detected_source_licenses(&trajectories) {
+        opts.source_licenses.entry(source).or_insert(license);
+    }
+    let opts = &opts;
     // Every format publishes the same rows: the verification gate, the split by source
     // trajectory and the mixture are applied here, once.
     let all = examples(&trajectories, &rots, opts.verified_only);
@@ -453,11 +560,22 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     match opts.format {
         PublishFormat::Hf => files.extend(write_hf(out, &by_split, snapshot_name, &versions, opts)?),
         PublishFormat::OpenaiJsonl => {
+            // The declared tools go in the `tools` field too, where a chat template renders them.
+            let tools: HashMap<&str, Value> = trajectories
+                .iter()
+                .filter_map(|t| match serde_json::from_str::<Value>(&t.tool_specs) {
+                    Ok(Value::Array(a)) if !a.is_empty() => Some((t.trajectory_id.as_str(), openai_tools(a))),
+                    _ => None,
+                })
+                .collect();
             for (name, split) in SPLITS.iter().zip(&by_split).filter(|(_, s)| !s.is_empty()) {
                 let path = out.join(format!("{name}.jsonl"));
                 let mut w = std::io::BufWriter::new(std::fs::File::create(&path).at(&path)?);
                 for e in split {
-                    let line = json!({"messages": e.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()});
+                    let mut line = json!({"messages": e.messages.iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>()});
+                    if let Some(t) = tools.get(e.source_trajectory_id.as_str()) {
+                        line["tools"] = t.clone();
+                    }
                     writeln!(w, "{line}").at(&path)?;
                 }
                 w.flush().at(&path)?;
@@ -483,6 +601,11 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         table_versions: versions,
         rows,
         empty_splits,
+        unlicensed_sources: source_licenses(&by_split, opts)
+            .into_iter()
+            .filter(|(_, _, l)| l.is_none())
+            .map(|(s, _, _)| s)
+            .collect(),
         files,
     })
 }
@@ -594,7 +717,8 @@ fn write_hf(
     files.push(readme);
 
     let croissant = out.join("croissant.json");
-    write_json(&croissant, &croissant_json(out, &files, snapshot_name, opts)?)?;
+    let license = dataset_license(&source_licenses(splits, opts), opts);
+    write_json(&croissant, &croissant_json(out, &files, snapshot_name, opts, &license)?)?;
     files.push(croissant);
     Ok(files)
 }
@@ -619,8 +743,13 @@ fn card(
     opts: &PublishOptions,
     total: usize,
 ) -> String {
+    let sources = source_licenses(splits, opts);
+    let license = dataset_license(&sources, opts);
     let mut y = String::from("---\n");
-    y += &format!("license: {}\n", opts.license);
+    y += &format!("license: {license}\n");
+    if license == "other" {
+        y += "license_name: per-source\nlicense_details: \"Rows keep the license of their source; see Sources and licenses.\"\n";
+    }
     y += &format!("pretty_name: \"{}\"\n", opts.pretty_name.replace('"', "'"));
     y += "task_categories:\n- text-generation\n";
     y += "tags:\n- tool-use\n- agents\n- reflection\n- regrpo\n- reflection-of-thought\n";
@@ -662,7 +791,14 @@ fn card(
             opts.error_mix.as_ref().map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>())
         );
     }
-    y += "## Counts\n\n";
+    y += "## Sources and licenses\n\n| source | rows | license |\n| --- | ---: | --- |\n";
+    for (source, n, l) in &sources {
+        let l = l.clone().unwrap_or_else(|| {
+            "not stated: check the source's terms before redistributing (`--source-license SOURCE=LICENSE`)".into()
+        });
+        y += &format!("| {source} | {n} | {l} |\n");
+    }
+    y += "\n## Counts\n\n";
     y += &table("kind", kinds);
     y += "\n";
     y += &table("ErrorType", by_type);
@@ -673,7 +809,13 @@ fn card(
     y
 }
 
-fn croissant_json(out: &Path, files: &[PathBuf], snapshot_name: &str, opts: &PublishOptions) -> Result<Value> {
+fn croissant_json(
+    out: &Path,
+    files: &[PathBuf],
+    snapshot_name: &str,
+    opts: &PublishOptions,
+    license: &str,
+) -> Result<Value> {
     let mut distribution = Vec::new();
     for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "parquet")) {
         let rel = f.strip_prefix(out).unwrap_or(f).to_string_lossy().replace('\\', "/");
@@ -748,7 +890,7 @@ fn croissant_json(out: &Path, files: &[PathBuf], snapshot_name: &str, opts: &Pub
         "conformsTo": "http://mlcommons.org/croissant/1.0",
         "name": opts.pretty_name,
         "description": format!("Reflection-of-Thought rows and clean trajectories published by regrpo from snapshot {snapshot_name}."),
-        "license": opts.license,
+        "license": license,
         "version": snapshot_name,
         "url": "https://github.com/regrpo/regrpo",
         "distribution": distribution,
@@ -764,6 +906,26 @@ fn croissant_json(out: &Path, files: &[PathBuf], snapshot_name: &str, opts: &Pub
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_license_file_beside_the_data_names_its_license() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(detect_license(dir.path()), None);
+        std::fs::write(
+            dir.path().join("LICENSE"),
+            "MIT License\n\nCopyright (c) 2024 Lab\n\nPermission is hereby granted, free of charge, to any person",
+        )
+        .unwrap();
+        assert_eq!(detect_license(dir.path()).as_deref(), Some("mit"));
+        std::fs::write(
+            dir.path().join("LICENSE"),
+            "                                 Apache License\n                           Version 2.0, January 2004\n",
+        )
+        .unwrap();
+        assert_eq!(detect_license(dir.path()).as_deref(), Some("apache-2.0"));
+        std::fs::write(dir.path().join("LICENSE"), "All rights reserved.").unwrap();
+        assert_eq!(detect_license(dir.path()), None, "an unknown text is not guessed at");
+    }
 
     fn ex(id: &str, traj: &str, et: Option<&str>) -> Example {
         Example {

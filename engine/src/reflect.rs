@@ -266,15 +266,8 @@ pub fn gates(f: &Failure<'_>, r: &Reflected) -> Result<Vec<String>, String> {
 pub fn conversation(f: &Failure<'_>, r: &Reflection) -> Vec<Message> {
     let t = f.trajectory;
     let msg = |role: &str, content: String| Message { role: role.into(), content };
-    let mut out = vec![
-        msg(
-            "system",
-            t.system_prompt.clone().unwrap_or_else(|| {
-                "You are a tool-using agent. Each step write a Thought then a Code block calling one tool.".into()
-            }),
-        ),
-        msg("user", format!("Task: {}", t.task)),
-    ];
+    let mut out =
+        vec![msg("system", regrpo_schemas::react::system_message(t)), msg("user", format!("Task: {}", t.task))];
     let last = t.steps.len().saturating_sub(1);
     for (i, step) in t.steps.iter().enumerate() {
         let Some(action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };

@@ -216,13 +216,8 @@ pub fn parse_observation(text: &str) -> Option<(bool, String)> {
 /// A trajectory as a ReAct chat: system, the task, then each step's assistant turn and its
 /// observation (none after the final `final_answer`).
 pub fn trajectory_messages(t: &Trajectory) -> Vec<Message> {
-    const DEFAULT_SYSTEM: &str =
-        "You are a tool-using agent. Each step write a Thought then a Code block calling one tool.";
     let msg = |role: &str, content: String| Message { role: role.into(), content };
-    let mut out = vec![
-        msg("system", t.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM.into())),
-        msg("user", format!("Task: {}", t.task)),
-    ];
+    let mut out = vec![msg("system", system_message(t)), msg("user", format!("Task: {}", t.task))];
     let last = t.steps.len().saturating_sub(1);
     for (i, step) in t.steps.iter().enumerate() {
         let action = step.action.as_ref().and_then(|a| a.parse().ok());
@@ -238,6 +233,130 @@ pub fn trajectory_messages(t: &Trajectory) -> Vec<Message> {
     }
     out.extend(final_answer_turn(t));
     out
+}
+
+/// The system turn of a trajectory's chat: the source's system prompt, or one that asks for
+/// the action syntax the trajectory's steps use; followed by the declared tools, compactly
+/// (see [`render_tools`]), when the prompt does not already name every one of them. Without
+/// the tools a function-calling task cannot be solved from its prompt: sources keep them
+/// in a `tools` field that a chat template renders, and ours is the same for every policy.
+pub fn system_message(t: &Trajectory) -> String {
+    let surface = t
+        .steps
+        .iter()
+        .filter_map(|s| s.action.as_ref().and_then(|a| a.parse().ok()))
+        .map(|a: Action| a.surface)
+        .next()
+        .unwrap_or(Surface::Python);
+    let base = t.system_prompt.clone().unwrap_or_else(|| default_system_prompt(surface).to_string());
+    let names = declared_tool_names(&t.tool_specs);
+    match render_tools(&t.tool_specs) {
+        Some(tools) if names.iter().any(|n| !base.contains(n.as_str())) => format!("{base}\n{tools}"),
+        _ => base,
+    }
+}
+
+/// The system prompt of a trajectory that has none, in the syntax of its actions.
+pub fn default_system_prompt(surface: Surface) -> &'static str {
+    match surface {
+        Surface::Python => "You are a tool-using agent. Each step write a Thought then a Code block calling one tool.",
+        Surface::Json => {
+            "You are a tool-using agent. Each step write a Thought, then Action: and a ```json block {\"name\": tool, \"arguments\": {…}} calling one tool."
+        }
+    }
+}
+
+/// The function declarations of a `tool_specs` JSON array: OpenAI's
+/// `{"type": "function", "function": {…}}` or the bare `{name, description, parameters}`.
+fn declarations(tool_specs: &str) -> Vec<serde_json::Value> {
+    let Ok(serde_json::Value::Array(specs)) = serde_json::from_str::<serde_json::Value>(tool_specs) else {
+        return vec![];
+    };
+    specs
+        .into_iter()
+        .map(|s| match s.get("function") {
+            Some(f) if f.is_object() => f.clone(),
+            _ => s,
+        })
+        .filter(|f| f.get("name").and_then(serde_json::Value::as_str).is_some())
+        .collect()
+}
+
+fn declared_tool_names(tool_specs: &str) -> Vec<String> {
+    declarations(tool_specs).iter().filter_map(|f| Some(f.get("name")?.as_str()?.to_string())).collect()
+}
+
+/// Longest tool description kept in a rendering, in characters.
+const TOOL_DESCRIPTION_CHARS: usize = 120;
+
+/// The declared tools, one line each: `- name(param: type, optional?: type): description`.
+/// Types come from each parameter's JSON Schema (an `enum` lists its values); a description
+/// keeps its first sentence, at most 120 characters. The trainer's context window budgets the
+/// system turn as a whole (and counts a cut). `None` when nothing is declared.
+pub fn render_tools(tool_specs: &str) -> Option<String> {
+    let decls = declarations(tool_specs);
+    if decls.is_empty() {
+        return None;
+    }
+    let mut out = String::from("Tools:");
+    for f in &decls {
+        let name = f.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let params = f.get("parameters");
+        let required: Vec<&str> = params
+            .and_then(|p| p.get("required"))
+            .and_then(serde_json::Value::as_array)
+            .map(|r| r.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let args: Vec<String> = params
+            .and_then(|p| p.get("properties"))
+            .and_then(serde_json::Value::as_object)
+            .map(|props| {
+                props
+                    .iter()
+                    .map(|(k, v)| {
+                        let opt = if required.contains(&k.as_str()) { "" } else { "?" };
+                        format!("{k}{opt}: {}", schema_type(v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push_str(&format!("\n- {name}({})", args.join(", ")));
+        let description = f.get("description").and_then(serde_json::Value::as_str).map(first_sentence);
+        if let Some(d) = description.filter(|d| !d.is_empty()) {
+            out.push_str(": ");
+            out.push_str(&d);
+        }
+    }
+    Some(out)
+}
+
+/// A parameter's type, compactly: `string`, `integer`, `array<number>`, `"a"|"b"`, `any`.
+fn schema_type(v: &serde_json::Value) -> String {
+    if let Some(values) = v.get("enum").and_then(serde_json::Value::as_array) {
+        return values.iter().map(serde_json::Value::to_string).collect::<Vec<_>>().join("|");
+    }
+    match v.get("type") {
+        Some(serde_json::Value::String(t)) if t == "array" => match v.get("items") {
+            Some(items) => format!("array<{}>", schema_type(items)),
+            None => "array".into(),
+        },
+        Some(serde_json::Value::String(t)) => t.clone(),
+        Some(serde_json::Value::Array(ts)) => {
+            ts.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join("|")
+        }
+        _ => "any".into(),
+    }
+}
+
+fn first_sentence(d: &str) -> String {
+    let d = one_line(d.trim());
+    let end = d.find(". ").map_or(d.len(), |i| i + 1);
+    let s = &d[..end];
+    if s.chars().count() <= TOOL_DESCRIPTION_CHARS {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(TOOL_DESCRIPTION_CHARS - 1).collect();
+    format!("{}…", cut.trim_end())
 }
 
 /// The assistant's closing answer, when the trajectory has one and its last step did not
@@ -359,5 +478,64 @@ mod tests {
         t.steps.push(step(&answer, "It is 4 degrees."));
         let m = trajectory_messages(&t);
         assert_eq!(m.iter().filter(|m| m.content.contains("It is 4 degrees.")).count(), 1, "{m:?}");
+    }
+
+    #[test]
+    fn the_system_turn_declares_the_tools_in_the_syntax_of_the_actions() {
+        let call = Action::parse_json(r#"{"name": "get_weather", "arguments": {"city": "Oslo"}}"#).unwrap();
+        let specs = serde_json::json!([
+            {"type": "function", "function": {
+                "name": "get_weather",
+                "description": "Current weather of a city. Uses the national service.",
+                "parameters": {"type": "object", "required": ["city"], "properties": {
+                    "city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["c", "f"]},
+                    "days": {"type": "array", "items": {"type": "integer"}}
+                }}
+            }},
+            {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
+        ]);
+        let mut t = Trajectory {
+            trajectory_id: "t".into(),
+            source: "bfcl".into(),
+            source_id: "1".into(),
+            source_file: "f".into(),
+            source_offset: 0,
+            source_line: None,
+            task: "Weather in Oslo?".into(),
+            system_prompt: None,
+            files: vec![],
+            tool_specs: specs.to_string(),
+            steps: vec![crate::records::Step {
+                index: 0,
+                thought: None,
+                action: Some(crate::records::ActionRecord::from(&call)),
+                observation: None,
+            }],
+            final_answer: None,
+            gt_answer: None,
+            meta: None,
+            ingest_batch: "b".into(),
+        };
+        let system = &trajectory_messages(&t)[0].content;
+        assert_eq!(
+            system,
+            &format!(
+                "{}\nTools:\n- get_weather(city: string, unit?: \"c\"|\"f\", days?: array<integer>): Current weather of a city.\n- get_time()",
+                default_system_prompt(Surface::Json)
+            )
+        );
+        assert!(system.contains("Action:") && system.contains("```json"), "asks for the syntax the steps use");
+        // A source prompt that names every tool already is kept as it is; one that does not
+        // gets the declarations after it.
+        t.system_prompt = Some("Use get_weather or get_time.".into());
+        assert_eq!(system_message(&t), "Use get_weather or get_time.");
+        t.system_prompt = Some("Be brief.".into());
+        assert!(system_message(&t).starts_with("Be brief.\nTools:\n- get_weather("));
+        t.tool_specs = "[]".into();
+        assert_eq!(system_message(&t), "Be brief.");
+        let long = "x".repeat(300);
+        let one = serde_json::json!([{"name": "f", "description": long}]).to_string();
+        assert_eq!(render_tools(&one).unwrap().chars().count(), "Tools:\n- f(): ".len() + 120);
     }
 }

@@ -373,6 +373,19 @@ async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
         );
     }
     assert!(card.contains("snapshot `v1`") && card.contains("data/train-*"), "{card}");
+    // No source license was given: the card does not claim one for rows it did not write.
+    assert!(card.contains("license: other\n") && card.contains("| openai | "), "{card}");
+    assert_eq!(a.unlicensed_sources, ["mat", "openai", "regrpo"]);
+    let licensed = PublishOptions {
+        source_licenses: ["mat", "openai", "regrpo"]
+            .iter()
+            .map(|s| (s.to_string(), "apache-2.0".to_string()))
+            .collect(),
+        ..opts.clone()
+    };
+    let l = publish(&repo, "v1", &dir.path().join("l"), &licensed).await.unwrap();
+    let card = std::fs::read_to_string(dir.path().join("l/README.md")).unwrap();
+    assert!(card.contains("license: apache-2.0\n") && l.unlicensed_sources.is_empty(), "{card}");
     let croissant: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("a/croissant.json")).unwrap()).unwrap();
     assert_eq!(croissant["conformsTo"], "http://mlcommons.org/croissant/1.0");
@@ -395,6 +408,29 @@ async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
     assert_eq!(train.lines().count(), a.rows["train"]);
     let first: serde_json::Value = serde_json::from_str(train.lines().next().unwrap()).unwrap();
     assert!(first["messages"][0]["role"].is_string());
+    // Declared tools are in the `tools` slot and, rendered, in the system turn the policy sees.
+    let mut with_tools = 0;
+    for split in o.rows.keys() {
+        let Ok(text) = std::fs::read_to_string(dir.path().join(format!("o/{split}.jsonl"))) else { continue };
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let Some(tools) = v["tools"].as_array() else { continue };
+            with_tools += 1;
+            let system = v["messages"][0]["content"].as_str().unwrap();
+            for t in tools {
+                assert_eq!(t["type"], "function");
+                let name = t["function"]["name"].as_str().unwrap();
+                assert!(system.contains(name), "{name} is not in the system turn: {system}");
+            }
+            if tools[0]["function"]["name"] == "get_weather" {
+                assert!(
+                    system.contains("- get_weather(city: string, unit?: \"c\"|\"f\"): Weather for a city."),
+                    "{system}"
+                );
+            }
+        }
+    }
+    assert!(with_tools >= 2, "the chat fixture's two conversations declare tools");
 }
 
 #[tokio::test]
