@@ -557,8 +557,9 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     // split that names no data.
     let empty_splits: Vec<String> =
         SPLITS.iter().zip(&by_split).filter(|(_, s)| s.is_empty()).map(|(n, _)| n.to_string()).collect();
+    let sources = source_licenses(&by_split, opts);
     match opts.format {
-        PublishFormat::Hf => files.extend(write_hf(out, &by_split, snapshot_name, &versions, opts)?),
+        PublishFormat::Hf => files.extend(write_hf(out, &by_split, &sources, snapshot_name, &versions, opts)?),
         PublishFormat::OpenaiJsonl => {
             // The declared tools go in the `tools` field too, where a chat template renders them.
             let tools: HashMap<&str, Value> = trajectories
@@ -601,11 +602,7 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         table_versions: versions,
         rows,
         empty_splits,
-        unlicensed_sources: source_licenses(&by_split, opts)
-            .into_iter()
-            .filter(|(_, _, l)| l.is_none())
-            .map(|(s, _, _)| s)
-            .collect(),
+        unlicensed_sources: sources.into_iter().filter(|(_, _, l)| l.is_none()).map(|(s, _, _)| s).collect(),
         files,
     })
 }
@@ -665,6 +662,7 @@ fn size_category(n: usize) -> &'static str {
 fn write_hf(
     out: &Path,
     splits: &[Vec<Example>],
+    sources: &[(String, usize, Option<String>)],
     snapshot_name: &str,
     versions: &BTreeMap<String, i64>,
     opts: &PublishOptions,
@@ -711,13 +709,14 @@ fn write_hf(
     files.push(hist);
 
     let total: usize = splits.iter().map(Vec::len).sum();
-    let card = card(splits, &split_bytes, &kinds, &by_type, &by_tool, snapshot_name, versions, opts, total);
+    let license = dataset_license(sources, opts);
+    let card =
+        card(splits, &split_bytes, &kinds, &by_type, &by_tool, sources, &license, snapshot_name, versions, opts, total);
     let readme = out.join("README.md");
     std::fs::write(&readme, card).at(&readme)?;
     files.push(readme);
 
     let croissant = out.join("croissant.json");
-    let license = dataset_license(&source_licenses(splits, opts), opts);
     write_json(&croissant, &croissant_json(out, &files, snapshot_name, opts, &license)?)?;
     files.push(croissant);
     Ok(files)
@@ -738,13 +737,13 @@ fn card(
     kinds: &BTreeMap<String, [usize; 3]>,
     by_type: &BTreeMap<String, [usize; 3]>,
     by_tool: &BTreeMap<String, [usize; 3]>,
+    sources: &[(String, usize, Option<String>)],
+    license: &str,
     snapshot_name: &str,
     versions: &BTreeMap<String, i64>,
     opts: &PublishOptions,
     total: usize,
 ) -> String {
-    let sources = source_licenses(splits, opts);
-    let license = dataset_license(&sources, opts);
     let mut y = String::from("---\n");
     y += &format!("license: {license}\n");
     if license == "other" {
@@ -792,7 +791,7 @@ fn card(
         );
     }
     y += "## Sources and licenses\n\n| source | rows | license |\n| --- | ---: | --- |\n";
-    for (source, n, l) in &sources {
+    for (source, n, l) in sources {
         let l = l.clone().unwrap_or_else(|| {
             "not stated: check the source's terms before redistributing (`--source-license SOURCE=LICENSE`)".into()
         });

@@ -444,6 +444,27 @@ mod tests {
         assert_eq!(strip_reflection("Code:\n```py\nf()\n```"), "Code:\n```py\nf()\n```");
     }
 
+    /// A one-task trajectory asking for Oslo's weather, with these steps and tools.
+    fn weather_task(steps: Vec<crate::records::Step>, tool_specs: &str) -> Trajectory {
+        Trajectory {
+            trajectory_id: "t".into(),
+            source: "openai".into(),
+            source_id: "1".into(),
+            source_file: "f".into(),
+            source_offset: 0,
+            source_line: None,
+            task: "Weather in Oslo?".into(),
+            system_prompt: None,
+            files: vec![],
+            tool_specs: tool_specs.into(),
+            steps,
+            final_answer: None,
+            gt_answer: None,
+            meta: None,
+            ingest_batch: "b".into(),
+        }
+    }
+
     #[test]
     fn a_chat_ends_with_the_final_answer_the_source_gave() {
         let call = Action::parse_json(r#"{"name": "get_weather", "arguments": {"city": "Oslo"}}"#).unwrap();
@@ -454,21 +475,8 @@ mod tests {
             observation: Some(crate::records::Observation { status: "ok".into(), text: obs.into() }),
         };
         let mut t = Trajectory {
-            trajectory_id: "t".into(),
-            source: "openai".into(),
-            source_id: "1".into(),
-            source_file: "f".into(),
-            source_offset: 0,
-            source_line: None,
-            task: "Weather in Oslo?".into(),
-            system_prompt: None,
-            files: vec![],
-            tool_specs: "[]".into(),
-            steps: vec![step(&call, "{\"temp_c\": 4}")],
             final_answer: Some("It is 4 degrees.".into()),
-            gt_answer: None,
-            meta: None,
-            ingest_batch: "b".into(),
+            ..weather_task(vec![step(&call, "{\"temp_c\": 4}")], "[]")
         };
         let m = trajectory_messages(&t);
         assert_eq!((m[m.len() - 1].role.as_str(), m[m.len() - 1].content.as_str()), ("assistant", "It is 4 degrees."));
@@ -495,28 +503,13 @@ mod tests {
             }},
             {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
         ]);
-        let mut t = Trajectory {
-            trajectory_id: "t".into(),
-            source: "bfcl".into(),
-            source_id: "1".into(),
-            source_file: "f".into(),
-            source_offset: 0,
-            source_line: None,
-            task: "Weather in Oslo?".into(),
-            system_prompt: None,
-            files: vec![],
-            tool_specs: specs.to_string(),
-            steps: vec![crate::records::Step {
-                index: 0,
-                thought: None,
-                action: Some(crate::records::ActionRecord::from(&call)),
-                observation: None,
-            }],
-            final_answer: None,
-            gt_answer: None,
-            meta: None,
-            ingest_batch: "b".into(),
+        let step = crate::records::Step {
+            index: 0,
+            thought: None,
+            action: Some(crate::records::ActionRecord::from(&call)),
+            observation: None,
         };
+        let mut t = weather_task(vec![step], &specs.to_string());
         let system = &trajectory_messages(&t)[0].content;
         assert_eq!(
             system,
