@@ -69,6 +69,8 @@ pub struct DemoConfig {
     pub seed: u64,
     /// Decode under the tools' grammar (rollouts and evaluation).
     pub constrained: bool,
+    /// Where every job of the demo runs.
+    pub device: job::DeviceKind,
 }
 
 impl Default for DemoConfig {
@@ -84,6 +86,7 @@ impl Default for DemoConfig {
             eval_tasks: 14,
             seed: 7,
             constrained: true,
+            device: job::DeviceKind::Cpu,
         }
     }
 }
@@ -222,6 +225,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         constrained: cfg.constrained,
         batch: 16,
         split: regrpo_trainer::eval::EvalSplit::Test,
+        device: cfg.device,
     };
     let (ts, rots, versions) = job::snapshot_rows(&repo, Some(&snap.name)).await?;
     let candidates = regrpo_trainer::eval::held_out(&ts, &rots, repo.root(), &eval_cfg);
@@ -270,7 +274,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         data: DataConfig { rot_fraction: 0.0, rot_extra, sources: toolworld.clone(), ..Default::default() },
         window: window(),
         resume: false,
-        device: job::DeviceKind::Cpu,
+        device: cfg.device,
     };
     let shape = ModelSource::parse(&cfg.model);
     let mut truncations: BTreeMap<String, Truncations> = BTreeMap::new();
@@ -317,6 +321,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         cfg: rl_cfg(eta),
         eval_fraction: eval_cfg.eval_fraction,
         sources: toolworld.clone(),
+        device: cfg.device,
     };
     let (with_cost, control) = tokio::try_join!(
         spawn_regrpo(&repo, &bars, &suite, cfg.regrpo_steps, "regrpo", rl_job("regrpo", 0.1)),

@@ -174,6 +174,9 @@ enum Command {
         unconstrained: bool,
         #[command(flatten)]
         window: WindowArgs,
+        /// cpu, or cuda (needs a build with `--features cuda`).
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
     },
 
     /// Run the whole pipeline on the embedded default in a fresh folder.
@@ -207,6 +210,9 @@ enum Command {
         /// Decode freely instead of under the tools' grammar (rollouts and evaluation).
         #[arg(long)]
         unconstrained: bool,
+        /// cpu, or cuda (needs a build with `--features cuda`).
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
     },
 
     /// Run a query of the named library (`regrpo query --list` shows them), parameters bound.
@@ -427,6 +433,9 @@ struct RegrpoArgs {
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 #[derive(Debug, clap::Args)]
@@ -481,8 +490,8 @@ struct SftArgs {
     #[arg(long)]
     resume: bool,
     /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 /// Token budgets of the context window (see `regrpo_trainer::window`).
@@ -515,10 +524,42 @@ impl WindowArgs {
     }
 }
 
+/// Where a job runs; every training and evaluation command takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    fn kind(self) -> regrpo_trainer::job::DeviceKind {
+        match self {
+            Device::Cpu => regrpo_trainer::job::DeviceKind::Cpu,
+            Device::Cuda => regrpo_trainer::job::DeviceKind::Cuda,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum WeightDtype {
+    F32,
+    Bf16,
+}
+
 #[derive(Debug, Subcommand)]
 enum ModelCommand {
     /// Write a run's model as Hugging Face files (config.json, model.safetensors, tokenizer).
     Export { run: PathBuf, out: PathBuf },
+    /// Turn a GGUF checkpoint (llama or qwen2; F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors) into a
+    /// Hugging Face model folder that training, eval and transformers load.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// How the dequantized weights are stored.
+        #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
+        dtype: WeightDtype,
+    },
     /// Logits of a model on the input_ids of a safetensors file (for parity checks).
     Logits {
         model: PathBuf,
@@ -526,6 +567,9 @@ enum ModelCommand {
         input: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// cpu, or cuda (needs a build with `--features cuda`).
+        #[arg(long, value_enum, default_value_t = Device::Cpu)]
+        device: Device,
     },
 }
 
@@ -648,11 +692,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(TrainCommand::Sft(a)) => {
             let dir = a.dir.clone();
-            let device = match a.device.as_str() {
-                "cpu" => regrpo_trainer::job::DeviceKind::Cpu,
-                "cuda" => regrpo_trainer::job::DeviceKind::Cuda,
-                other => anyhow::bail!("unknown device `{other}` (cpu or cuda)"),
-            };
+            let device = a.device.kind();
             let job = regrpo_trainer::job::SftJob {
                 snapshot: a.snapshot,
                 model: regrpo_trainer::job::ModelSource::parse(&a.model),
@@ -733,10 +773,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg,
                 eval_fraction: 0.1,
                 sources: a.source,
+                device: a.device.kind(),
             };
             train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
         }
-        Command::Eval { dir, snapshot, model, split, out, max_states, max_tasks, source, unconstrained, window } => {
+        Command::Eval {
+            dir,
+            snapshot,
+            model,
+            split,
+            out,
+            max_states,
+            max_tasks,
+            source,
+            unconstrained,
+            window,
+            device,
+        } => {
             let split = match split.as_str() {
                 "train" => regrpo_trainer::eval::EvalSplit::Train,
                 _ => regrpo_trainer::eval::EvalSplit::Test,
@@ -750,12 +803,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 window: window.config(),
                 constrained: !unconstrained,
                 split,
+                device: device.kind(),
                 ..Default::default()
             };
             train_cmd::eval(&dir, snapshot.as_deref(), &model, &out, &cfg).await.map(|_| ())
         }
         Command::Model(ModelCommand::Export { run, out }) => train_cmd::export(&run, &out),
-        Command::Model(ModelCommand::Logits { model, input, out }) => train_cmd::logits(&model, &input, &out),
+        Command::Model(ModelCommand::Import { file, out, dtype }) => train_cmd::import(
+            &file,
+            &out,
+            match dtype {
+                WeightDtype::F32 => regrpo_trainer::hf::StoredDtype::F32,
+                WeightDtype::Bf16 => regrpo_trainer::hf::StoredDtype::Bf16,
+            },
+        ),
+        Command::Model(ModelCommand::Logits { model, input, out, device }) => {
+            train_cmd::logits(&model, &input, &out, device.kind())
+        }
         Command::Demo {
             dir,
             tasks,
@@ -767,8 +831,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eval_tasks,
             seed,
             unconstrained,
+            device,
         } => {
             let cfg = demo::DemoConfig {
+                device: device.kind(),
                 tasks,
                 model,
                 warmup_steps,

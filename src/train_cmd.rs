@@ -70,13 +70,33 @@ pub fn export(run: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `regrpo model import`: a GGUF file → a Hugging Face folder.
+pub fn import(file: &Path, out: &Path, dtype: regrpo_trainer::hf::StoredDtype) -> Result<()> {
+    let started = std::time::Instant::now();
+    let imported = regrpo_trainer::gguf::import(file, out, dtype)?;
+    let c = &imported.config;
+    let types: Vec<String> = imported.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!(
+        "{}: {} ({} layers, hidden {}, {} heads / {} kv, vocab {}{}), {} tensors ({}), {:.1}M parameters, {dtype:?}, in {:.1}s",
+        file.display(),
+        c.model_type,
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.vocab_size,
+        if c.tie_word_embeddings { ", tied embeddings" } else { "" },
+        imported.tensors,
+        types.join(", "),
+        imported.parameters as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 /// Logits of a model on the `input_ids` of a safetensors file, written as `logits` beside them.
-pub fn logits(model_dir: &Path, input: &Path, out: &Path) -> Result<()> {
-    use burn::backend::NdArray;
-    use burn::tensor::{Int, Tensor, TensorData};
-    type B = NdArray<f32>;
-    let device = Default::default();
-    let (_, model) = regrpo_trainer::hf::load::<B>(model_dir, &device)?;
+pub fn logits(model_dir: &Path, input: &Path, out: &Path, device: regrpo_trainer::job::DeviceKind) -> Result<()> {
     let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not safetensors", input.display()))?;
@@ -84,10 +104,7 @@ pub fn logits(model_dir: &Path, input: &Path, out: &Path) -> Result<()> {
     let shape = ids.shape().to_vec();
     let id_data: Vec<i64> =
         ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-    let logits =
-        model.forward(Tensor::<B, 2, Int>::from_data(TensorData::new(id_data.clone(), [shape[0], shape[1]]), &device));
-    let dims = logits.dims().to_vec();
-    let values: Vec<f32> = logits.into_data().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let (values, dims) = job::model_logits(model_dir, id_data.clone(), [shape[0], shape[1]], device)?;
     let id_bytes: Vec<u8> = id_data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let logit_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let views = vec![

@@ -1,4 +1,7 @@
-//! The Hugging Face `config.json` of a Qwen2 model.
+//! The Hugging Face `config.json` of a decoder of the Qwen2 / Llama family.
+//!
+//! One decoder serves both (`model_type` `qwen2` or `llama`): they differ in whether the
+//! q/k/v projections carry a bias (always in Qwen2, `attention_bias` in Llama).
 
 use std::path::Path;
 
@@ -7,9 +10,15 @@ use serde_json::Value;
 
 use crate::error::{Error, IoContext, Result};
 
-/// The fields of a Qwen2 `config.json` the model needs; everything else is kept as read.
+/// The fields of a Qwen2 or Llama `config.json` the model needs; everything else is kept as read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Qwen2Config {
+    /// `qwen2` (the default, as our own checkpoints were written before the field) or `llama`.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Llama's switch for q/k/v/o biases; Qwen2 has q/k/v biases whatever it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_bias: Option<bool>,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -35,6 +44,9 @@ pub struct Qwen2Config {
     pub extra: serde_json::Map<String, Value>,
 }
 
+fn default_model_type() -> String {
+    "qwen2".into()
+}
 fn default_eps() -> f64 {
     1e-6
 }
@@ -52,6 +64,8 @@ impl Qwen2Config {
     /// A tiny config for tests and the CPU demo.
     pub fn tiny(vocab_size: usize) -> Self {
         Qwen2Config {
+            model_type: default_model_type(),
+            attention_bias: None,
             vocab_size,
             hidden_size: 64,
             intermediate_size: 160,
@@ -88,9 +102,45 @@ impl Qwen2Config {
         self.hidden_size / self.num_attention_heads
     }
 
+    /// Whether q/k/v carry a bias: always in Qwen2, as `attention_bias` says in Llama.
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias == Some(true)
+    }
+
+    /// The `architectures` entry transformers instantiates for this family.
+    fn architecture(&self) -> &'static str {
+        if self.model_type == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }
+    }
+
     /// Checks the shape constraints the model relies on.
     pub fn validate(&self) -> Result<()> {
         let bad = |r: String| Err(Error::Config(r));
+        if !matches!(self.model_type.as_str(), "qwen2" | "llama") {
+            return bad(format!("model_type `{}` is not supported (expected qwen2 or llama)", self.model_type));
+        }
+        if self.model_type == "llama" && self.attention_bias == Some(true) {
+            return bad("attention_bias: true is not supported (the o_proj bias is not modelled)".into());
+        }
+        if self.extra.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
+            return bad("mlp_bias: true is not supported".into());
+        }
+        if let Some(hd) = self.extra.get("head_dim").and_then(Value::as_u64)
+            && hd as usize != self.hidden_size / self.num_attention_heads.max(1)
+        {
+            return bad(format!(
+                "head_dim {hd} differs from hidden_size / num_attention_heads = {}; only the derived head size is supported",
+                self.hidden_size / self.num_attention_heads.max(1)
+            ));
+        }
+        match self.extra.get("rope_scaling") {
+            None | Some(Value::Null) => {}
+            Some(r) => {
+                let kind = r.get("rope_type").or_else(|| r.get("type")).and_then(Value::as_str).unwrap_or("?");
+                if kind != "default" {
+                    return bad(format!("rope_scaling of type `{kind}` is not supported yet (only none or default)"));
+                }
+            }
+        }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -107,7 +157,7 @@ impl Qwen2Config {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
         }
         if self.hidden_act != "silu" {
-            return bad(format!("hidden_act `{}` is not supported (Qwen2 uses silu)", self.hidden_act));
+            return bad(format!("hidden_act `{}` is not supported (Qwen2 and Llama use silu)", self.hidden_act));
         }
         Ok(())
     }
@@ -127,8 +177,7 @@ impl Qwen2Config {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut v = serde_json::to_value(self).map_err(|e| Error::Internal(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
-            o.entry("architectures").or_insert_with(|| serde_json::json!(["Qwen2ForCausalLM"]));
-            o.entry("model_type").or_insert_with(|| "qwen2".into());
+            o.entry("architectures").or_insert_with(|| serde_json::json!([self.architecture()]));
             o.entry("torch_dtype").or_insert_with(|| "float32".into());
         }
         let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Internal(e.to_string()))?;
@@ -139,7 +188,8 @@ impl Qwen2Config {
     pub fn num_params(&self) -> usize {
         let (h, i, v, l) = (self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers);
         let kv = self.num_key_value_heads * self.head_dim();
-        let attn = h * h + h + 2 * (h * kv + kv) + h * h;
+        let bias = if self.qkv_bias() { h + 2 * kv } else { 0 };
+        let attn = h * h + 2 * h * kv + bias + h * h;
         let mlp = 3 * h * i;
         let per_layer = attn + mlp + 2 * h;
         v * h + l * per_layer + h + if self.tie_word_embeddings { 0 } else { v * h }

@@ -58,6 +58,9 @@ pub struct EvalConfig {
     /// Which side of the hash split the states come from.
     #[serde(default)]
     pub split: EvalSplit,
+    /// Where the policy runs (the agent loop's episodes too).
+    #[serde(default)]
+    pub device: crate::backend::DeviceKind,
 }
 
 /// The side of the train/test hash split ([`is_held_out`]) an evaluation draws its states from.
@@ -92,6 +95,7 @@ impl Default for EvalConfig {
             constrained: true,
             batch: default_batch(),
             split: EvalSplit::Test,
+            device: Default::default(),
         }
     }
 }

@@ -25,7 +25,7 @@ struct Array {
     data: Vec<f32>,
 }
 
-fn f16_to_f32(bits: u16) -> f32 {
+pub(crate) fn f16_to_f32(bits: u16) -> f32 {
     let sign = u32::from(bits >> 15) << 31;
     let exp = u32::from((bits >> 10) & 0x1f);
     let frac = u32::from(bits & 0x3ff);
@@ -141,15 +141,15 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Qwen2Config, 
     let mut model = Qwen2::<B>::init(&config, 0, device);
     let mut l = Loader::<B> { arrays: read_all(dir)?, dir, device };
     let (h, i, hd, eps) = (config.hidden_size, config.intermediate_size, config.head_dim(), config.rms_norm_eps);
-    let (q, kv) = (config.num_attention_heads * hd, config.num_key_value_heads * hd);
+    let (q, kv, bias) = (config.num_attention_heads * hd, config.num_key_value_heads * hd, config.qkv_bias());
     model.embed_tokens.weight = Param::from_tensor(l.take::<2>("model.embed_tokens.weight", [config.vocab_size, h])?);
     for (n, layer) in model.layers.iter_mut().enumerate() {
         let p = format!("model.layers.{n}");
         layer.input_layernorm = l.norm(&format!("{p}.input_layernorm.weight"), h, eps)?;
         layer.post_attention_layernorm = l.norm(&format!("{p}.post_attention_layernorm.weight"), h, eps)?;
-        layer.self_attn.q_proj = l.linear(&format!("{p}.self_attn.q_proj"), h, q, true)?;
-        layer.self_attn.k_proj = l.linear(&format!("{p}.self_attn.k_proj"), h, kv, true)?;
-        layer.self_attn.v_proj = l.linear(&format!("{p}.self_attn.v_proj"), h, kv, true)?;
+        layer.self_attn.q_proj = l.linear(&format!("{p}.self_attn.q_proj"), h, q, bias)?;
+        layer.self_attn.k_proj = l.linear(&format!("{p}.self_attn.k_proj"), h, kv, bias)?;
+        layer.self_attn.v_proj = l.linear(&format!("{p}.self_attn.v_proj"), h, kv, bias)?;
         layer.self_attn.o_proj = l.linear(&format!("{p}.self_attn.o_proj"), q, h, false)?;
         layer.mlp.gate_proj = l.linear(&format!("{p}.mlp.gate_proj"), h, i, false)?;
         layer.mlp.up_proj = l.linear(&format!("{p}.mlp.up_proj"), h, i, false)?;
@@ -218,18 +218,57 @@ pub fn save<B: Backend>(config: &Qwen2Config, model: &Qwen2<B>, dir: &Path) -> R
         let shape = t.dims().to_vec();
         tensors.push((name, shape, to_vec(t)?));
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.into_iter().map(|(n, s, d)| (n, s, d.iter().flat_map(|f| f.to_le_bytes()).collect())).collect();
+    write_safetensors(&dir.join("model.safetensors"), tensors, StoredDtype::F32)?;
+    config.save(&dir.join("config.json"))
+}
+
+/// How weights are stored in a written `model.safetensors`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredDtype {
+    F32,
+    /// Rounded to nearest even; half the size, what most published checkpoints use.
+    Bf16,
+}
+
+/// f32 → bf16 bits, rounding to nearest even (NaN stays NaN).
+pub(crate) fn f32_to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// Writes named f32 arrays (`(name, shape, values)`) as one safetensors file that transformers
+/// reads (`format: pt`).
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    dtype: StoredDtype,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| {
+            let raw = match dtype {
+                StoredDtype::F32 => d.iter().flat_map(|f| f.to_le_bytes()).collect(),
+                StoredDtype::Bf16 => d.iter().flat_map(|f| f32_to_bf16(*f).to_le_bytes()).collect(),
+            };
+            (n, s, raw)
+        })
+        .collect();
+    let st_dtype = match dtype {
+        StoredDtype::F32 => Dtype::F32,
+        StoredDtype::Bf16 => Dtype::BF16,
+    };
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
-        .map(|(n, s, b)| safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
+        .map(|(n, s, b)| safetensors::tensor::TensorView::new(st_dtype, s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Internal(e.to_string()))?;
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(views, Some(meta), &path)
-        .map_err(|e| Error::BadModel { path: path.clone(), reason: e.to_string() })?;
-    config.save(&dir.join("config.json"))
+    safetensors::serialize_to_file(views, Some(meta), path)
+        .map_err(|e| Error::BadModel { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -243,5 +282,15 @@ mod tests {
         assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
         assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
         assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 lies halfway between two bf16 values: ties go to the even one (1.0).
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert!(f32::from_bits(u32::from(f32_to_bf16(f32::NAN)) << 16).is_nan());
     }
 }

@@ -1,7 +1,8 @@
 //! Whole jobs the CLI runs: train a tokenizer on a snapshot, run SFT into a run folder, export.
 //!
-//! The entry points here are concrete (CPU with [`CpuBackend`], or CUDA with the `cuda`
-//! feature), so Burn's generic code is compiled, and optimised, inside this crate.
+//! Every entry point takes a [`DeviceKind`] and picks its backend through
+//! [`on_device!`](crate::on_device) (Flex on CPU, CUDA with the `cuda` feature), so Burn's
+//! generic code is compiled, and optimised, inside this crate.
 //!
 //! A run folder holds:
 //!
@@ -32,9 +33,7 @@ use crate::sft::{self, SftConfig, StepLog};
 use crate::tokenizer::ChatTokenizer;
 use crate::window::{ChatWindow, Truncations, WindowConfig};
 
-/// The CPU backend of every job: burn's Flex (gemm matmuls, copy-on-write tensors), 1.2× the
-/// SFT tokens/s of NdArray on the demo's shapes (`examples/sft_bench.rs --backend flex|ndarray`).
-pub type CpuBackend = burn::backend::Flex<f32>;
+pub use crate::backend::DeviceKind;
 
 /// Where the model starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,14 +64,6 @@ impl ModelSource {
             _ => ModelSource::Dir(PathBuf::from(s)),
         }
     }
-}
-
-/// Compute device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceKind {
-    Cpu,
-    Cuda,
 }
 
 /// An SFT job.
@@ -196,17 +187,9 @@ pub fn init_model<B: Backend>(
     }
 }
 
-/// Runs SFT on the chosen device.
+/// Runs SFT on the job's device.
 pub async fn run_sft(repo: &Repository, job: &SftJob, on_step: impl FnMut(&StepLog) + Send) -> Result<SftOutcome> {
-    match job.device {
-        DeviceKind::Cpu => run_sft_on::<Autodiff<CpuBackend>>(repo, job, Default::default(), on_step).await,
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => {
-            run_sft_on::<Autodiff<burn::backend::Cuda<f32>>>(repo, job, Default::default(), on_step).await
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => Err(Error::Config("this build has no CUDA backend: build with `--features cuda`".into())),
-    }
+    crate::on_device!(job.device, B => run_sft_on::<Autodiff<B>>(repo, job, Default::default(), on_step).await)
 }
 
 async fn run_sft_on<B: AutodiffBackend>(
@@ -310,7 +293,7 @@ pub fn export_model(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     }
     std::fs::create_dir_all(out).at(out)?;
     let mut written = Vec::new();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    for f in ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         let from = src.join(f);
         if from.exists() {
             let to = out.join(f);
@@ -319,6 +302,24 @@ pub fn export_model(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(written)
+}
+
+/// Logits `[batch, seq, vocab]` (flattened) of a model folder on token ids `[batch, seq]`.
+pub fn model_logits(
+    dir: &Path,
+    ids: Vec<i64>,
+    shape: [usize; 2],
+    device: DeviceKind,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    use burn::tensor::{Int, Tensor, TensorData};
+    crate::on_device!(device, B => {
+        let device = Default::default();
+        let (_, model) = hf::load::<B>(dir, &device)?;
+        let logits = model.forward(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, shape), &device));
+        let dims = logits.dims().to_vec();
+        let values = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Internal(format!("{e:?}")))?;
+        Ok((values, dims))
+    })
 }
 
 /// A model folder given either directly or as a run folder holding `model/`.
@@ -339,6 +340,8 @@ pub struct RegrpoJob {
     /// Only states of trajectories of these sources (default: all).
     #[serde(default)]
     pub sources: Option<Vec<String>>,
+    #[serde(default)]
+    pub device: DeviceKind,
 }
 
 /// What a ReGRPO job did.
@@ -367,14 +370,22 @@ pub async fn snapshot_rows(
     Ok((ts, rots, session.versions().clone()))
 }
 
-/// Runs ReGRPO on the CPU.
+/// Runs ReGRPO on the job's device.
 pub async fn run_regrpo(
+    repo: &Repository,
+    job: &RegrpoJob,
+    suite: &regrpo_engine::ToolSuite,
+    on_step: impl FnMut(&crate::regrpo::RegrpoStep) + Send,
+) -> Result<RegrpoOutcome> {
+    crate::on_device!(job.device, D => run_regrpo_on::<Autodiff<D>>(repo, job, suite, on_step).await)
+}
+
+async fn run_regrpo_on<B: AutodiffBackend>(
     repo: &Repository,
     job: &RegrpoJob,
     suite: &regrpo_engine::ToolSuite,
     mut on_step: impl FnMut(&crate::regrpo::RegrpoStep) + Send,
 ) -> Result<RegrpoOutcome> {
-    type B = Autodiff<CpuBackend>;
     let started = std::time::Instant::now();
     let device = Default::default();
     let dir = model_dir(&job.init);
@@ -505,7 +516,8 @@ pub async fn run_eval(
     eval_on(repo, snapshot, versions, &set, model, out, cfg, suite, label, on_state).await
 }
 
-/// Evaluates a model on a given set of states and tasks and logs a run (`kind = eval`).
+/// Evaluates a model on a given set of states and tasks (on `cfg.device`) and logs a run
+/// (`kind = eval`).
 #[allow(clippy::too_many_arguments)] // see `run_eval`
 pub async fn eval_on(
     repo: &Repository,
@@ -519,12 +531,13 @@ pub async fn eval_on(
     label: &str,
     on_state: impl FnMut(),
 ) -> Result<crate::eval::EvalReport> {
-    let device = Default::default();
     let dir = model_dir(model);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
-    let (_, policy) = hf::load::<CpuBackend>(&dir, &device)?;
     let decoder = Decoder::new(ChatWindow::new(tk, cfg.window)?, cfg.constrained);
-    let report = crate::eval::evaluate(&policy, &decoder, suite, set, repo.root(), cfg, on_state).await?;
+    let report = crate::on_device!(cfg.device, B => {
+        let (_, policy) = hf::load::<B>(&dir, &Default::default())?;
+        crate::eval::evaluate(&policy, &decoder, suite, set, repo.root(), cfg, on_state).await
+    })?;
     let mut log = RunLog::new(
         "eval",
         out,

@@ -1,7 +1,7 @@
 //! `regrpo-trainer`: the policy and how it learns.
 //!
 //! A Qwen2-family decoder in Burn ([`model`]) that loads and saves Hugging Face checkpoints
-//! ([`hf`]), generic over the backend (NdArray on CPU by default, CUDA with `--features cuda`).
+//! ([`hf`]), generic over the backend ([`backend`]: Flex on CPU by default, CUDA with `--features cuda`).
 //! Depends on `regrpo-schemas`, `regrpo-queries` (the only way it reads data), `regrpo-engine`
 //! (to execute rollouts) and burn.
 //!
@@ -13,11 +13,13 @@
 //! ```
 
 pub mod agent;
+pub mod backend;
 pub mod config;
 pub mod data;
 pub mod decoder;
 pub mod error;
 pub mod eval;
+pub mod gguf;
 pub mod grammar;
 pub mod hf;
 pub mod job;

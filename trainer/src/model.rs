@@ -1,11 +1,12 @@
-//! A Qwen2-family decoder in Burn, generic over the backend.
+//! A Qwen2 / Llama decoder in Burn, generic over the backend.
 //!
 //! ```text
-//! ids ─embed─▶ [RMSNorm → GQA attention (q/k/v with bias, RoPE, causal) → +
+//! ids ─embed─▶ [RMSNorm → GQA attention (q/k/v, biased in Qwen2; RoPE, causal) → +
 //!               RMSNorm → SwiGLU MLP → +] × L ─RMSNorm─▶ lm_head (or tied embedding) ─▶ logits
 //! ```
 //!
-//! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM` (rotate-half
+//! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM` and
+//! `LlamaForCausalLM`, which differ here only in the q/k/v bias (rotate-half
 //! RoPE with `rope_theta`, key/value heads repeated for grouped-query attention, softmax in
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
 //! for generation.
@@ -136,16 +137,15 @@ impl<B: Backend> Qwen2<B> {
     pub fn init(c: &Qwen2Config, seed: u64, device: &B::Device) -> Self {
         use rand::SeedableRng;
         let mut init = Init::<B> { rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed), device };
-        let h = c.hidden_size;
-        let hd = c.head_dim();
+        let (h, hd) = (c.hidden_size, c.head_dim());
         let embed_tokens = Embedding { weight: init.matrix(c.vocab_size, h, 0.02) };
         let layers = (0..c.num_hidden_layers)
             .map(|_| DecoderLayer {
                 input_layernorm: init.norm(h, c.rms_norm_eps),
                 self_attn: Attention {
-                    q_proj: init.linear(h, c.num_attention_heads * hd, true),
-                    k_proj: init.linear(h, c.num_key_value_heads * hd, true),
-                    v_proj: init.linear(h, c.num_key_value_heads * hd, true),
+                    q_proj: init.linear(h, c.num_attention_heads * hd, c.qkv_bias()),
+                    k_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()),
+                    v_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()),
                     o_proj: init.linear(c.num_attention_heads * hd, h, false),
                     n_heads: c.num_attention_heads,
                     n_kv_heads: c.num_key_value_heads,

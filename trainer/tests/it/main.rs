@@ -2,5 +2,6 @@
 
 mod decoding;
 mod formulas;
+mod gguf;
 mod parity;
 mod training;

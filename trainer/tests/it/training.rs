@@ -181,6 +181,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
         },
         eval_fraction: 0.0,
         sources: None,
+        device: Default::default(),
     };
     // Learning from execution: on a few failure states, groups where some completions execute
     // successfully and some do not carry the signal (with constrained decoding every completion
