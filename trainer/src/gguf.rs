@@ -162,8 +162,9 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    pub fn elements(&self) -> u64 {
-        self.dims.iter().product()
+    /// Elements in the tensor (`None` when a corrupt shape overflows).
+    pub fn elements(&self) -> Option<u64> {
+        self.dims.iter().try_fold(1u64, |n, d| n.checked_mul(*d))
     }
 
     /// The row-major (PyTorch) shape.
@@ -314,7 +315,10 @@ impl Gguf {
                 t.kind.name()
             ))
         })?;
-        let n = t.elements() as usize;
+        let n = t
+            .elements()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| self.bad(format!("tensor {} has an impossible shape {:?}", t.name, t.dims)))?;
         if !n.is_multiple_of(per_block) {
             return Err(self.bad(format!(
                 "tensor {} has {n} elements, not a whole number of {}-element {} blocks",
@@ -323,14 +327,16 @@ impl Gguf {
                 t.kind.name()
             )));
         }
-        let len = n / per_block * block_bytes;
-        let start = self.data_start + t.offset as usize;
-        let raw = self.bytes.get(start..start + len).ok_or_else(|| {
+        let len = (n / per_block).checked_mul(block_bytes);
+        let start = usize::try_from(t.offset).ok().and_then(|o| o.checked_add(self.data_start));
+        let range = start.zip(len).and_then(|(s, len)| s.checked_add(len).map(|e| s..e));
+        let raw = range.clone().and_then(|r| self.bytes.get(r)).ok_or_else(|| {
+            let needs =
+                range.map_or_else(|| format!("offset {}", t.offset), |r| format!("bytes {}..{}", r.start, r.end));
             self.bad(format!(
-                "tensor {} ({}, {n} elements) needs bytes {start}..{}, the file has {}: truncated",
+                "tensor {} ({}, {n} elements) needs {needs}, the file has {}: truncated",
                 t.name,
                 t.kind.name(),
-                start + len,
                 self.bytes.len()
             ))
         })?;

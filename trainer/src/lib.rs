@@ -1,6 +1,6 @@
 //! `regrpo-trainer`: the policy and how it learns.
 //!
-//! A Qwen2-family decoder in Burn ([`model`]) that loads and saves Hugging Face checkpoints
+//! A Qwen2 / Llama decoder in Burn ([`model`]) that loads and saves Hugging Face checkpoints
 //! ([`hf`]), generic over the backend ([`backend`]: Flex on CPU by default, CUDA with `--features cuda`).
 //! Depends on `regrpo-schemas`, `regrpo-queries` (the only way it reads data), `regrpo-engine`
 //! (to execute rollouts) and burn.
