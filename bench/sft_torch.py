@@ -6,6 +6,7 @@ defaults, weight decay 0.01), global-norm clipping at 1.0. Prints one JSON line:
 step), tokens/s, forward-only time and the f32 matmul throughput on the MLP's shape.
 
     python bench/sft_torch.py [--layers 4 --hidden 256 --seq 256 --batch 8 --vocab 8192 --steps 10 --warmup 2]
+    python bench/sft_torch.py --preset smollm2-135m --seq 512 --batch 2   # LlamaForCausalLM, SmolLM2's shape
 """
 
 import argparse
@@ -14,29 +15,36 @@ import statistics
 import time
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     for name, default in [("layers", 4), ("hidden", 256), ("seq", 256), ("batch", 8), ("vocab", 8192), ("steps", 10), ("warmup", 2)]:
         p.add_argument(f"--{name}", type=int, default=default)
+    # SmolLM2-135M's config.json: a Llama of 30 layers, hidden 576, 9 heads, 3 KV heads.
+    p.add_argument("--preset", choices=["smollm2-135m"], default=None)
     a = p.parse_args()
     torch.manual_seed(0)
     heads = max(a.hidden // 64, 1)
+    kv_heads = max(heads // 2, 1)
     inter = -(-(a.hidden * 11 // 4) // 32) * 32
-    cfg = Qwen2Config(
+    family, make = Qwen2Config, Qwen2ForCausalLM
+    if a.preset == "smollm2-135m":
+        a.layers, a.hidden, heads, kv_heads, inter, a.vocab = 30, 576, 9, 3, 1536, 49152
+        family, make = LlamaConfig, LlamaForCausalLM
+    cfg = family(
         vocab_size=a.vocab,
         hidden_size=a.hidden,
         intermediate_size=inter,
         num_hidden_layers=a.layers,
         num_attention_heads=heads,
-        num_key_value_heads=max(heads // 2, 1),
+        num_key_value_heads=kv_heads,
         max_position_embeddings=max(a.seq, 2048),
         tie_word_embeddings=True,
         rms_norm_eps=1e-6,
     )
-    model = Qwen2ForCausalLM(cfg).float().train()
+    model = make(cfg).float().train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g) for _ in range(4)]

@@ -10,7 +10,7 @@
 //!
 //!     cargo run --release --example sft_bench -- [--layers 4 --hidden 256 --seq 256 --batch 8 \
 //!         --vocab 8192 --steps 10 --warmup 2] [--heads H --kv-heads K --intermediate I]
-//!         [--preset qwen2.5-0.5b] [--backend ndarray|flex|cuda|cuda-bf16] [--peak-tflops T]
+//!         [--preset qwen2.5-0.5b|smollm2-135m] [--backend ndarray|flex|cuda|cuda-bf16] [--peak-tflops T]
 //!     cargo run --release --example sft_bench -- --backend cuda --parity trainer/tests/fixtures/tiny-qwen2
 //!
 //! `--parity DIR` instead loads the HF fixture on the chosen backend and prints the largest
@@ -46,6 +46,8 @@ struct Args {
     backend: String,
     peak_tflops: Option<f64>,
     parity: Option<PathBuf>,
+    /// Llama (no q/k/v bias) instead of Qwen2.
+    llama: bool,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -63,6 +65,7 @@ fn parse() -> anyhow::Result<Args> {
         backend: "ndarray".into(),
         peak_tflops: None,
         parity: None,
+        llama: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -87,6 +90,11 @@ fn parse() -> anyhow::Result<Args> {
                 (a.layers, a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab) =
                     (24, 896, Some(14), Some(2), Some(4864), 151_936)
             }
+            // SmolLM2-135M's shape (its config.json): a Llama of 30 layers, hidden 576, 9 heads, 3 KV heads.
+            "--preset" if v == "smollm2-135m" => {
+                (a.layers, a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab, a.llama) =
+                    (30, 576, Some(9), Some(3), Some(1536), 49_152, true)
+            }
             _ => anyhow::bail!("unknown flag {k} {v}"),
         }
     }
@@ -103,6 +111,10 @@ fn config(a: &Args) -> Qwen2Config {
     c.num_attention_heads = a.heads.unwrap_or((a.hidden / 64).max(1));
     c.num_key_value_heads = a.kv_heads.unwrap_or((c.num_attention_heads / 2).max(1));
     c.max_position_embeddings = a.seq.max(2048);
+    if a.llama {
+        c.model_type = "llama".into();
+        c.attention_bias = Some(false);
+    }
     c
 }
 
