@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::config::Qwen2Config;
 use crate::error::{Error, IoContext, Result};
-use crate::hf::{StoredDtype, f16_to_f32, write_safetensors};
+use crate::hf::{StoredDtype, bf16_to_f32, f16_to_f32, write_safetensors};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 
@@ -352,26 +352,25 @@ fn half(b: &[u8]) -> f32 {
 /// `Q8_0` x = d·q; `Q4_0` x = d·(q − 8); `Q4_1` x = d·q + m; in 4-bit blocks the low nibbles
 /// are elements 0..16 and the high nibbles 16..32).
 fn dequantize(kind: GgmlType, raw: &[u8]) -> Vec<f32> {
+    let Some((_, block_bytes)) = kind.block() else { unreachable!("checked by the caller") };
     match kind {
         GgmlType::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         GgmlType::F16 => raw.chunks_exact(2).map(half).collect(),
-        GgmlType::Bf16 => {
-            raw.chunks_exact(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()
-        }
+        GgmlType::Bf16 => raw.chunks_exact(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
         GgmlType::Q8_0 => raw
-            .chunks_exact(34)
+            .chunks_exact(block_bytes)
             .flat_map(|b| {
                 let d = half(&b[..2]);
                 b[2..].iter().map(move |q| d * f32::from(*q as i8))
             })
             .collect(),
         GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let (bytes, header) = if kind == GgmlType::Q4_0 { (18, 2) } else { (20, 4) };
-            let mut out = Vec::with_capacity(raw.len() / bytes * 32);
-            for b in raw.chunks_exact(bytes) {
+            let mut out = Vec::with_capacity(raw.len() / block_bytes * 32);
+            for b in raw.chunks_exact(block_bytes) {
                 let d = half(&b[..2]);
-                let (m, offset) = if kind == GgmlType::Q4_0 { (0.0, 8.0) } else { (half(&b[2..4]), 0.0) };
-                let qs = &b[header..];
+                // Q4_0: d, then 16 bytes of nibbles; Q4_1: d, m, then the nibbles.
+                let (m, offset, qs) =
+                    if kind == GgmlType::Q4_0 { (0.0, 8.0, &b[2..]) } else { (half(&b[2..4]), 0.0, &b[4..]) };
                 out.extend(qs.iter().map(|q| d * (f32::from(q & 0x0f) - offset) + m));
                 out.extend(qs.iter().map(|q| d * (f32::from(q >> 4) - offset) + m));
             }
@@ -381,9 +380,10 @@ fn dequantize(kind: GgmlType, raw: &[u8]) -> Vec<f32> {
     }
 }
 
-/// Undoes llama.cpp's q/k row permutation for a `[heads·head_dim, in]` weight (or a
-/// `[heads·head_dim]` bias): GGUF row `2b + a` of a head is Hugging Face row `a·head_dim/2 + b`.
-fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+/// Reorders the rows of a `[heads·head_dim, in]` q/k weight (or a `[heads·head_dim]` bias)
+/// between llama.cpp's layout and Hugging Face's: within a head, GGUF row `2b + a` is Hugging
+/// Face row `a·head_dim/2 + b`. `to_hf` undoes llama.cpp's permutation; otherwise it applies it.
+fn reorder_rows(data: &[f32], rows: usize, heads: usize, to_hf: bool) -> Vec<f32> {
     let cols = data.len() / rows;
     let hd = rows / heads;
     let half = hd / 2;
@@ -391,13 +391,18 @@ fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
     for h in 0..heads {
         for a in 0..2 {
             for b in 0..half {
-                let src = (h * hd + 2 * b + a) * cols;
-                let dst = (h * hd + a * half + b) * cols;
+                let (gguf, hf) = ((h * hd + 2 * b + a) * cols, (h * hd + a * half + b) * cols);
+                let (src, dst) = if to_hf { (gguf, hf) } else { (hf, gguf) };
                 out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
             }
         }
     }
     out
+}
+
+/// Undoes llama.cpp's q/k row permutation (see [`reorder_rows`]).
+fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+    reorder_rows(data, rows, heads, true)
 }
 
 /// Hugging Face's name for a GGUF tensor of the llama / qwen2 layout, or `None` when the
@@ -774,20 +779,7 @@ pub mod write {
 
     /// llama.cpp's q/k permutation (the inverse of `unpermute_rows`).
     pub fn permute_rows(data: &[f32], rows: usize, heads: usize) -> Vec<f32> {
-        let cols = data.len() / rows;
-        let hd = rows / heads;
-        let half = hd / 2;
-        let mut out = vec![0.0; data.len()];
-        for h in 0..heads {
-            for a in 0..2 {
-                for b in 0..half {
-                    let src = (h * hd + a * half + b) * cols;
-                    let dst = (h * hd + 2 * b + a) * cols;
-                    out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
-                }
-            }
-        }
-        out
+        super::reorder_rows(data, rows, heads, false)
     }
 }
 
