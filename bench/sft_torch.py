@@ -7,6 +7,7 @@ step), tokens/s, forward-only time and the f32 matmul throughput on the MLP's sh
 
     python bench/sft_torch.py [--layers 4 --hidden 256 --seq 256 --batch 8 --vocab 8192 --steps 10 --warmup 2]
     python bench/sft_torch.py --preset smollm2-135m --seq 512 --batch 2   # LlamaForCausalLM, SmolLM2's shape
+    python bench/sft_torch.py --preset smollm2-135m --seq 512 --batch 2 --lora 8   # peft LoRA on q_proj, v_proj
 """
 
 import argparse
@@ -24,6 +25,9 @@ def main() -> None:
         p.add_argument(f"--{name}", type=int, default=default)
     # SmolLM2-135M's config.json: a Llama of 30 layers, hidden 576, 9 heads, 3 KV heads.
     p.add_argument("--preset", choices=["smollm2-135m"], default=None)
+    # LoRA of this rank through peft (q_proj, v_proj; alpha = 2 * rank), as `--lora` on our side.
+    p.add_argument("--lora", type=int, default=None)
+    p.add_argument("--backend", default=None, help="ignored (our side's flag)")
     a = p.parse_args()
     torch.manual_seed(0)
     heads = max(a.hidden // 64, 1)
@@ -45,7 +49,13 @@ def main() -> None:
         rms_norm_eps=1e-6,
     )
     model = make(cfg).float().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    if a.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=a.lora, lora_alpha=2 * a.lora, lora_dropout=0.0,
+                                                 target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=g) for _ in range(4)]
 
@@ -83,7 +93,8 @@ def main() -> None:
 
     print(json.dumps({
         "system": f"pytorch {torch.__version__} ({torch.get_num_threads()} threads), transformers attn={model.config._attn_implementation}",
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n),
+        "lora_rank": a.lora,
         "layers": a.layers, "hidden": a.hidden, "intermediate": inter, "heads": heads, "kv_heads": cfg.num_key_value_heads,
         "vocab": a.vocab, "seq": a.seq, "batch": a.batch,
         "steps_timed": a.steps,

@@ -11,6 +11,7 @@
 //!     cargo run --release --example sft_bench -- [--layers 4 --hidden 256 --seq 256 --batch 8 \
 //!         --vocab 8192 --steps 10 --warmup 2] [--heads H --kv-heads K --intermediate I]
 //!         [--preset qwen2.5-0.5b|smollm2-135m] [--backend ndarray|flex|cuda|cuda-bf16] [--peak-tflops T]
+//!         [--lora RANK]
 //!     cargo run --release --example sft_bench -- --backend cuda --parity trainer/tests/fixtures/tiny-qwen2
 //!
 //! `--parity DIR` instead loads the HF fixture on the chosen backend and prints the largest
@@ -48,6 +49,8 @@ struct Args {
     parity: Option<PathBuf>,
     /// Llama (no q/k/v bias) instead of Qwen2.
     llama: bool,
+    /// LoRA rank (PEFT's default targets q_proj, v_proj; α = 2·rank); full fine-tuning without.
+    lora: Option<usize>,
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -66,6 +69,7 @@ fn parse() -> anyhow::Result<Args> {
         peak_tflops: None,
         parity: None,
         llama: false,
+        lora: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -85,6 +89,7 @@ fn parse() -> anyhow::Result<Args> {
             "--backend" => a.backend = v.clone(),
             "--peak-tflops" => a.peak_tflops = Some(v.parse()?),
             "--parity" => a.parity = Some(v.into()),
+            "--lora" => a.lora = Some(n()?),
             // Qwen2.5-0.5B's shape (its config.json): 24 layers, hidden 896, 14 heads, 2 KV heads.
             "--preset" if v == "qwen2.5-0.5b" => {
                 (a.layers, a.hidden, a.heads, a.kv_heads, a.intermediate, a.vocab) =
@@ -150,7 +155,10 @@ fn flops_per_token(c: &Qwen2Config, seq: usize) -> f64 {
 /// Times SFT steps, a forward pass and the backend's matmul on `B`.
 fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Value> {
     let c = config(a);
-    let model = Qwen2::<B>::init(&c, 0, device);
+    let mut model = Qwen2::<B>::init(&c, 0, device);
+    if let Some(rank) = a.lora {
+        model = regrpo_trainer::lora::attach(model, &regrpo_trainer::lora::LoraConfig::new(rank), 0)?;
+    }
     let cfg = SftConfig {
         steps: a.warmup + a.steps,
         batch_size: a.batch,
@@ -198,6 +206,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Val
     let achieved = flops_per_token(&c, a.seq) * tokens / step_s / 1e12;
     Ok(json!({
         "system": format!("burn 0.21 {}", a.backend),
+        "lora_rank": a.lora,
         "params": c.num_params(),
         "layers": a.layers, "hidden": c.hidden_size, "intermediate": c.intermediate_size,
         "heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads,

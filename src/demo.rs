@@ -275,6 +275,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         window: window(),
         resume: false,
         device: cfg.device,
+        lora: None,
     };
     let shape = ModelSource::parse(&cfg.model);
     let mut truncations: BTreeMap<String, Truncations> = BTreeMap::new();
@@ -322,6 +323,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         eval_fraction: eval_cfg.eval_fraction,
         sources: toolworld.clone(),
         device: cfg.device,
+        lora: None,
     };
     let (with_cost, control) = tokio::try_join!(
         spawn_regrpo(&repo, &bars, &suite, cfg.regrpo_steps, "regrpo", rl_job("regrpo", 0.1)),

@@ -433,9 +433,41 @@ struct RegrpoArgs {
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
+}
+
+/// LoRA: train low-rank adapters beside the chosen projections, the base frozen.
+#[derive(Debug, clap::Args)]
+struct LoraArgs {
+    /// Rank of the adapters (LoRA is off without it); the run also writes `adapter/` (PEFT).
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// Scale numerator: the update is multiplied by alpha / rank [default: 2 × rank].
+    #[arg(long, requires = "lora_rank")]
+    lora_alpha: Option<f64>,
+    /// Dropout on the adapters' input while training.
+    #[arg(long, default_value_t = 0.0, requires = "lora_rank")]
+    lora_dropout: f64,
+    /// Projections to adapt (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).
+    #[arg(long, value_delimiter = ',', default_values_t = regrpo_trainer::lora::DEFAULT_TARGETS.map(String::from), requires = "lora_rank")]
+    lora_targets: Vec<String>,
+}
+
+impl LoraArgs {
+    fn config(&self) -> Option<regrpo_trainer::lora::LoraConfig> {
+        let rank = self.lora_rank?;
+        let base = regrpo_trainer::lora::LoraConfig::new(rank);
+        Some(regrpo_trainer::lora::LoraConfig {
+            alpha: self.lora_alpha.unwrap_or(base.alpha),
+            dropout: self.lora_dropout,
+            targets: self.lora_targets.clone(),
+            ..base
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -489,6 +521,8 @@ struct SftArgs {
     /// Continue from the run folder's latest checkpoint.
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    lora: LoraArgs,
     /// cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
@@ -559,6 +593,17 @@ enum ModelCommand {
         /// How the dequantized weights are stored.
         #[arg(long, value_enum, default_value_t = WeightDtype::F32)]
         dtype: WeightDtype,
+    },
+    /// Merge a PEFT LoRA adapter folder (ours or one peft wrote) into its base model and write
+    /// the full model folder.
+    Merge {
+        /// The base model folder (or a run folder holding `model/`).
+        base: PathBuf,
+        /// The adapter folder (`adapter_config.json`, `adapter_model.safetensors`).
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Logits of a model on the input_ids of a safetensors file (for parity checks).
     Logits {
@@ -724,6 +769,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 resume: a.resume,
                 device,
+                lora: a.lora.config(),
             };
             train_cmd::sft(&dir, job, quiet).await.map(|_| ())
         }
@@ -774,6 +820,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eval_fraction: 0.1,
                 sources: a.source,
                 device: a.device.kind(),
+                lora: a.lora.config(),
             };
             train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
         }
@@ -817,6 +864,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 WeightDtype::Bf16 => regrpo_trainer::hf::StoredDtype::Bf16,
             },
         ),
+        Command::Model(ModelCommand::Merge { base, adapter, out }) => train_cmd::merge(&base, &adapter, &out),
         Command::Model(ModelCommand::Logits { model, input, out, device }) => {
             train_cmd::logits(&model, &input, &out, device.kind())
         }

@@ -45,11 +45,12 @@ pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
     bar.finish_and_clear();
     let o = outcome?;
     println!(
-        "sft run {}: {} steps in {:.1}s ({:.0} tokens/s), loss {:.4} → {:.4}, held-out loss {}, {} train / {} held-out samples",
+        "sft run {}: {} steps in {:.1}s ({:.0} tokens/s, {:.2}M trainable parameters), loss {:.4} → {:.4}, held-out loss {}, {} train / {} held-out samples",
         o.run_id,
         o.steps,
         o.seconds,
         o.tokens_per_s,
+        o.trainable_params as f64 / 1e6,
         o.first_loss.unwrap_or(f64::NAN),
         o.final_loss.unwrap_or(f64::NAN),
         o.eval_loss.map_or("n/a".into(), |e| format!("{e:.4}")),
@@ -57,6 +58,9 @@ pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
         o.eval_samples
     );
     println!("model (Hugging Face files): {}", o.model_dir.display());
+    if let Some(a) = &o.adapter_dir {
+        println!("LoRA adapter (PEFT): {}", a.display());
+    }
     for f in &o.files {
         println!("wrote {}", f.display());
     }
@@ -90,6 +94,21 @@ pub fn import(file: &Path, out: &Path, dtype: regrpo_trainer::hf::StoredDtype) -
         types.join(", "),
         imported.parameters as f64 / 1e6,
         started.elapsed().as_secs_f64()
+    );
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// `regrpo model merge`: a base model + a PEFT adapter → a full model folder.
+pub fn merge(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+    let lora = job::merge_adapter(base, adapter, out)?;
+    println!(
+        "merged {} (rank {}, alpha {}, {}) into {}",
+        adapter.display(),
+        lora.rank,
+        lora.alpha,
+        lora.targets.join(","),
+        base.display()
     );
     println!("wrote {}", out.display());
     Ok(())
@@ -145,6 +164,9 @@ pub async fn regrpo(
         o.policy_near_misses_added
     );
     println!("model (Hugging Face files): {}", o.model_dir.display());
+    if let Some(a) = &o.adapter_dir {
+        println!("LoRA adapter (PEFT): {}", a.display());
+    }
     for f in &o.files {
         println!("wrote {}", f.display());
     }

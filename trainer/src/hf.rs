@@ -20,9 +20,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::Qwen2;
 
 /// A named f32 array.
-struct Array {
-    shape: Vec<usize>,
-    data: Vec<f32>,
+pub(crate) struct Array {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<f32>,
 }
 
 /// bf16 bits → f32 (exact: bf16 is the top half of an f32).
@@ -52,7 +52,8 @@ pub(crate) fn f16_to_f32(bits: u16) -> f32 {
     f32::from_bits(out)
 }
 
-fn read_shard(path: &Path, into: &mut BTreeMap<String, Array>) -> Result<()> {
+/// Reads every tensor of one safetensors file as f32.
+pub(crate) fn read_shard(path: &Path, into: &mut BTreeMap<String, Array>) -> Result<()> {
     let bytes = std::fs::read(path).at(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::BadModel { path: path.to_path_buf(), reason: e.to_string() })?;
@@ -141,7 +142,7 @@ impl<B: Backend> Loader<'_, B> {
 /// Loads `config.json` and the weights of a model folder.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Qwen2Config, Qwen2<B>)> {
     let config = Qwen2Config::load(&dir.join("config.json"))?;
-    let mut model = Qwen2::<B>::init(&config, 0, device);
+    let mut model = Qwen2::<B>::zeros(&config, device);
     let mut l = Loader::<B> { arrays: read_all(dir)?, dir, device };
     let (h, i, hd, eps) = (config.hidden_size, config.intermediate_size, config.head_dim(), config.rms_norm_eps);
     let (q, kv, bias) = (config.num_attention_heads * hd, config.num_key_value_heads * hd, config.qkv_bias());
@@ -150,13 +151,13 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Qwen2Config, 
         let p = format!("model.layers.{n}");
         layer.input_layernorm = l.norm(&format!("{p}.input_layernorm.weight"), h, eps)?;
         layer.post_attention_layernorm = l.norm(&format!("{p}.post_attention_layernorm.weight"), h, eps)?;
-        layer.self_attn.q_proj = l.linear(&format!("{p}.self_attn.q_proj"), h, q, bias)?;
-        layer.self_attn.k_proj = l.linear(&format!("{p}.self_attn.k_proj"), h, kv, bias)?;
-        layer.self_attn.v_proj = l.linear(&format!("{p}.self_attn.v_proj"), h, kv, bias)?;
-        layer.self_attn.o_proj = l.linear(&format!("{p}.self_attn.o_proj"), q, h, false)?;
-        layer.mlp.gate_proj = l.linear(&format!("{p}.mlp.gate_proj"), h, i, false)?;
-        layer.mlp.up_proj = l.linear(&format!("{p}.mlp.up_proj"), h, i, false)?;
-        layer.mlp.down_proj = l.linear(&format!("{p}.mlp.down_proj"), i, h, false)?;
+        layer.self_attn.q_proj = l.linear(&format!("{p}.self_attn.q_proj"), h, q, bias)?.into();
+        layer.self_attn.k_proj = l.linear(&format!("{p}.self_attn.k_proj"), h, kv, bias)?.into();
+        layer.self_attn.v_proj = l.linear(&format!("{p}.self_attn.v_proj"), h, kv, bias)?.into();
+        layer.self_attn.o_proj = l.linear(&format!("{p}.self_attn.o_proj"), q, h, false)?.into();
+        layer.mlp.gate_proj = l.linear(&format!("{p}.mlp.gate_proj"), h, i, false)?.into();
+        layer.mlp.up_proj = l.linear(&format!("{p}.mlp.up_proj"), h, i, false)?.into();
+        layer.mlp.down_proj = l.linear(&format!("{p}.mlp.down_proj"), i, h, false)?.into();
     }
     model.norm = l.norm("model.norm.weight", h, eps)?;
     model.lm_head = if config.tie_word_embeddings {
@@ -177,7 +178,8 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
     t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Internal(format!("{e:?}")))
 }
 
-/// Writes `config.json` and `model.safetensors` (f32) that `transformers` loads.
+/// Writes `config.json` and `model.safetensors` (f32) that `transformers` loads. Attached LoRA
+/// adapters are merged into the weights written.
 pub fn save<B: Backend>(config: &Qwen2Config, model: &Qwen2<B>, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).at(dir)?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
@@ -198,8 +200,8 @@ pub fn save<B: Backend>(config: &Qwen2Config, model: &Qwen2<B>, dir: &Path) -> R
             ("self_attn.v_proj", &a.v_proj),
             ("self_attn.o_proj", &a.o_proj),
         ] {
-            put(format!("{p}.{name}.weight"), lin.weight.val(), true)?;
-            if let Some(b) = &lin.bias {
+            put(format!("{p}.{name}.weight"), lin.merged_weight(), true)?;
+            if let Some(b) = &lin.base.bias {
                 vectors.push((format!("{p}.{name}.bias"), b.val()));
             }
         }
@@ -208,7 +210,7 @@ pub fn save<B: Backend>(config: &Qwen2Config, model: &Qwen2<B>, dir: &Path) -> R
             ("mlp.up_proj", &layer.mlp.up_proj),
             ("mlp.down_proj", &layer.mlp.down_proj),
         ] {
-            put(format!("{p}.{name}.weight"), lin.weight.val(), true)?;
+            put(format!("{p}.{name}.weight"), lin.merged_weight(), true)?;
         }
         vectors.push((format!("{p}.input_layernorm.weight"), layer.input_layernorm.gamma.val()));
         vectors.push((format!("{p}.post_attention_layernorm.weight"), layer.post_attention_layernorm.gamma.val()));

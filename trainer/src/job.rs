@@ -9,6 +9,7 @@
 //! ```text
 //! RUN_DIR/run.json metrics.csv loss.png tokenizer.json
 //!         model/{config.json, model.safetensors, tokenizer.json, tokenizer_config.json}
+//!         adapter/{adapter_config.json, adapter_model.safetensors}      (with LoRA: PEFT)
 //!         checkpoints/step-NNNNNN/{model.mpk, optim.mpk, state.json}
 //! ```
 
@@ -27,6 +28,7 @@ use crate::data::{self, DataConfig, SftData, encode_all};
 use crate::decoder::Decoder;
 use crate::error::{Error, IoContext, Result};
 use crate::hf;
+use crate::lora::LoraConfig;
 use crate::model::Qwen2;
 use crate::runlog::RunLog;
 use crate::sft::{self, SftConfig, StepLog};
@@ -48,6 +50,18 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// How the adapter config names the base model: the folder, or the tiny shape.
+    pub fn name(&self) -> String {
+        match self {
+            ModelSource::Tiny => "tiny".into(),
+            ModelSource::Shaped { hidden, layers, heads } => match heads {
+                Some(h) => format!("tiny:{hidden}x{layers}x{h}"),
+                None => format!("tiny:{hidden}x{layers}"),
+            },
+            ModelSource::Dir(d) => d.display().to_string(),
+        }
+    }
+
     /// `tiny`, `tiny:HIDDENxLAYERS[xHEADS]`, or a model folder.
     pub fn parse(s: &str) -> Self {
         if s == "tiny" {
@@ -83,6 +97,9 @@ pub struct SftJob {
     pub window: WindowConfig,
     pub resume: bool,
     pub device: DeviceKind,
+    /// Train LoRA adapters (base frozen) instead of every weight.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 /// What an SFT job did.
@@ -100,6 +117,10 @@ pub struct SftOutcome {
     pub seconds: f64,
     pub tokens_per_s: f64,
     pub model_dir: PathBuf,
+    /// The PEFT adapter folder, when LoRA was on.
+    pub adapter_dir: Option<PathBuf>,
+    /// Parameters the optimizer updated (all of them, or the adapters').
+    pub trainable_params: usize,
     pub files: Vec<PathBuf>,
     pub losses: Vec<f64>,
 }
@@ -202,6 +223,7 @@ async fn run_sft_on<B: AutodiffBackend>(
     let data: SftData = data::load(repo, job.snapshot.as_deref(), &job.data).await?;
     let tk = tokenizer_for(repo, job).await?;
     let (config, model) = init_model::<B>(&job.model, tk.vocab_size(), job.sft.seed, &device)?;
+    let (model, trainable) = with_lora(model, &config, job.lora.as_ref(), job.sft.seed)?;
     let window = ChatWindow::new(tk.clone(), job.window)?;
     let quotas = job.data.quotas(job.sft.batch_size)?;
     // Only the kinds a batch takes are tokenised (and counted).
@@ -229,7 +251,7 @@ async fn run_sft_on<B: AutodiffBackend>(
         &job.out,
         data.snapshot.clone(),
         data.versions.clone(),
-        json!({"job": job, "model": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers, "vocab": config.vocab_size, "params": config.num_params()}}),
+        json!({"job": job, "model": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers, "vocab": config.vocab_size, "params": config.num_params(), "trainable_params": trainable}}),
     )?;
     let (train_n, eval_n) = (clean.len() + rot.len(), eval.len());
     let train = sft::TrainSet { clean, rot, quotas };
@@ -252,9 +274,8 @@ async fn run_sft_on<B: AutodiffBackend>(
             log.log(l.step as i64, "eval_loss", e, Some("eval"));
         }
     }
-    let model_dir = job.out.join("model");
-    hf::save(&config, &model.valid(), &model_dir)?;
-    tk.save(&model_dir.join("tokenizer.json"))?;
+    let (model_dir, adapter_dir) =
+        save_policy(&config, &model.valid(), &tk, job.lora.as_ref(), &job.model.name(), &job.out)?;
     let seconds = started.elapsed().as_secs_f64();
     let losses: Vec<f64> = step_logs.iter().map(|l| l.loss).collect();
     let tps = if step_logs.is_empty() {
@@ -277,9 +298,53 @@ async fn run_sft_on<B: AutodiffBackend>(
         seconds,
         tokens_per_s: tps,
         model_dir,
+        adapter_dir,
+        trainable_params: trainable,
         files,
         losses,
     })
+}
+
+/// Attaches LoRA adapters when `lora` says so; returns the model and how many parameters
+/// training will update.
+fn with_lora<B: Backend>(
+    model: Qwen2<B>,
+    config: &Qwen2Config,
+    lora: Option<&LoraConfig>,
+    seed: u64,
+) -> Result<(Qwen2<B>, usize)> {
+    match lora {
+        Some(l) => {
+            let model = crate::lora::attach(model, l, seed)?;
+            let n = crate::lora::adapter_params(&model);
+            Ok((model, n))
+        }
+        None => Ok((model, config.num_params())),
+    }
+}
+
+/// Writes a trained policy into `out/model/` (full weights, adapters merged, with the
+/// tokenizer) and, with LoRA, its adapters into `out/adapter/` (PEFT). Returns both folders.
+fn save_policy<B: Backend>(
+    config: &Qwen2Config,
+    model: &Qwen2<B>,
+    tk: &ChatTokenizer,
+    lora: Option<&LoraConfig>,
+    base: &str,
+    out: &Path,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    let model_dir = out.join("model");
+    hf::save(config, model, &model_dir)?;
+    tk.save(&model_dir.join("tokenizer.json"))?;
+    let adapter_dir = match lora {
+        Some(l) => {
+            let dir = out.join("adapter");
+            crate::lora::save_adapter(model, l, base, &dir)?;
+            Some(dir)
+        }
+        None => None,
+    };
+    Ok((model_dir, adapter_dir))
 }
 
 /// Copies a run's exported model (config, weights, tokenizer) to `out`.
@@ -302,6 +367,27 @@ pub fn export_model(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(written)
+}
+
+/// Merges a PEFT LoRA adapter folder into a base model folder and writes the full model (with
+/// the base's tokenizer files) to `out`. Returns the adapter's config.
+pub fn merge_adapter(base: &Path, adapter: &Path, out: &Path) -> Result<LoraConfig> {
+    let base = model_dir(base);
+    crate::on_device!(DeviceKind::Cpu, B => {
+        let (config, model) = hf::load::<B>(&base, &Default::default())?;
+        let (lora, model) = crate::lora::load_adapter(model, adapter)?;
+        hf::save(&config, &model, out)?;
+        Ok::<_, Error>(lora)
+    })
+    .and_then(|lora| {
+        for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+            let from = base.join(f);
+            if from.exists() {
+                std::fs::copy(&from, out.join(f)).at(&from)?;
+            }
+        }
+        Ok(lora)
+    })
 }
 
 /// Logits `[batch, seq, vocab]` (flattened) of a model folder on token ids `[batch, seq]`.
@@ -342,6 +428,10 @@ pub struct RegrpoJob {
     pub sources: Option<Vec<String>>,
     #[serde(default)]
     pub device: DeviceKind,
+    /// Train LoRA adapters on the policy (frozen otherwise); the reference stays the policy
+    /// it started from.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 /// What a ReGRPO job did.
@@ -353,6 +443,7 @@ pub struct RegrpoOutcome {
     pub rollouts_added: usize,
     pub policy_near_misses_added: usize,
     pub model_dir: PathBuf,
+    pub adapter_dir: Option<PathBuf>,
     pub files: Vec<PathBuf>,
     pub seconds: f64,
 }
@@ -391,6 +482,7 @@ async fn run_regrpo_on<B: AutodiffBackend>(
     let dir = model_dir(&job.init);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
     let (config, policy) = hf::load::<B>(&dir, &device)?;
+    let (policy, trainable) = with_lora(policy, &config, job.lora.as_ref(), job.cfg.seed)?;
     let decoder = Decoder::new(ChatWindow::new(tk.clone(), job.cfg.window)?, job.cfg.constrained);
     let (ts, rots, versions) = snapshot_rows(repo, job.snapshot.as_deref()).await?;
     let train_ts: Vec<Trajectory> = ts
@@ -419,7 +511,7 @@ async fn run_regrpo_on<B: AutodiffBackend>(
         &job.out,
         job.snapshot.clone(),
         versions,
-        json!({"job": job, "init_params": config.num_params(), "self_check": check}),
+        json!({"job": job, "init_params": config.num_params(), "trainable_params": trainable, "self_check": check}),
     )?;
     let run_id = log.run_id.clone();
     let result = crate::regrpo::train(policy, &decoder, suite, &states, &job.cfg, &run_id, |s| on_step(s)).await?;
@@ -444,9 +536,9 @@ async fn run_regrpo_on<B: AutodiffBackend>(
             log.log(st, name, v, Some("train"));
         }
     }
-    let model_dir = job.out.join("model");
-    hf::save(&config, &result.model.valid(), &model_dir)?;
-    tk.save(&model_dir.join("tokenizer.json"))?;
+    let base = dir.display().to_string();
+    let (model_dir, adapter_dir) =
+        save_policy(&config, &result.model.valid(), &tk, job.lora.as_ref(), &base, &job.out)?;
     let (rollouts_added, near_added) =
         crate::regrpo::commit_rollouts(repo, result.rollouts, result.near_misses, &run_id).await?;
     let n = result.steps.len().max(1) as f64;
@@ -483,6 +575,7 @@ async fn run_regrpo_on<B: AutodiffBackend>(
         rollouts_added,
         policy_near_misses_added: near_added,
         model_dir,
+        adapter_dir,
         files,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -23,6 +23,7 @@ pub mod gguf;
 pub mod grammar;
 pub mod hf;
 pub mod job;
+pub mod lora;
 pub mod metrics;
 pub mod model;
 pub mod regrpo;

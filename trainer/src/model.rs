@@ -9,7 +9,8 @@
 //! `LlamaForCausalLM`, which differ here only in the q/k/v bias (rotate-half
 //! RoPE with `rope_theta`, key/value heads repeated for grouped-query attention, softmax in
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
-//! for generation.
+//! for generation. Each projection of a layer is a [`Proj`]: the linear map, and a LoRA
+//! adapter beside it when one is attached (`lora`).
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -18,14 +19,46 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Qwen2Config;
+use crate::lora::Lora;
+
+/// A linear projection of a layer, with a low-rank adapter beside it when LoRA is on
+/// (`x·W + b + (x·A)·B·α/r`; see `lora`).
+#[derive(Module, Debug)]
+pub struct Proj<B: Backend> {
+    pub base: Linear<B>,
+    pub lora: Option<Lora<B>>,
+}
+
+impl<B: Backend> Proj<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lora {
+            Some(lora) => self.base.forward(x.clone()) + lora.forward(x),
+            None => self.base.forward(x),
+        }
+    }
+
+    /// The weight `[in, out]` the projection applies: the base plus the adapter's update.
+    pub fn merged_weight(&self) -> Tensor<B, 2> {
+        match &self.lora {
+            Some(lora) => self.base.weight.val() + lora.delta(),
+            None => self.base.weight.val(),
+        }
+    }
+}
+
+impl<B: Backend> From<Linear<B>> for Proj<B> {
+    fn from(base: Linear<B>) -> Self {
+        Proj { base, lora: None }
+    }
+}
 
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub o_proj: Linear<B>,
+    pub q_proj: Proj<B>,
+    pub k_proj: Proj<B>,
+    pub v_proj: Proj<B>,
+    pub o_proj: Proj<B>,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
@@ -34,9 +67,9 @@ pub struct Attention<B: Backend> {
 /// The SwiGLU feed-forward block.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
-    pub gate_proj: Linear<B>,
-    pub up_proj: Linear<B>,
-    pub down_proj: Linear<B>,
+    pub gate_proj: Proj<B>,
+    pub up_proj: Proj<B>,
+    pub down_proj: Proj<B>,
 }
 
 /// One decoder layer.
@@ -94,31 +127,38 @@ impl<B: Backend> KvCache<B> {
 }
 
 /// Draws initial weights from a generator of its own, so initialisation depends on the seed
-/// alone (not on a backend-global RNG other threads also draw from).
+/// alone (not on a backend-global RNG other threads also draw from). Without a generator it
+/// allocates zeros: the skeleton a checkpoint's weights are loaded into.
 struct Init<'a, B: Backend> {
-    rng: rand_chacha::ChaCha8Rng,
+    rng: Option<rand_chacha::ChaCha8Rng>,
     device: &'a B::Device,
 }
 
 impl<B: Backend> Init<'_, B> {
     /// Normal(0, std) values (Box–Muller).
-    fn normal(&mut self, n: usize, std: f32) -> Vec<f32> {
+    fn normal(rng: &mut rand_chacha::ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
         use rand::Rng;
         (0..n)
             .map(|_| {
-                let u1: f32 = self.rng.random::<f32>().max(1e-12);
-                let u2: f32 = self.rng.random::<f32>();
+                let u1: f32 = rng.random::<f32>().max(1e-12);
+                let u2: f32 = rng.random::<f32>();
                 std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
             })
             .collect()
     }
 
     fn matrix(&mut self, rows: usize, cols: usize, std: f32) -> Param<Tensor<B, 2>> {
-        Param::from_tensor(Tensor::from_data(TensorData::new(self.normal(rows * cols, std), [rows, cols]), self.device))
+        let t = match &mut self.rng {
+            Some(rng) => {
+                Tensor::from_data(TensorData::new(Self::normal(rng, rows * cols, std), [rows, cols]), self.device)
+            }
+            None => Tensor::zeros([rows, cols], self.device),
+        };
+        Param::from_tensor(t)
     }
 
     fn vector(&mut self, n: usize, value: f32) -> Param<Tensor<B, 1>> {
-        Param::from_tensor(Tensor::from_data(TensorData::new(vec![value; n], [n]), self.device))
+        Param::from_tensor(Tensor::full([n], value, self.device))
     }
 
     /// A linear layer `[d_in, d_out]` with N(0, 0.02) weights and zero bias, as Hugging Face
@@ -136,26 +176,35 @@ impl<B: Backend> Qwen2<B> {
     /// A model of this shape initialised from `seed` alone.
     pub fn init(c: &Qwen2Config, seed: u64, device: &B::Device) -> Self {
         use rand::SeedableRng;
-        let mut init = Init::<B> { rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed), device };
+        Self::build(c, Init::<B> { rng: Some(rand_chacha::ChaCha8Rng::seed_from_u64(seed)), device })
+    }
+
+    /// A model of this shape with zero weights (and unit norms), to load a checkpoint into
+    /// without drawing random weights first.
+    pub fn zeros(c: &Qwen2Config, device: &B::Device) -> Self {
+        Self::build(c, Init::<B> { rng: None, device })
+    }
+
+    fn build(c: &Qwen2Config, mut init: Init<'_, B>) -> Self {
         let (h, hd) = (c.hidden_size, c.head_dim());
         let embed_tokens = Embedding { weight: init.matrix(c.vocab_size, h, 0.02) };
         let layers = (0..c.num_hidden_layers)
             .map(|_| DecoderLayer {
                 input_layernorm: init.norm(h, c.rms_norm_eps),
                 self_attn: Attention {
-                    q_proj: init.linear(h, c.num_attention_heads * hd, c.qkv_bias()),
-                    k_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()),
-                    v_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()),
-                    o_proj: init.linear(c.num_attention_heads * hd, h, false),
+                    q_proj: init.linear(h, c.num_attention_heads * hd, c.qkv_bias()).into(),
+                    k_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()).into(),
+                    v_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()).into(),
+                    o_proj: init.linear(c.num_attention_heads * hd, h, false).into(),
                     n_heads: c.num_attention_heads,
                     n_kv_heads: c.num_key_value_heads,
                     head_dim: hd,
                 },
                 post_attention_layernorm: init.norm(h, c.rms_norm_eps),
                 mlp: Mlp {
-                    gate_proj: init.linear(h, c.intermediate_size, false),
-                    up_proj: init.linear(h, c.intermediate_size, false),
-                    down_proj: init.linear(c.intermediate_size, h, false),
+                    gate_proj: init.linear(h, c.intermediate_size, false).into(),
+                    up_proj: init.linear(h, c.intermediate_size, false).into(),
+                    down_proj: init.linear(c.intermediate_size, h, false).into(),
                 },
             })
             .collect();

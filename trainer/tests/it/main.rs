@@ -3,5 +3,6 @@
 mod decoding;
 mod formulas;
 mod gguf;
+mod lora;
 mod parity;
 mod training;

@@ -64,6 +64,7 @@ fn sft_job(out: &Path, snapshot: &str, steps: u64, rot_fraction: f64, sources: O
         window: window(256),
         resume: false,
         device: DeviceKind::Cpu,
+        lora: None,
     }
 }
 
@@ -182,6 +183,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
         eval_fraction: 0.0,
         sources: None,
         device: Default::default(),
+        lora: None,
     };
     // Learning from execution: on a few failure states, groups where some completions execute
     // successfully and some do not carry the signal (with constrained decoding every completion
