@@ -95,8 +95,8 @@ pub struct Lora<B: Backend> {
 impl<B: Backend> Lora<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.dropout.forward(x);
-        let down = burn::tensor::module::linear(x, self.a.val(), None);
-        burn::tensor::module::linear(down, self.b.val(), None).mul_scalar(self.scale)
+        let down = crate::model::matmul_rows(x, self.a.val());
+        crate::model::matmul_rows(down, self.b.val()).mul_scalar(self.scale)
     }
 
     /// The update `A·B·scale` `[in, out]` merging adds to the base weight.

@@ -29,11 +29,25 @@ pub struct Proj<B: Backend> {
     pub lora: Option<Lora<B>>,
 }
 
+/// `x · w` for `x: [batch, seq, in]`, `w: [in, out]`, as one 2-D matmul over `batch · seq` rows.
+/// Burn's 3-D (broadcast) matmul copies the weight per batch on the CPU backends — 11× slower
+/// for the tied output projection of SmolLM2 when decoding 8 rows (`examples/sample_bench.rs`).
+pub(crate) fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, s, d] = x.dims();
+    let out = w.dims()[1];
+    x.reshape([b * s, d]).matmul(w).reshape([b, s, out])
+}
+
 impl<B: Backend> Proj<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let y = matmul_rows(x.clone(), self.base.weight.val());
+        let y = match &self.base.bias {
+            Some(bias) => y + bias.val().unsqueeze::<3>(),
+            None => y,
+        };
         match &self.lora {
-            Some(lora) => self.base.forward(x.clone()) + lora.forward(x),
-            None => self.base.forward(x),
+            Some(lora) => y + lora.forward(x),
+            None => y,
         }
     }
 
@@ -272,8 +286,8 @@ impl<B: Backend> Qwen2<B> {
         }
         let x = self.norm.forward(x);
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+            Some(head) => matmul_rows(x, head.weight.val()),
+            None => matmul_rows(x, self.embed_tokens.weight.val().transpose()),
         }
     }
 }
