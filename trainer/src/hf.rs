@@ -174,7 +174,8 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Qwen2Config, 
     Ok((config, model))
 }
 
-fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+/// A tensor's values as f32.
+pub(crate) fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
     t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Internal(format!("{e:?}")))
 }
 

@@ -205,9 +205,7 @@ pub fn save_adapter<B: Backend>(model: &Qwen2<B>, cfg: &LoraConfig, base: &str, 
             for (which, t) in [("A", lora.a.val()), ("B", lora.b.val())] {
                 let t = t.transpose();
                 let shape = t.dims().to_vec();
-                let values =
-                    t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| Error::Internal(format!("{e:?}")))?;
-                tensors.push((peft_name(n, path, which), shape, values));
+                tensors.push((peft_name(n, path, which), shape, hf::to_vec(t)?));
             }
         }
     }
