@@ -7,7 +7,7 @@
 //!
 //! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM` and
 //! `LlamaForCausalLM`, which differ here only in the q/k/v bias (rotate-half
-//! RoPE with `rope_theta`, key/value heads repeated for grouped-query attention, softmax in
+//! RoPE with `rope_theta`, each key/value head shared by its group of query heads, softmax in
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
 //! for generation. Each projection of a layer is a [`Proj`]: the linear map, and a LoRA
 //! adapter beside it when one is attached (`lora`).
@@ -271,11 +271,11 @@ impl<B: Backend> Qwen2<B> {
         let [_, seq] = ids.dims();
         let past = cache.len();
         let head_dim = self.layers.first().map_or(0, |l| l.self_attn.head_dim);
-        let (cos, sin) = rope_tables::<B>(past, seq, head_dim, self.rope_theta, &device);
+        let rope = Rope::new(past, seq, head_dim, self.rope_theta, &device);
         let mut x = self.embed_tokens.forward(ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_layernorm.forward(x.clone());
-            let h = layer.self_attn.forward(h, &cos, &sin, &mask, slot);
+            let h = layer.self_attn.forward(h, &rope, &mask, slot);
             x = x + h;
             let h = layer.post_attention_layernorm.forward(x.clone());
             let h = layer
@@ -292,72 +292,84 @@ impl<B: Backend> Qwen2<B> {
     }
 }
 
-/// `cos` and `sin` of positions `past..past+seq`, `[seq, head_dim]`, laid out as Hugging Face
-/// does (`cat(freqs, freqs)`).
-fn rope_tables<B: Backend>(
-    past: usize,
-    seq: usize,
-    head_dim: usize,
-    theta: f64,
-    device: &B::Device,
-) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
-    let mut angles = Vec::with_capacity(seq * head_dim);
-    for p in past..past + seq {
-        for j in 0..head_dim {
-            angles.push(p as f32 * inv[j % half]);
-        }
-    }
-    let a = Tensor::<B, 1>::from_floats(angles.as_slice(), device).reshape([seq, head_dim]);
-    (a.clone().cos(), a.sin())
+/// Rotary tables of positions `past..past+seq`, `[1, seq, 1, head_dim]` to broadcast over
+/// `[batch, seq, heads, head_dim]`, laid out as Hugging Face does (`cat(freqs, freqs)`).
+/// The first half of `sin` is negated, so `rotate_half(x) · sin` is `swap_halves(x) · sin`
+/// without a negation per call; the query tables also carry the softmax scale `1/√d`, which
+/// saves a pass over the queries and one over the scores.
+struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+    cos_q: Tensor<B, 4>,
+    sin_q: Tensor<B, 4>,
 }
 
-/// `x * cos + rotate_half(x) * sin` for `x: [batch, heads, seq, head_dim]`.
-fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 2>, sin: &Tensor<B, 2>) -> Tensor<B, 4> {
+impl<B: Backend> Rope<B> {
+    fn new(past: usize, seq: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let inv: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        let mut cos = Vec::with_capacity(seq * head_dim);
+        let mut sin = Vec::with_capacity(seq * head_dim);
+        for p in past..past + seq {
+            for j in 0..head_dim {
+                let a = p as f32 * inv[j % half] as f32;
+                cos.push(a.cos());
+                sin.push(if j < half { -a.sin() } else { a.sin() });
+            }
+        }
+        let scale = 1.0 / (head_dim.max(1) as f32).sqrt();
+        let table = |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [1, seq, 1, head_dim]), device);
+        Rope {
+            cos_q: table(cos.iter().map(|c| c * scale).collect()),
+            sin_q: table(sin.iter().map(|c| c * scale).collect()),
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+}
+
+/// `x · cos + rotate_half(x) · sin` for `x: [batch, seq, heads, head_dim]`, contiguous as the
+/// projection left it (`sin` signed, see [`Rope`]).
+fn apply_rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
     let d = x.dims()[3];
     let x1 = x.clone().narrow(3, 0, d / 2);
     let x2 = x.clone().narrow(3, d / 2, d / 2);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
-}
-
-/// `[b, kv, s, d]` → `[b, kv * n_rep, s, d]`, each key head serving `n_rep` query heads.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n_rep: usize) -> Tensor<B, 4> {
-    if n_rep == 1 {
-        return x;
-    }
-    let [b, kv, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).repeat_dim(2, n_rep).reshape([b, kv * n_rep, s, d])
+    let swapped = Tensor::cat(vec![x2, x1], 3);
+    x * cos.clone() + swapped * sin.clone()
 }
 
 impl<B: Backend> Attention<B> {
+    /// Grouped-query attention without repeating keys and values: the `n_rep` query heads
+    /// that share a key head are stacked along the sequence axis (`[b, kv, n_rep·s, d]`;
+    /// Hugging Face orders query heads by their key head), so each key head is read by one
+    /// matmul instead of being copied `n_rep` times forward and summed backward. RoPE runs on
+    /// the projections' contiguous `[b, s, heads, d]` layout, before any transpose.
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
+        rope: &Rope<B>,
         mask: &Tensor<B, 4, Bool>,
         cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]).swap_dims(1, 2);
+        let rep = nh / nkv;
+        let q = apply_rope(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]), &rope.cos_q, &rope.sin_q);
+        let k = apply_rope(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]), &rope.cos, &rope.sin);
+        let k = k.swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
-        let q = apply_rope(q, cos, sin);
-        let k = apply_rope(k, cos, sin);
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
         };
         *cache = Some((k.clone(), v.clone()));
-        let k = repeat_kv(k, nh / nkv);
-        let v = repeat_kv(v, nh / nkv);
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt());
-        let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
-        let attn = softmax(scores, 3);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, s, nh * hd]);
+        let total = k.dims()[2];
+        // [b, s, kv, rep, d] → [b, kv, rep, s, d] → [b, kv, rep·s, d]
+        let q = q.reshape([b, s, nkv, rep, hd]).permute([0, 2, 3, 1, 4]).reshape([b, nkv, rep * s, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, nkv, rep, s, total]);
+        let scores = scores.mask_fill(mask.clone().unsqueeze_dim::<5>(2), f32::NEG_INFINITY);
+        let attn = softmax(scores, 4).reshape([b, nkv, rep * s, total]);
+        let out = attn.matmul(v).reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd]);
         self.o_proj.forward(out)
     }
 }

@@ -15,9 +15,9 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Batcher, Encoded, collate};
@@ -98,6 +98,30 @@ pub fn masked_nll_sum<B: Backend>(
     let logp = log_softmax(logits, 2);
     let picked = logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
     (picked * weights).sum().neg()
+}
+
+/// [`masked_nll_sum`] for training: the same value, and the same gradient
+/// `w · (softmax(logits) − onehot(target))`, computed outside the autodiff graph.
+///
+/// Written with tensor ops, `log_softmax` + `gather` records eleven autodiff nodes over the
+/// `[batch, seq, vocab]` logits — the largest tensor of a step — and walks them back one by
+/// one. Here the softmax is one (fused, on Flex) pass on the inner backend, the gradient is
+/// formed from it once, and the graph holds a single product `Σ logits · g` whose gradient is
+/// `g`; the value added to it is the exact negative log-likelihood. `p(target)` is clamped to
+/// the smallest normal f32, so a token's loss reads at most 87.3 (its gradient is exact).
+pub fn masked_nll_sum_fused<B: AutodiffBackend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let t = targets.inner().unsqueeze_dim::<3>(2);
+    let w = weights.inner().unsqueeze_dim::<3>(2);
+    let probs = softmax(logits.clone().inner(), 2);
+    let picked = probs.clone().gather(2, t.clone());
+    let nll = (picked.clamp_min(f32::MIN_POSITIVE).log() * w.clone()).sum().neg();
+    let grad = (probs * w.clone()).scatter(2, t, w.neg(), IndexingUpdateOp::Add);
+    let surrogate = (logits * Tensor::from_inner(grad)).sum();
+    surrogate.clone() - surrogate.detach() + Tensor::from_inner(nll)
 }
 
 /// The tensors of a batch on a device.
@@ -284,8 +308,8 @@ pub fn train<B: AutodiffBackend>(
             for b in parts {
                 tokens += b.tokens;
                 let (ids, targets, weights) = batch_tensors::<B>(&b, &device);
-                let loss =
-                    masked_nll_sum(model.forward(ids), targets, weights).div_scalar(targets_n * cfg.grad_accum as f64);
+                let loss = masked_nll_sum_fused(model.forward(ids), targets, weights)
+                    .div_scalar(targets_n * cfg.grad_accum as f64);
                 loss_sum += loss.clone().into_scalar().elem::<f64>();
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 acc.accumulate(&model, grads);
@@ -379,5 +403,33 @@ mod tests {
             }
         }
         assert!(g.iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn the_fused_loss_has_the_value_and_gradient_of_the_plain_one() {
+        let device = Default::default();
+        let (b, s, v) = (2, 4, 7);
+        let data: Vec<f32> = (0..b * s * v).map(|i| ((i * 13) % 17) as f32 / 3.0 - 2.5).collect();
+        let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 6, 3, 0, 2, 2, 5, 4], [b, s]), &device);
+        let w = vec![1.0f32, 0.0, 1.0, 1.0, 0.5, 1.0, 0.0, 1.0];
+        let run = |fused: bool| {
+            let logits = Tensor::<B, 3>::from_data(TensorData::new(data.clone(), [b, s, v]), &device).require_grad();
+            let weights = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [b, s]), &device);
+            let loss = if fused {
+                masked_nll_sum_fused(logits.clone(), targets.clone(), weights)
+            } else {
+                masked_nll_sum(logits.clone(), targets.clone(), weights)
+            };
+            let value = loss.clone().into_scalar();
+            let g: Vec<f32> = logits.grad(&loss.backward()).unwrap().into_data().to_vec().unwrap();
+            (value, g)
+        };
+        let (plain, g_plain) = run(false);
+        let (fused, g_fused) = run(true);
+        assert!((plain - fused).abs() < 1e-5, "loss {plain} vs {fused}");
+        for (i, (a, b)) in g_plain.iter().zip(&g_fused).enumerate() {
+            assert!((a - b).abs() < 1e-6, "gradient {i}: {a} vs {b}");
+        }
+        assert!(g_fused.iter().any(|g| *g != 0.0));
     }
 }
