@@ -1,7 +1,10 @@
 //! The Hugging Face `config.json` of a decoder of the Qwen2 / Llama family.
 //!
-//! One decoder serves both (`model_type` `qwen2` or `llama`): they differ in whether the
-//! q/k/v projections carry a bias (always in Qwen2, `attention_bias` in Llama).
+//! One decoder serves the three (`model_type` `qwen2`, `llama` or `qwen3`): they differ in whether
+//! the q/k/v projections carry a bias (always in Qwen2, `attention_bias` in the others), and Qwen3
+//! RMS-normalises queries and keys per head and may set `head_dim` apart from the width. Rotary
+//! frequencies follow `rope_theta` and, where the config has one, its `rope_scaling` (linear, or
+//! Llama 3.1's `llama3`).
 
 use std::path::Path;
 
@@ -10,10 +13,10 @@ use serde_json::Value;
 
 use crate::error::{Error, IoContext, Result};
 
-/// The fields of a Qwen2 or Llama `config.json` the model needs; everything else is kept as read.
+/// The fields of a Qwen2, Llama or Qwen3 `config.json` the model needs; everything else is kept as read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Qwen2Config {
-    /// `qwen2` (the default, as our own checkpoints were written before the field) or `llama`.
+    /// `qwen2` (the default, as our own checkpoints were written before the field), `llama` or `qwen3`.
     #[serde(default = "default_model_type")]
     pub model_type: String,
     /// Llama's switch for q/k/v/o biases; Qwen2 has q/k/v biases whatever it says.
@@ -42,6 +45,17 @@ pub struct Qwen2Config {
     /// The rest of the file, written back unchanged.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
+}
+
+/// The rotary scaling types of `rope_scaling` / `rope_parameters` the decoder implements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// `θ^(-2i/d)`.
+    Default,
+    /// Every frequency divided by `factor` (position interpolation).
+    Linear { factor: f64 },
+    /// Llama 3.1's piecewise scaling by wavelength.
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
 }
 
 fn default_model_type() -> String {
@@ -98,52 +112,56 @@ impl Qwen2Config {
         }
     }
 
+    /// The size of one attention head: `head_dim` where the config sets it (Qwen3's 128 beside
+    /// a 1024-wide model), else `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
+        match self.extra.get("head_dim").and_then(Value::as_u64) {
+            Some(d) => d as usize,
+            None => self.hidden_size / self.num_attention_heads.max(1),
+        }
     }
 
-    /// Whether q/k/v carry a bias: always in Qwen2, as `attention_bias` says in Llama.
+    /// Whether q/k/v carry a bias: always in Qwen2, as `attention_bias` says in Llama and Qwen3.
     pub fn qkv_bias(&self) -> bool {
         self.model_type == "qwen2" || self.attention_bias == Some(true)
     }
 
+    /// Whether queries and keys are RMS-normalised per head before RoPE (Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
+    }
+
     /// The `architectures` entry transformers instantiates for this family.
     fn architecture(&self) -> &'static str {
-        if self.model_type == "llama" { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }
+        match self.model_type.as_str() {
+            "llama" => "LlamaForCausalLM",
+            "qwen3" => "Qwen3ForCausalLM",
+            _ => "Qwen2ForCausalLM",
+        }
     }
 
     /// Checks the shape constraints the model relies on.
     pub fn validate(&self) -> Result<()> {
         let bad = |r: String| Err(Error::Config(r));
-        if !matches!(self.model_type.as_str(), "qwen2" | "llama") {
-            return bad(format!("model_type `{}` is not supported (expected qwen2 or llama)", self.model_type));
+        if !matches!(self.model_type.as_str(), "qwen2" | "llama" | "qwen3") {
+            return bad(format!("model_type `{}` is not supported (expected qwen2, llama or qwen3)", self.model_type));
         }
-        if self.model_type == "llama" && self.attention_bias == Some(true) {
+        if self.model_type != "qwen2" && self.attention_bias == Some(true) {
             return bad("attention_bias: true is not supported (the o_proj bias is not modelled)".into());
         }
         if self.extra.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
             return bad("mlp_bias: true is not supported".into());
         }
-        if let Some(hd) = self.extra.get("head_dim").and_then(Value::as_u64)
-            && hd as usize != self.hidden_size / self.num_attention_heads.max(1)
-        {
-            return bad(format!(
-                "head_dim {hd} differs from hidden_size / num_attention_heads = {}; only the derived head size is supported",
-                self.hidden_size / self.num_attention_heads.max(1)
-            ));
+        if self.extra.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+            return bad("use_sliding_window: true is not supported (attention is always full)".into());
         }
-        match self.extra.get("rope_scaling") {
-            None | Some(Value::Null) => {}
-            Some(r) => {
-                let kind = r.get("rope_type").or_else(|| r.get("type")).and_then(Value::as_str).unwrap_or("?");
-                if kind != "default" {
-                    return bad(format!("rope_scaling of type `{kind}` is not supported yet (only none or default)"));
-                }
-            }
+        self.rope_scaling()?;
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return bad("num_attention_heads and num_key_value_heads must be positive".into());
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if !self.extra.contains_key("head_dim") && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
+                "hidden_size {} is not a multiple of num_attention_heads {} (and no head_dim is given)",
                 self.hidden_size, self.num_attention_heads
             ));
         }
@@ -160,6 +178,79 @@ impl Qwen2Config {
             return bad(format!("hidden_act `{}` is not supported (Qwen2 and Llama use silu)", self.hidden_act));
         }
         Ok(())
+    }
+
+    /// How the rotary frequencies are derived from `rope_theta`: `rope_scaling` as written by
+    /// transformers 4, or `rope_parameters` (transformers 5, which also holds `rope_theta`).
+    pub fn rope_scaling(&self) -> Result<RopeScaling> {
+        let spec = match self.extra.get("rope_scaling") {
+            None | Some(Value::Null) => self.extra.get("rope_parameters"),
+            some => some,
+        };
+        let Some(spec) = spec.filter(|s| !s.is_null()) else { return Ok(RopeScaling::Default) };
+        let kind = spec.get("rope_type").or_else(|| spec.get("type")).and_then(Value::as_str).unwrap_or("default");
+        let field = |name: &str| {
+            spec.get(name).and_then(Value::as_f64).ok_or_else(|| {
+                Error::Config(format!("rope_scaling of type `{kind}` needs a number `{name}` (got {spec})"))
+            })
+        };
+        match kind {
+            "default" => Ok(RopeScaling::Default),
+            "linear" => Ok(RopeScaling::Linear { factor: field("factor")? }),
+            "llama3" => {
+                let s = RopeScaling::Llama3 {
+                    factor: field("factor")?,
+                    low_freq_factor: field("low_freq_factor")?,
+                    high_freq_factor: field("high_freq_factor")?,
+                    original_max_position_embeddings: field("original_max_position_embeddings")?,
+                };
+                if let RopeScaling::Llama3 { low_freq_factor: lo, high_freq_factor: hi, .. } = s
+                    && hi <= lo
+                {
+                    return Err(Error::Config(format!(
+                        "rope_scaling llama3: high_freq_factor {hi} must exceed low_freq_factor {lo}"
+                    )));
+                }
+                Ok(s)
+            }
+            other => Err(Error::Config(format!(
+                "rope_scaling of type `{other}` is not supported yet (expected default, linear or llama3)"
+            ))),
+        }
+    }
+
+    /// The rotary inverse frequencies, one per pair of head dimensions, as transformers'
+    /// `ROPE_INIT_FUNCTIONS` compute them (the attention factor of these types is 1). A scaling
+    /// that [`Self::rope_scaling`] rejects is an error of [`Self::validate`]; here it reads as none.
+    pub fn rope_inv_freq(&self) -> Vec<f64> {
+        let d = self.head_dim();
+        let base = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64));
+        match self.rope_scaling().unwrap_or(RopeScaling::Default) {
+            RopeScaling::Default => base.collect(),
+            RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: ctx,
+            } => {
+                // Long wavelengths are slowed by `factor`, short ones kept, and those between
+                // interpolated by where the wavelength falls between the two thresholds.
+                let (low_wavelen, high_wavelen) = (ctx / low_freq_factor, ctx / high_freq_factor);
+                base.map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen > low_wavelen {
+                        f / factor
+                    } else if wavelen < high_wavelen {
+                        f
+                    } else {
+                        let smooth = (ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+            }
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -187,11 +278,58 @@ impl Qwen2Config {
     /// Parameters of the model.
     pub fn num_params(&self) -> usize {
         let (h, i, v, l) = (self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers);
-        let kv = self.num_key_value_heads * self.head_dim();
-        let bias = if self.qkv_bias() { h + 2 * kv } else { 0 };
-        let attn = h * h + 2 * h * kv + bias + h * h;
+        let (q, kv) = (self.num_attention_heads * self.head_dim(), self.num_key_value_heads * self.head_dim());
+        let bias = if self.qkv_bias() { q + 2 * kv } else { 0 };
+        let norms = if self.qk_norm() { 2 * self.head_dim() } else { 0 };
+        let attn = h * q + 2 * h * kv + bias + q * h + norms;
         let mlp = 3 * h * i;
         let per_layer = attn + mlp + 2 * h;
         v * h + l * per_layer + h + if self.tie_word_embeddings { 0 } else { v * h }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn with(key: &str, spec: Value) -> Qwen2Config {
+        let mut c = Qwen2Config { model_type: "llama".into(), ..Qwen2Config::tiny(128) };
+        c.extra.insert(key.into(), spec);
+        c
+    }
+
+    #[test]
+    fn both_spellings_of_llama3_scaling_give_the_same_frequencies() {
+        let spec = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                          "high_freq_factor": 4.0, "original_max_position_embeddings": 32});
+        let (old, new) = (with("rope_scaling", spec.clone()), with("rope_parameters", spec));
+        assert_eq!(old.rope_inv_freq(), new.rope_inv_freq());
+        let plain = Qwen2Config::tiny(128).rope_inv_freq();
+        let scaled = new.rope_inv_freq();
+        // head_dim 16: wavelength 6.3 < 8 is kept, 19.9 is interpolated, the rest are slowed 8×.
+        assert_eq!(scaled[0], plain[0]);
+        assert!(scaled[1] < plain[1] && scaled[1] > plain[1] / 8.0);
+        assert!(scaled[2..].iter().zip(&plain[2..]).all(|(s, p)| (s - p / 8.0).abs() < 1e-15));
+    }
+
+    #[test]
+    fn linear_scaling_divides_every_frequency() {
+        let c = with("rope_scaling", json!({"type": "linear", "factor": 4.0}));
+        let plain = Qwen2Config::tiny(128).rope_inv_freq();
+        assert!(c.rope_inv_freq().iter().zip(&plain).all(|(s, p)| (s * 4.0 - p).abs() < 1e-15));
+    }
+
+    #[test]
+    fn unsupported_or_incomplete_scaling_is_a_clear_error() {
+        let yarn = with("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0}));
+        let e = yarn.validate().unwrap_err().to_string();
+        assert!(e.contains("`yarn`") && e.contains("llama3"), "{e}");
+        let partial = with("rope_parameters", json!({"rope_type": "llama3", "factor": 8.0}));
+        let e = partial.validate().unwrap_err().to_string();
+        assert!(e.contains("low_freq_factor"), "{e}");
+        // transformers 5 writes rope_parameters with the default type for unscaled models.
+        assert!(with("rope_parameters", json!({"rope_type": "default", "rope_theta": 1e4})).validate().is_ok());
     }
 }

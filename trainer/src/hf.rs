@@ -155,6 +155,10 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Qwen2Config, 
         layer.self_attn.k_proj = l.linear(&format!("{p}.self_attn.k_proj"), h, kv, bias)?.into();
         layer.self_attn.v_proj = l.linear(&format!("{p}.self_attn.v_proj"), h, kv, bias)?.into();
         layer.self_attn.o_proj = l.linear(&format!("{p}.self_attn.o_proj"), q, h, false)?.into();
+        if config.qk_norm() {
+            layer.self_attn.q_norm = Some(l.norm(&format!("{p}.self_attn.q_norm.weight"), hd, eps)?);
+            layer.self_attn.k_norm = Some(l.norm(&format!("{p}.self_attn.k_norm.weight"), hd, eps)?);
+        }
         layer.mlp.gate_proj = l.linear(&format!("{p}.mlp.gate_proj"), h, i, false)?.into();
         layer.mlp.up_proj = l.linear(&format!("{p}.mlp.up_proj"), h, i, false)?.into();
         layer.mlp.down_proj = l.linear(&format!("{p}.mlp.down_proj"), i, h, false)?.into();
@@ -212,6 +216,11 @@ pub fn save<B: Backend>(config: &Qwen2Config, model: &Qwen2<B>, dir: &Path) -> R
             ("mlp.down_proj", &layer.mlp.down_proj),
         ] {
             put(format!("{p}.{name}.weight"), lin.merged_weight(), true)?;
+        }
+        for (name, n) in [("self_attn.q_norm", &a.q_norm), ("self_attn.k_norm", &a.k_norm)] {
+            if let Some(n) = n {
+                vectors.push((format!("{p}.{name}.weight"), n.gamma.val()));
+            }
         }
         vectors.push((format!("{p}.input_layernorm.weight"), layer.input_layernorm.gamma.val()));
         vectors.push((format!("{p}.post_attention_layernorm.weight"), layer.post_attention_layernorm.gamma.val()));

@@ -36,6 +36,6 @@ pub mod stats;
 pub mod tokenizer;
 pub mod window;
 
-pub use config::Qwen2Config;
+pub use config::{Qwen2Config, RopeScaling};
 pub use error::{Error, Result};
 pub use model::{KvCache, Qwen2};

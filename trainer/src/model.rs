@@ -7,7 +7,7 @@
 //!
 //! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM` and
 //! `LlamaForCausalLM`, which differ here only in the q/k/v bias (rotate-half
-//! RoPE with `rope_theta`, each key/value head shared by its group of query heads, softmax in
+//! RoPE with `rope_theta` and the config's scaling, each key/value head shared by its group of query heads, softmax in
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
 //! for generation. Each projection of a layer is a [`Proj`]: the linear map, and a LoRA
 //! adapter beside it when one is attached (`lora`).
@@ -73,6 +73,9 @@ pub struct Attention<B: Backend> {
     pub k_proj: Proj<B>,
     pub v_proj: Proj<B>,
     pub o_proj: Proj<B>,
+    /// Qwen3's per-head RMSNorm of queries and keys, before RoPE.
+    pub q_norm: Option<RmsNorm<B>>,
+    pub k_norm: Option<RmsNorm<B>>,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
@@ -103,7 +106,10 @@ pub struct Qwen2<B: Backend> {
     pub norm: RmsNorm<B>,
     /// `None` when the output projection is tied to the embedding.
     pub lm_head: Option<Linear<B>>,
-    pub rope_theta: f64,
+    /// Rotary inverse frequencies ([`Qwen2Config::rope_inv_freq`]): derived from the config, not
+    /// weights, so they are not part of the record.
+    #[module(skip)]
+    pub inv_freq: Vec<f64>,
 }
 
 /// Past keys and values of every layer: `[batch, kv_heads, seq, head_dim]` each.
@@ -210,6 +216,8 @@ impl<B: Backend> Qwen2<B> {
                     k_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()).into(),
                     v_proj: init.linear(h, c.num_key_value_heads * hd, c.qkv_bias()).into(),
                     o_proj: init.linear(c.num_attention_heads * hd, h, false).into(),
+                    q_norm: c.qk_norm().then(|| init.norm(hd, c.rms_norm_eps)),
+                    k_norm: c.qk_norm().then(|| init.norm(hd, c.rms_norm_eps)),
                     n_heads: c.num_attention_heads,
                     n_kv_heads: c.num_key_value_heads,
                     head_dim: hd,
@@ -224,7 +232,7 @@ impl<B: Backend> Qwen2<B> {
             .collect();
         let norm = init.norm(h, c.rms_norm_eps);
         let lm_head = (!c.tie_word_embeddings).then(|| init.linear(h, c.vocab_size, false));
-        Qwen2 { embed_tokens, layers, norm, lm_head, rope_theta: c.rope_theta }
+        Qwen2 { embed_tokens, layers, norm, lm_head, inv_freq: c.rope_inv_freq() }
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -271,7 +279,7 @@ impl<B: Backend> Qwen2<B> {
         let [_, seq] = ids.dims();
         let past = cache.len();
         let head_dim = self.layers.first().map_or(0, |l| l.self_attn.head_dim);
-        let rope = Rope::new(past, seq, head_dim, self.rope_theta, &device);
+        let rope = Rope::new(past, seq, head_dim, &self.inv_freq, &device);
         let mut x = self.embed_tokens.forward(ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_layernorm.forward(x.clone());
@@ -305,9 +313,8 @@ struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    fn new(past: usize, seq: usize, head_dim: usize, theta: f64, device: &B::Device) -> Self {
+    fn new(past: usize, seq: usize, head_dim: usize, inv: &[f64], device: &B::Device) -> Self {
         let half = head_dim / 2;
-        let inv: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
         let mut cos = Vec::with_capacity(seq * head_dim);
         let mut sin = Vec::with_capacity(seq * head_dim);
         for p in past..past + seq {
@@ -354,8 +361,14 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let rep = nh / nkv;
-        let q = apply_rope(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]), &rope.cos_q, &rope.sin_q);
-        let k = apply_rope(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]), &rope.cos, &rope.sin);
+        let norm = |t: Tensor<B, 4>, n: &Option<RmsNorm<B>>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
+        let q = norm(self.q_proj.forward(x.clone()).reshape([b, s, nh, hd]), &self.q_norm);
+        let k = norm(self.k_proj.forward(x.clone()).reshape([b, s, nkv, hd]), &self.k_norm);
+        let q = apply_rope(q, &rope.cos_q, &rope.sin_q);
+        let k = apply_rope(k, &rope.cos, &rope.sin);
         let k = k.swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, s, nkv, hd]).swap_dims(1, 2);
         let (k, v) = match cache.take() {

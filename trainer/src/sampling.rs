@@ -72,16 +72,31 @@ fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> usize {
         logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, l)| (i, ((l - max) / t).exp())).collect();
     let z: f32 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= z);
-    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut kept = 0.0;
-    let mut n = 0;
-    for p in &probs {
-        kept += p.1;
-        n += 1;
-        if f64::from(kept) >= cfg.top_p {
-            break;
+    // The nucleus is the shortest prefix, in (probability desc, id asc) order, whose mass
+    // reaches `top_p`. It is usually a few dozen of the vocabulary's tokens, so the largest `k`
+    // are selected (linear) and only they are sorted, `k` growing until the prefix is found:
+    // the same tokens and the same running sum as sorting everything.
+    let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut k = probs.len().min(64);
+    let (kept, n) = loop {
+        if k < probs.len() {
+            probs.select_nth_unstable_by(k, order);
         }
-    }
+        probs[..k].sort_by(order);
+        let mut kept = 0.0;
+        let mut n = 0;
+        for p in &probs[..k] {
+            kept += p.1;
+            n += 1;
+            if f64::from(kept) >= cfg.top_p {
+                break;
+            }
+        }
+        if f64::from(kept) >= cfg.top_p || k == probs.len() {
+            break (kept, n);
+        }
+        k = (k * 8).min(probs.len());
+    };
     let mut x = rng.random::<f32>() * kept;
     for p in &probs[..n] {
         x -= p.1;
@@ -300,6 +315,57 @@ mod tests {
             assert_eq!(alone.tokens, t.tokens);
             for (a, b) in alone.logprobs.iter().zip(&t.logprobs) {
                 assert!((a - b).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn the_partial_nucleus_picks_what_a_full_sort_picks() {
+        // The reference: sort everything, then take the prefix.
+        fn full(logits: &[f32], top_p: f64, rng: &mut ChaCha8Rng) -> usize {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut probs: Vec<(usize, f32)> =
+                logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, l)| (i, (l - max).exp())).collect();
+            let z: f32 = probs.iter().map(|p| p.1).sum();
+            probs.iter_mut().for_each(|p| p.1 /= z);
+            probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let (mut kept, mut n) = (0.0f32, 0);
+            for p in &probs {
+                kept += p.1;
+                n += 1;
+                if f64::from(kept) >= top_p {
+                    break;
+                }
+            }
+            let mut x = rng.random::<f32>() * kept;
+            for p in &probs[..n] {
+                x -= p.1;
+                if x <= 0.0 {
+                    return p.0;
+                }
+            }
+            probs[n - 1].0
+        }
+        let mut noise = ChaCha8Rng::seed_from_u64(3);
+        for (vocab, spread) in [(5000, 0.5f32), (5000, 4.0), (300, 0.01), (70, 2.0)] {
+            // Ties (rounded logits) exercise the id order; -inf entries are never picked.
+            let logits: Vec<f32> =
+                (0..vocab)
+                    .map(|i| {
+                        if i % 97 == 5 {
+                            f32::NEG_INFINITY
+                        } else {
+                            (noise.random::<f32>() * spread * 8.0).round() / 8.0
+                        }
+                    })
+                    .collect();
+            for top_p in [0.5, 0.95, 1.0] {
+                let cfg = SampleConfig { temperature: 1.0, top_p, max_new_tokens: 1 };
+                for seed in 0..20 {
+                    let a = pick(&logits, &cfg, &mut ChaCha8Rng::seed_from_u64(seed));
+                    let b = full(&logits, top_p, &mut ChaCha8Rng::seed_from_u64(seed));
+                    assert_eq!(a, b, "vocab {vocab}, spread {spread}, top_p {top_p}, seed {seed}");
+                }
             }
         }
     }
