@@ -1,13 +1,14 @@
-//! A Qwen2 / Llama decoder in Burn, generic over the backend.
+//! A Qwen2 / Llama / Qwen3 decoder in Burn, generic over the backend.
 //!
 //! ```text
-//! ids ─embed─▶ [RMSNorm → GQA attention (q/k/v, biased in Qwen2; RoPE, causal) → +
-//!               RMSNorm → SwiGLU MLP → +] × L ─RMSNorm─▶ lm_head (or tied embedding) ─▶ logits
+//! ids ─embed─▶ [RMSNorm → GQA attention (q/k/v, biased in Qwen2; q/k RMSNorm in Qwen3; RoPE,
+//!               causal) → + RMSNorm → SwiGLU MLP → +] × L ─RMSNorm─▶ lm_head (or tied embedding) ─▶ logits
 //! ```
 //!
-//! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM` and
-//! `LlamaForCausalLM`, which differ here only in the q/k/v bias (rotate-half
-//! RoPE with `rope_theta` and the config's scaling, each key/value head shared by its group of query heads, softmax in
+//! Parameter layout and arithmetic follow Hugging Face's `Qwen2ForCausalLM`,
+//! `LlamaForCausalLM` and `Qwen3ForCausalLM`, which differ here only in the q/k/v bias and
+//! Qwen3's per-head q/k norm (rotate-half RoPE with `rope_theta` and the config's scaling, each
+//! key/value head shared by its group of query heads, softmax in
 //! f32), so its checkpoints load unchanged (see `hf`). [`KvCache`] holds past keys and values
 //! for generation. Each projection of a layer is a [`Proj`]: the linear map, and a LoRA
 //! adapter beside it when one is attached (`lora`).
