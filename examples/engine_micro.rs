@@ -44,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..calls {
         let e = suite.execute(&exprs[i % exprs.len()].calls[0], &[], &ctx).await;
-        assert_eq!(e.status, "ok", "{}", e.text);
+        assert_eq!(e.status, regrpo_schemas::ExecStatus::Ok, "{}", e.text);
     }
     let one = calls as f64 / started.elapsed().as_secs_f64();
 

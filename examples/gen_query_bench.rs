@@ -84,7 +84,7 @@ fn near_miss(rng: &mut Mix, i: u64) -> NearMiss {
         original_action: action(tool, i),
         failed_action: action(tool, i + 7),
         execution: Execution {
-            status: "error".into(),
+            status: regrpo_schemas::ExecStatus::ToolError,
             text: format!(
                 "Error: {error_type} while running {tool}: no such entry `doc_{}` (checked {} rows)",
                 (i + 7) % 5000,

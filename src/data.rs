@@ -10,6 +10,7 @@ use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_queries::output::{write_batches, write_parquet};
 use regrpo_queries::{At, OutputFormat, Session};
+use regrpo_schemas::SplitSpec;
 
 use crate::progress::BytesBar;
 
@@ -66,9 +67,9 @@ pub async fn ingest(
     Ok(())
 }
 
-pub async fn snapshot_create(dir: &Path, name: &str, note: Option<&str>) -> Result<()> {
+pub async fn snapshot_create(dir: &Path, name: &str, note: Option<&str>, split: SplitSpec) -> Result<()> {
     let repo = Repository::open(dir)?;
-    let s = snapshot::create(&repo, name, note).await?;
+    let s = snapshot::create_with_split(&repo, name, note, split).await?;
     let rows: i64 = s.tables.values().map(|t| t.rows).sum();
     let files: usize = s.tables.values().map(|t| t.files.len()).sum();
     println!(
@@ -197,7 +198,6 @@ pub async fn optimize(dir: &Path, tables: &[String]) -> Result<()> {
 pub fn publish_options(
     format: regrpo_datasets::publish::PublishFormat,
     seed: u64,
-    split: &str,
     rot_fraction: Option<f64>,
     error_mix: Option<&str>,
     include_unverified: bool,
@@ -215,13 +215,6 @@ pub fn publish_options(
             Ok((k.trim().to_string(), v.trim().to_string()))
         })
         .collect::<Result<std::collections::BTreeMap<_, _>>>()?;
-    let fractions: Vec<f64> = split
-        .split(',')
-        .map(|f| f.trim().parse::<f64>().with_context(|| format!("--split {split}: `{f}` is not a number")))
-        .collect::<Result<_>>()?;
-    let [train, validation, test] = fractions[..] else {
-        bail!("--split takes three fractions, train,validation,test (got {split})")
-    };
     if let Some(f) = rot_fraction
         && !(0.0..=1.0).contains(&f)
     {
@@ -244,7 +237,6 @@ pub fn publish_options(
     Ok(regrpo_datasets::publish::PublishOptions {
         format,
         seed,
-        split: [train, validation, test],
         verified_only: !include_unverified,
         rot_fraction,
         error_mix,
@@ -275,7 +267,7 @@ pub async fn publish(
     if !p.empty_splits.is_empty() {
         println!(
             "empty splits left out (no file, no card or Croissant entry): {}; with this few source trajectories, \
-             try other --split fractions",
+             try other `snapshot create --split` fractions",
             p.empty_splits.join(", ")
         );
     }

@@ -26,6 +26,7 @@ use regrpo_datasets::plot::{BarSeries, Series, grouped_bars, line_chart};
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_queries::{At, OutputFormat, Session};
+use regrpo_schemas::Split;
 use regrpo_trainer::data::DataConfig;
 use regrpo_trainer::eval::{EvalConfig, EvalReport, EvalSet, Rate};
 use regrpo_trainer::job::{self, ModelSource, RegrpoJob, RegrpoOutcome, SftJob, SftOutcome};
@@ -216,7 +217,6 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let tk = job::train_tokenizer(&repo, Some(&snap.name), 1024, &tk_path).await?;
     let toolworld = Some(vec!["toolworld".to_string()]);
     let eval_cfg = EvalConfig {
-        eval_fraction: 0.1,
         max_failure_states: cfg.eval_states,
         max_clean_states: cfg.eval_states,
         max_tasks: cfg.eval_tasks,
@@ -224,11 +224,11 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         window: window(),
         constrained: cfg.constrained,
         batch: 16,
-        split: regrpo_trainer::eval::EvalSplit::Test,
+        split: Split::Test,
         device: cfg.device,
     };
-    let (ts, rots, versions) = job::snapshot_rows(&repo, Some(&snap.name)).await?;
-    let candidates = regrpo_trainer::eval::held_out(&ts, &rots, repo.root(), &eval_cfg);
+    let rows = job::snapshot_rows(&repo, Some(&snap.name)).await?;
+    let candidates = regrpo_trainer::eval::held_out(&rows, repo.root(), &eval_cfg);
     let (states, check) = rollout::self_check(candidates.states, &suite).await;
     let eval_set = EvalSet { states, tasks: candidates.tasks };
     let derivable = eval_set.states.failures.iter().filter(|s| s.derivable == Some(true)).count();
@@ -320,7 +320,6 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         init: rot.model_dir.clone(),
         out: runs.join(name),
         cfg: rl_cfg(eta),
-        eval_fraction: eval_cfg.eval_fraction,
         sources: toolworld.clone(),
         device: cfg.device,
         lora: None,
@@ -362,7 +361,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         let n = (eval_set.states.failures.len() + eval_set.states.cleans.len()) as u64;
         let bar = bars.add(crate::train_cmd::step_bar(quiet, n, &format!("eval {key}")));
         let (repo, suite, set, cfg, snap, versions) =
-            (repo.clone(), suite.clone(), eval_set.clone(), eval_cfg.clone(), snap.name.clone(), versions.clone());
+            (repo.clone(), suite.clone(), eval_set.clone(), eval_cfg.clone(), snap.name.clone(), rows.versions.clone());
         async move {
             let out = model.parent().unwrap_or(&model).join("eval");
             let r = tokio::spawn(async move {

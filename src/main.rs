@@ -113,11 +113,9 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value = "hf")]
         format: regrpo_datasets::publish::PublishFormat,
+        /// Seeds the order in which the mixture drops rows (the splits are the snapshot's).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// train,validation,test fractions of source trajectories.
-        #[arg(long, default_value = "0.8,0.1,0.1")]
-        split: String,
         /// Build an SFT mixture with this share of RoT rows against clean trajectories (e.g. 0.5).
         #[arg(long)]
         rot_fraction: Option<f64>,
@@ -140,7 +138,7 @@ enum Command {
 
     /// Train tokenizers and policies from a pinned snapshot.
     #[command(subcommand)]
-    Train(TrainCommand),
+    Train(Box<TrainCommand>),
 
     /// Work with trained models.
     #[command(subcommand)]
@@ -154,10 +152,10 @@ enum Command {
         /// A run folder or a model folder.
         #[arg(long)]
         model: PathBuf,
-        /// `test`: the held-out split by trajectory hash (what every reported figure uses);
-        /// `train`: states of the training side, to see whether training moved its own objective.
-        #[arg(long, default_value = "test", value_parser = ["test", "train"])]
-        split: String,
+        /// The snapshot's split to draw states from. `test`: the held-out split (what every
+        /// reported figure uses); `train`: to see whether training moved its own objective.
+        #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+        split: SplitArg,
         /// Where the eval run goes (default: MODEL/eval).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -626,6 +624,13 @@ enum SnapshotCommand {
         name: String,
         #[arg(long)]
         note: Option<String>,
+        /// train,validation,test fractions of the trajectories: the split every job reading the
+        /// snapshot uses (SFT, ReGRPO, eval, publish).
+        #[arg(long, default_value = "0.8,0.1,0.1")]
+        split: String,
+        /// Seeds the split's hash.
+        #[arg(long, default_value_t = 0)]
+        split_seed: u64,
     },
     /// List snapshots, oldest first.
     List { dir: PathBuf },
@@ -635,6 +640,24 @@ enum SnapshotCommand {
     Diff { dir: PathBuf, a: String, b: String },
     /// Re-open pinned versions and re-hash every file.
     Verify { dir: PathBuf, name: String },
+}
+
+/// A split of the snapshot, as the command line names it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    Train,
+    Validation,
+    Test,
+}
+
+impl From<SplitArg> for regrpo_schemas::Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Train => regrpo_schemas::Split::Train,
+            SplitArg::Validation => regrpo_schemas::Split::Validation,
+            SplitArg::Test => regrpo_schemas::Split::Test,
+        }
+    }
 }
 
 fn init_logging(quiet: bool, verbose: u8) {
@@ -657,7 +680,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data::ingest(&dir, format, &paths, answers, chunk_rows, quiet).await
         }
         Command::Snapshot(s) => match s {
-            SnapshotCommand::Create { dir, name, note } => data::snapshot_create(&dir, &name, note.as_deref()).await,
+            SnapshotCommand::Create { dir, name, note, split, split_seed } => {
+                let split = regrpo_schemas::SplitSpec::parse_fractions(&split, split_seed)
+                    .map_err(|e| anyhow::anyhow!("--split: {e}"))?;
+                data::snapshot_create(&dir, &name, note.as_deref(), split).await
+            }
             SnapshotCommand::List { dir } => data::snapshot_list(&dir),
             SnapshotCommand::Show { dir, name } => data::snapshot_show(&dir, &name),
             SnapshotCommand::Diff { dir, a, b } => data::snapshot_diff(&dir, &a, &b),
@@ -669,7 +696,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             format,
             seed,
-            split,
             rot_fraction,
             error_mix,
             include_unverified,
@@ -680,7 +706,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = data::publish_options(
                 format,
                 seed,
-                &split,
                 rot_fraction,
                 error_mix.as_deref(),
                 include_unverified,
@@ -732,98 +757,98 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|_| ())
         }
         Command::Export { dir, snapshot, format, out } => data::export(&dir, snapshot.as_deref(), &format, &out).await,
-        Command::Train(TrainCommand::Tokenizer { dir, snapshot, vocab, out }) => {
-            train_cmd::tokenizer(&dir, snapshot.as_deref(), vocab, &out).await
-        }
-        Command::Train(TrainCommand::Sft(a)) => {
-            let dir = a.dir.clone();
-            let device = a.device.kind();
-            let job = regrpo_trainer::job::SftJob {
-                snapshot: a.snapshot,
-                model: regrpo_trainer::job::ModelSource::parse(&a.model),
-                tokenizer: a.tokenizer,
-                vocab: a.vocab,
-                out: a.out,
-                sft: regrpo_trainer::sft::SftConfig {
+        Command::Train(t) => match *t {
+            TrainCommand::Tokenizer { dir, snapshot, vocab, out } => {
+                train_cmd::tokenizer(&dir, snapshot.as_deref(), vocab, &out).await
+            }
+            TrainCommand::Sft(a) => {
+                let dir = a.dir.clone();
+                let device = a.device.kind();
+                let job = regrpo_trainer::job::SftJob {
+                    snapshot: a.snapshot,
+                    model: regrpo_trainer::job::ModelSource::parse(&a.model),
+                    tokenizer: a.tokenizer,
+                    vocab: a.vocab,
+                    out: a.out,
+                    sft: regrpo_trainer::sft::SftConfig {
+                        steps: a.steps,
+                        batch_size: a.batch_size,
+                        grad_accum: a.grad_accum,
+                        lr: a.lr,
+                        warmup_steps: a.warmup,
+                        eval_every: a.eval_every,
+                        checkpoint_every: a.checkpoint_every,
+                        seed: a.seed,
+                        ..Default::default()
+                    },
+                    window: a.window.config(),
+                    data: regrpo_trainer::data::DataConfig {
+                        rot_fraction: a.rot_fraction,
+                        rot_extra: a.rot_extra,
+                        rot_target: if a.rot_all_turns {
+                            regrpo_trainer::data::RotTarget::AllAssistant
+                        } else {
+                            regrpo_trainer::data::RotTarget::Reflection
+                        },
+                        sources: a.source,
+                    },
+                    resume: a.resume,
+                    device,
+                    lora: a.lora.config(),
+                };
+                train_cmd::sft(&dir, job, quiet).await.map(|_| ())
+            }
+            TrainCommand::Regrpo(a) => {
+                let cfg = regrpo_trainer::regrpo::RegrpoConfig {
                     steps: a.steps,
-                    batch_size: a.batch_size,
-                    grad_accum: a.grad_accum,
+                    group_size: a.group_size,
+                    states_per_step: a.states,
+                    failure_fraction: a.failure_fraction,
+                    max_states: a.max_states,
                     lr: a.lr,
-                    warmup_steps: a.warmup,
-                    eval_every: a.eval_every,
-                    checkpoint_every: a.checkpoint_every,
+                    sample: regrpo_trainer::sampling::SampleConfig {
+                        temperature: a.temperature,
+                        top_p: a.top_p,
+                        max_new_tokens: a.max_new_tokens,
+                    },
+                    reward: regrpo_trainer::rl::RewardConfig {
+                        lambda_exec: a.lambda_exec,
+                        eta: a.eta,
+                        lambda_val: a.lambda_val,
+                        format_penalty: a.format_penalty,
+                        partial_credit: a.partial_credit,
+                    },
+                    max_draws_per_step: a.max_draws,
+                    window: a.window.config(),
+                    constrained: !a.unconstrained,
+                    advantage: regrpo_trainer::rl::AdvantageConfig {
+                        normalize: a.normalize_advantages,
+                        clip: a.clip_advantages,
+                        leave_one_out: false,
+                    },
+                    loss: regrpo_trainer::rl::LossConfig {
+                        beta: a.beta,
+                        kl: a.kl,
+                        token_level: a.token_level,
+                        length_normalize: a.length_normalize,
+                        ppo_clip: (a.updates > 1).then_some((a.ppo_clip_low, a.ppo_clip_high)),
+                    },
+                    updates_per_batch: a.updates,
                     seed: a.seed,
                     ..Default::default()
-                },
-                window: a.window.config(),
-                data: regrpo_trainer::data::DataConfig {
-                    rot_fraction: a.rot_fraction,
-                    rot_extra: a.rot_extra,
-                    rot_target: if a.rot_all_turns {
-                        regrpo_trainer::data::RotTarget::AllAssistant
-                    } else {
-                        regrpo_trainer::data::RotTarget::Reflection
-                    },
+                };
+                let job = regrpo_trainer::job::RegrpoJob {
+                    snapshot: a.snapshot,
+                    init: a.model,
+                    out: a.out,
+                    cfg,
                     sources: a.source,
-                    ..Default::default()
-                },
-                resume: a.resume,
-                device,
-                lora: a.lora.config(),
-            };
-            train_cmd::sft(&dir, job, quiet).await.map(|_| ())
-        }
-        Command::Train(TrainCommand::Regrpo(a)) => {
-            let cfg = regrpo_trainer::regrpo::RegrpoConfig {
-                steps: a.steps,
-                group_size: a.group_size,
-                states_per_step: a.states,
-                failure_fraction: a.failure_fraction,
-                max_states: a.max_states,
-                lr: a.lr,
-                sample: regrpo_trainer::sampling::SampleConfig {
-                    temperature: a.temperature,
-                    top_p: a.top_p,
-                    max_new_tokens: a.max_new_tokens,
-                },
-                reward: regrpo_trainer::rl::RewardConfig {
-                    lambda_exec: a.lambda_exec,
-                    eta: a.eta,
-                    lambda_val: a.lambda_val,
-                    format_penalty: a.format_penalty,
-                    partial_credit: a.partial_credit,
-                },
-                max_draws_per_step: a.max_draws,
-                window: a.window.config(),
-                constrained: !a.unconstrained,
-                advantage: regrpo_trainer::rl::AdvantageConfig {
-                    normalize: a.normalize_advantages,
-                    clip: a.clip_advantages,
-                    leave_one_out: false,
-                },
-                loss: regrpo_trainer::rl::LossConfig {
-                    beta: a.beta,
-                    kl: a.kl,
-                    token_level: a.token_level,
-                    length_normalize: a.length_normalize,
-                    ppo_clip: (a.updates > 1).then_some((a.ppo_clip_low, a.ppo_clip_high)),
-                },
-                updates_per_batch: a.updates,
-                seed: a.seed,
-                ..Default::default()
-            };
-            let job = regrpo_trainer::job::RegrpoJob {
-                snapshot: a.snapshot,
-                init: a.model,
-                out: a.out,
-                cfg,
-                eval_fraction: 0.1,
-                sources: a.source,
-                device: a.device.kind(),
-                lora: a.lora.config(),
-            };
-            train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
-        }
+                    device: a.device.kind(),
+                    lora: a.lora.config(),
+                };
+                train_cmd::regrpo(&a.dir, job, quiet).await.map(|_| ())
+            }
+        },
         Command::Eval {
             dir,
             snapshot,
@@ -837,10 +862,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             window,
             device,
         } => {
-            let split = match split.as_str() {
-                "train" => regrpo_trainer::eval::EvalSplit::Train,
-                _ => regrpo_trainer::eval::EvalSplit::Test,
-            };
             let out = out.unwrap_or_else(|| model.join("eval"));
             let cfg = regrpo_trainer::eval::EvalConfig {
                 max_failure_states: max_states,
@@ -849,7 +870,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sources: source,
                 window: window.config(),
                 constrained: !unconstrained,
-                split,
+                split: split.into(),
                 device: device.kind(),
                 ..Default::default()
             };

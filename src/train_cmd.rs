@@ -190,8 +190,9 @@ pub async fn eval(
         "evaluation of {} on the {} ({} failure states, {} clean states, {} tasks):",
         model.display(),
         match cfg.split {
-            regrpo_trainer::eval::EvalSplit::Test => "held-out split",
-            regrpo_trainer::eval::EvalSplit::Train => "training split (not held out: a diagnostic, not a result)",
+            regrpo_schemas::Split::Test => "held-out test split",
+            regrpo_schemas::Split::Validation => "validation split (held out from training; tune here, not on test)",
+            regrpo_schemas::Split::Train => "training split (not held out: a diagnostic, not a result)",
         },
         r.failure_states,
         r.clean_states,

@@ -6,12 +6,8 @@ use std::path::PathBuf;
 /// concern; [`Error::Internal`] marks our own bugs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] regrpo_schemas::IoError),
 
     #[error("{path} is not a regrpo dataset repository (no regrpo.json): run `regrpo init {path}` first")]
     NotARepository { path: PathBuf },
@@ -71,15 +67,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attaches a path to an I/O error.
-pub(crate) trait IoContext<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
-    }
-}
+pub(crate) use regrpo_schemas::IoContext;
 
 /// Attaches a table name to a Delta error.
 pub(crate) trait DeltaContext<T> {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use regrpo_schemas::react::{strip_reflection, trajectory_messages};
+use regrpo_schemas::react::{reflection_turn, strip_reflection, trajectory_messages};
 use regrpo_schemas::{Rot, Trajectory};
 use serde_json::{Value, json};
 
@@ -28,8 +28,7 @@ pub struct ExportSummary {
 /// One RoT row as a reference record.
 pub fn rot_record(r: &Rot, t: Option<&Trajectory>) -> Value {
     let convo: Vec<Value> = r.conversation.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
-    let refl_at =
-        r.conversation.iter().position(|m| m.role == "assistant" && m.content.trim_start().starts_with("Reflection:"));
+    let refl_at = reflection_turn(&r.conversation);
     let failed_text = refl_at
         .and_then(|i| i.checked_sub(2))
         .map(|i| r.conversation[i].content.clone())

@@ -38,7 +38,7 @@ fn write_png(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> Result<()> {
     let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err("pixel buffer has the wrong size"))?;
     let mut bytes = Vec::new();
     img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).map_err(plot_err)?;
-    std::fs::write(path, bytes).at(path)
+    Ok(std::fs::write(path, bytes).at(path)?)
 }
 
 /// A named series of `(x, y)` points.

@@ -11,12 +11,12 @@
 //!
 //! Every format also writes `provenance.json`: the snapshot, its table versions and the options.
 //!
-//! **Splits** are leakage-safe and stratified: each source trajectory goes, with all its rows,
-//! to one split. Trajectories are grouped by their most frequent ErrorType (or `clean`), ordered
-//! within the group by a seeded hash of their id, and cut at the split fractions, so every split
-//! sees every ErrorType in proportion. **Mix** (optional) builds an SFT mixture per split: a
-//! target share of RoT rows against clean trajectories, and a target ErrorType distribution,
-//! by dropping rows in hash order (never by repeating them).
+//! **Splits** are the snapshot's own (`regrpo_schemas::split`): each source trajectory goes, with
+//! all its rows, to the split its id hashes to under the snapshot's split spec, so the published
+//! test split is the set `regrpo eval` holds out. **Mix** (optional) builds an SFT mixture per
+//! split by the one mixture rule (`regrpo_schemas::mixture`): a target share of RoT rows against
+//! clean trajectories, and a target ErrorType distribution, by dropping rows in seeded hash order
+//! (never by repeating them).
 //!
 //! Nothing depends on the clock or on iteration order: publishing the same snapshot with the
 //! same options twice gives byte-identical files.
@@ -36,6 +36,7 @@ use polars::prelude::{
     concat, df, len, lit, when,
 };
 use regrpo_schemas::id::sha256_hex;
+use regrpo_schemas::mixture::{error_quotas, order_key, share_quotas};
 use regrpo_schemas::react::trajectory_messages;
 use regrpo_schemas::{ErrorType, Message, Rot, Trajectory};
 use serde::Serialize;
@@ -43,7 +44,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, IoContext, Result};
 use crate::repo::Repository;
-use crate::snapshot;
+use crate::snapshot::{self, Snapshot};
 
 /// The published formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,9 +74,8 @@ pub const SPLITS: [&str; 3] = ["train", "validation", "test"];
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishOptions {
     pub format: PublishFormat,
+    /// Seeds the order in which the mixture drops rows.
     pub seed: u64,
-    /// Fractions of source trajectories in train / validation / test (they sum to 1).
-    pub split: [f64; 3],
     /// Only RoT rows that passed every gate (default).
     pub verified_only: bool,
     /// Mixture: the share of RoT rows against clean trajectories in every split.
@@ -98,7 +98,6 @@ impl Default for PublishOptions {
         PublishOptions {
             format: PublishFormat::Hf,
             seed: 0,
-            split: [0.8, 0.1, 0.1],
             verified_only: true,
             rot_fraction: None,
             error_mix: None,
@@ -258,11 +257,6 @@ fn dataset_license(sources: &[(String, usize, Option<String>)], opts: &PublishOp
     }
 }
 
-/// A hash of `seed` and `key`, for seeded orders.
-fn order_key(seed: u64, key: &str) -> String {
-    sha256_hex(format!("{seed}:{key}").as_bytes())
-}
-
 /// The sampling columns of `examples` as a polars frame, one row per example: `row` (its index),
 /// `kind`, `trajectory`, `error_type`, `tool`.
 fn sampling_frame(examples: &[Example]) -> PolarsResult<DataFrame> {
@@ -283,35 +277,6 @@ fn keyed_frame(examples: &[Example], seed: u64, name: &str, key: impl Fn(&Exampl
     Ok(frame)
 }
 
-/// The RoT rows to keep of each ErrorType so that they follow `target` (shares, summed to any
-/// total): the largest total whose every share fits what is there (`have`).
-fn error_quotas(target: &BTreeMap<ErrorType, f64>, have: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
-    let total: f64 = target.values().sum();
-    let n = target
-        .iter()
-        .filter(|(_, p)| **p > 0.0)
-        .map(|(t, p)| *have.get(t.as_str()).unwrap_or(&0) as f64 / (p / total))
-        .fold(f64::INFINITY, f64::min);
-    let n = if n.is_finite() { n } else { 0.0 };
-    target.iter().map(|(t, p)| (t.as_str().to_string(), (n * p / total).floor() as usize)).collect()
-}
-
-/// How many RoT and clean rows to keep of `rot` and `clean` for a RoT share of `f`, dropping
-/// rows only (never repeating them).
-fn share_quotas(rot: usize, clean: usize, f: f64) -> (usize, usize) {
-    let (rot, clean) = (rot as f64, clean as f64);
-    let (keep_rot, keep_clean) = if f >= 1.0 {
-        (rot, 0.0)
-    } else if f <= 0.0 {
-        (0.0, clean)
-    } else if rot / (rot + clean).max(1.0) > f {
-        ((f / (1.0 - f) * clean).round(), clean)
-    } else {
-        (rot, ((1.0 - f) / f * rot).round())
-    };
-    (keep_rot as usize, keep_clean as usize)
-}
-
 /// Sorts by `partition` then `order` and numbers each row within its partition from 0 (`pos`).
 fn number_within(frame: LazyFrame, partition: &[&str], order: &str) -> PolarsResult<LazyFrame> {
     let by: Vec<&str> = partition.iter().copied().chain([order]).collect();
@@ -329,46 +294,6 @@ fn lookup<V: Copy + Literal>(key: &str, map: &BTreeMap<String, V>, default: V) -
     map.iter()
         .rev()
         .fold(lit(default), |otherwise, (k, v)| when(col(key).eq(lit(k.as_str()))).then(lit(*v)).otherwise(otherwise))
-}
-
-/// Assigns every source trajectory to a split: stratified by its most frequent ErrorType
-/// (ties to the alphabetically first; `clean` when it has none), in seeded hash order within a
-/// stratum, cut at the fractions. Keys are trajectory ids, values indexes into [`SPLITS`].
-pub fn assign_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> Result<HashMap<String, usize>> {
-    on_plain_thread(|| {
-        let strata = keyed_frame(examples, seed, "trajectory_key", |e| &e.source_trajectory_id)?
-            .lazy()
-            // `count` skips nulls: a trajectory's clean row counts 0 and sorts after its ErrorTypes.
-            .group_by([col("trajectory"), col("error_type")])
-            .agg([col("error_type").count().alias("n"), col("trajectory_key").first()])
-            .sort(
-                ["trajectory", "n", "error_type"],
-                SortMultipleOptions::default().with_order_descending_multi([false, true, false]).with_nulls_last(true),
-            )
-            .group_by_stable([col("trajectory")])
-            .agg([col("error_type").first().fill_null(lit("clean")).alias("stratum"), col("trajectory_key").first()]);
-        let trajectories = number_within(strata, &["stratum"], "trajectory_key")?
-            .with_columns([
-                col("pos").cast(pl::DataType::Int64),
-                len().over([col("stratum")])?.cast(pl::DataType::Float64).alias("size"),
-            ])
-            // Cut at round(size · f): `+ 0.5`, then the cast truncates (sizes are positive).
-            .with_column({
-                let cut = |f: f64| (col("size") * lit(f) + lit(0.5)).cast(pl::DataType::Int64);
-                when(col("pos").lt(cut(fractions[0])))
-                    .then(lit(0u32))
-                    .when(col("pos").lt(cut(fractions[0] + fractions[1])))
-                    .then(lit(1u32))
-                    .otherwise(lit(2u32))
-                    .cast(pl::DataType::UInt32)
-                    .alias("split")
-            })
-            .select([col("trajectory"), col("split")])
-            .collect()?;
-        let names = trajectories.column("trajectory")?.str()?;
-        let splits = trajectories.column("split")?.u32()?;
-        Ok(names.iter().zip(splits.iter()).filter_map(|(t, s)| Some((t?.to_string(), s? as usize))).collect())
-    })
 }
 
 /// Runs `f` on a thread of its own and waits for it. Polars' planner blocks on its own async
@@ -518,9 +443,6 @@ fn openai_tools(specs: Vec<Value>) -> Value {
 
 /// Publishes what snapshot `snapshot_name` pins into `out` (which must be empty or absent).
 pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &PublishOptions) -> Result<Published> {
-    if (opts.split.iter().sum::<f64>() - 1.0).abs() > 1e-9 || opts.split.iter().any(|f| *f < 0.0) {
-        return Err(Error::Usage(format!("split fractions {:?} must be ≥ 0 and sum to 1", opts.split)));
-    }
     if out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(Error::Usage(format!("{} is not empty; publish into a new folder", out.display())));
     }
@@ -541,11 +463,9 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     let opts = &opts;
     // Every format publishes the same rows: the verification gate, the split by source
     // trajectory and the mixture are applied here, once.
-    let all = examples(&trajectories, &rots, opts.verified_only);
-    let assignment = assign_splits(&all, opts.split, opts.seed)?;
     let mut by_split: Vec<Vec<Example>> = vec![Vec::new(); 3];
-    for e in all {
-        by_split[assignment[&e.source_trajectory_id]].push(e);
+    for e in examples(&trajectories, &rots, opts.verified_only) {
+        by_split[snap.split_of(&e.source_trajectory_id).index()].push(e);
     }
     for split in &mut by_split {
         mix(split, opts)?;
@@ -559,7 +479,7 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         SPLITS.iter().zip(&by_split).filter(|(_, s)| s.is_empty()).map(|(n, _)| n.to_string()).collect();
     let sources = source_licenses(&by_split, opts);
     match opts.format {
-        PublishFormat::Hf => files.extend(write_hf(out, &by_split, &sources, snapshot_name, &versions, opts)?),
+        PublishFormat::Hf => files.extend(write_hf(out, &by_split, &sources, &snap, opts)?),
         PublishFormat::OpenaiJsonl => {
             // The declared tools go in the `tools` field too, where a chat template renders them.
             let tools: HashMap<&str, Value> = trajectories
@@ -588,6 +508,7 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     let provenance = json!({
         "snapshot": snapshot_name,
         "table_versions": versions,
+        "split": snap.split,
         "published_by": format!("regrpo {}", env!("CARGO_PKG_VERSION")),
         "options": opts,
         "rows": rows,
@@ -644,7 +565,7 @@ fn write_regrpo_json(
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(path, text + "\n").at(path)
+    Ok(std::fs::write(path, text + "\n").at(path)?)
 }
 
 fn size_category(n: usize) -> &'static str {
@@ -663,8 +584,7 @@ fn write_hf(
     out: &Path,
     splits: &[Vec<Example>],
     sources: &[(String, usize, Option<String>)],
-    snapshot_name: &str,
-    versions: &BTreeMap<String, i64>,
+    snapshot: &Snapshot,
     opts: &PublishOptions,
 ) -> Result<Vec<PathBuf>> {
     let data = out.join("data");
@@ -710,14 +630,13 @@ fn write_hf(
 
     let total: usize = splits.iter().map(Vec::len).sum();
     let license = dataset_license(sources, opts);
-    let card =
-        card(splits, &split_bytes, &kinds, &by_type, &by_tool, sources, &license, snapshot_name, versions, opts, total);
+    let card = card(splits, &split_bytes, &kinds, &by_type, &by_tool, sources, &license, snapshot, opts, total);
     let readme = out.join("README.md");
     std::fs::write(&readme, card).at(&readme)?;
     files.push(readme);
 
     let croissant = out.join("croissant.json");
-    write_json(&croissant, &croissant_json(out, &files, snapshot_name, opts, &license)?)?;
+    write_json(&croissant, &croissant_json(out, &files, &snapshot.name, opts, &license)?)?;
     files.push(croissant);
     Ok(files)
 }
@@ -739,11 +658,11 @@ fn card(
     by_tool: &BTreeMap<String, [usize; 3]>,
     sources: &[(String, usize, Option<String>)],
     license: &str,
-    snapshot_name: &str,
-    versions: &BTreeMap<String, i64>,
+    snapshot: &Snapshot,
     opts: &PublishOptions,
     total: usize,
 ) -> String {
+    let (snapshot_name, versions, split) = (&snapshot.name, snapshot.versions(), snapshot.split);
     let mut y = String::from("---\n");
     y += &format!("license: {license}\n");
     if license == "other" {
@@ -776,11 +695,12 @@ fn card(
           FixPlan) and the corrected action — plus the clean trajectories they came from \
           (`kind = clean`), for supervised fine-tuning mixtures.\n\n";
     y += &format!(
-        "Published from snapshot `{snapshot_name}` (table versions: {}), seed {}, splits {:?} by source \
-         trajectory (no trajectory is in two splits), stratified by ErrorType{}.\n\n",
+        "Published from snapshot `{snapshot_name}` (table versions: {}), the snapshot's splits {:?} \
+         (seed {}) by source trajectory (no trajectory is in two splits), mixture seed {}{}.\n\n",
         versions.iter().map(|(t, v)| format!("{t}@{v}")).collect::<Vec<_>>().join(", "),
+        split.fractions,
+        split.seed,
         opts.seed,
-        opts.split,
         if opts.verified_only { "; only rows that passed every verification gate" } else { "" }
     );
     if opts.rot_fraction.is_some() || opts.error_mix.is_some() {
@@ -943,44 +863,8 @@ mod tests {
         }
     }
 
-    fn reference_splits(examples: &[Example], fractions: [f64; 3], seed: u64) -> HashMap<String, usize> {
-        let mut types: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-        for e in examples {
-            let t = types.entry(e.source_trajectory_id.as_str()).or_default();
-            if let Some(et) = &e.error_type {
-                *t.entry(et.as_str()).or_default() += 1;
-            }
-        }
-        let mut strata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (traj, counts) in &types {
-            // Most frequent type; ties go to the alphabetically first (BTreeMap order).
-            let stratum = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map_or("clean", |(t, _)| t);
-            strata.entry(stratum).or_default().push(traj);
-        }
-        let mut out = HashMap::new();
-        for (_, mut trajs) in strata {
-            trajs.sort_by_cached_key(|t| order_key(seed, t));
-            let n = trajs.len() as f64;
-            let train = (n * fractions[0]).round() as usize;
-            let validation = (n * (fractions[0] + fractions[1])).round() as usize;
-            for (i, t) in trajs.into_iter().enumerate() {
-                out.insert(
-                    t.to_string(),
-                    if i < train {
-                        0
-                    } else if i < validation {
-                        1
-                    } else {
-                        2
-                    },
-                );
-            }
-        }
-        out
-    }
-
     /// The plain-Rust definition of the mixture (the quota arithmetic is shared; what is checked
-    /// is the polars numbering and filtering), in place, keeping hash order.
+    /// is the polars numbering and filtering), in place.
     fn reference_mix(examples: &mut Vec<Example>, opts: &PublishOptions) {
         examples.sort_by_cached_key(|e| order_key(opts.seed, &e.id));
         if let Some(target) = &opts.error_mix {
@@ -1003,17 +887,11 @@ mod tests {
             });
         }
         if let Some(f) = opts.rot_fraction {
-            let rot = examples.iter().filter(|e| e.kind == "rot").count();
-            let (mut r, mut c) = share_quotas(rot, examples.len() - rot, f);
-            examples.retain(|e| {
-                let left = if e.kind == "rot" { &mut r } else { &mut c };
-                if *left > 0 {
-                    *left -= 1;
-                    true
-                } else {
-                    false
-                }
-            });
+            // `mixture::keep` is what SFT applies: the polars plan must keep the same rows.
+            let (rot, clean): (Vec<Example>, Vec<Example>) = examples.drain(..).partition(|e| e.kind == "rot");
+            let (r, c) = share_quotas(rot.len(), clean.len(), f);
+            examples.extend(regrpo_schemas::mixture::keep(rot, r, opts.seed, |e| &e.id));
+            examples.extend(regrpo_schemas::mixture::keep(clean, c, opts.seed, |e| &e.id));
         }
         examples.sort_by(|a, b| a.id.cmp(&b.id));
     }
@@ -1044,10 +922,6 @@ mod tests {
     fn polars_plans_agree_with_the_plain_definitions() {
         for seed in 0..4 {
             let all = random_examples(seed + 1);
-            assert_eq!(
-                assign_splits(&all, [0.7, 0.2, 0.1], seed).unwrap(),
-                reference_splits(&all, [0.7, 0.2, 0.1], seed)
-            );
             for opts in [
                 PublishOptions { seed, rot_fraction: Some(0.3), ..Default::default() },
                 PublishOptions {
@@ -1063,32 +937,6 @@ mod tests {
                 assert_eq!(a, b, "seed {seed}, {opts:?}");
             }
         }
-    }
-
-    #[test]
-    fn splits_keep_trajectories_whole_and_cover_every_stratum() {
-        let mut all = Vec::new();
-        for t in 0..200 {
-            let et = ["ArgInvalid", "ToolMismatch", "GroundingDrift", "CodeError"][t % 4];
-            all.push(ex(&format!("c{t}"), &format!("t{t}"), None));
-            for k in 0..3 {
-                all.push(ex(&format!("r{t}-{k}"), &format!("t{t}"), Some(et)));
-            }
-        }
-        let a = assign_splits(&all, [0.8, 0.1, 0.1], 7).unwrap();
-        assert_eq!(a.len(), 200);
-        for et in ["ArgInvalid", "ToolMismatch", "GroundingDrift", "CodeError"] {
-            let per: Vec<usize> = (0..3)
-                .map(|s| {
-                    all.iter()
-                        .filter(|e| e.error_type.as_deref() == Some(et) && a[&e.source_trajectory_id] == s)
-                        .count()
-                })
-                .collect();
-            assert_eq!(per, [120, 15, 15], "{et}");
-        }
-        assert_ne!(a, assign_splits(&all, [0.8, 0.1, 0.1], 8).unwrap(), "another seed, another assignment");
-        assert_eq!(a, assign_splits(&all, [0.8, 0.1, 0.1], 7).unwrap());
     }
 
     #[test]

@@ -28,8 +28,8 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
-use regrpo_schemas::Record;
 use regrpo_schemas::table::all_tables;
+use regrpo_schemas::{Record, conform};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -84,7 +84,7 @@ impl Repository {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARepository { path: root.to_path_buf() });
             }
-            Err(e) => return Err(Error::Io { path: manifest_path, source: e }),
+            Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path: manifest_path, source: e })),
         };
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| Error::BadInput { path: manifest_path.clone(), reason: e.to_string() })?;
@@ -371,19 +371,6 @@ fn cluster(table: &str, batch: &RecordBatch) -> Result<RecordBatch> {
         .collect();
     let order = lexsort_to_indices(&keys, None)?;
     Ok(take_record_batch(batch, &order)?)
-}
-
-/// Casts a batch read back from Delta (which may use view types or other list field names) to
-/// the declared schema, column by column.
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let mut cols = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        let col = batch
-            .column_by_name(field.name())
-            .ok_or_else(|| Error::Internal(format!("column `{}` missing from the table", field.name())))?;
-        cols.push(if col.data_type() == field.data_type() { col.clone() } else { cast(col, field.data_type())? });
-    }
-    Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
 }
 
 /// Appends records, skipping any whose id the table already holds.

@@ -10,6 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use deltalake::DeltaTable;
+use regrpo_schemas::{Split, SplitSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -34,7 +35,7 @@ pub struct TableSnapshot {
 }
 
 /// A snapshot manifest (`snapshots/<name>.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub name: String,
     /// Creation order within the repository, from 1.
@@ -44,6 +45,11 @@ pub struct Snapshot {
     pub note: Option<String>,
     pub parent: Option<String>,
     pub tables: BTreeMap<String, TableSnapshot>,
+    /// How the snapshot's trajectories divide into train, validation and test: every job that
+    /// reads the snapshot (SFT, ReGRPO, eval, publish) uses this one split. Snapshots written
+    /// before splits were recorded read as the default.
+    #[serde(default)]
+    pub split: SplitSpec,
 }
 
 impl Snapshot {
@@ -51,6 +57,19 @@ impl Snapshot {
     pub fn versions(&self) -> BTreeMap<String, i64> {
         self.tables.iter().map(|(k, t)| (k.clone(), t.version)).collect()
     }
+
+    /// The split of one of the snapshot's trajectories.
+    pub fn split_of(&self, trajectory_id: &str) -> Split {
+        self.split.of(trajectory_id)
+    }
+}
+
+/// The split a job reading `snapshot` (or the latest tables, `None`) uses.
+pub fn split_spec(repo: &Repository, snapshot: Option<&str>) -> Result<SplitSpec> {
+    Ok(match snapshot {
+        Some(name) => get(repo, name)?.split,
+        None => SplitSpec::default(),
+    })
 }
 
 fn snapshot_dir(repo: &Repository) -> PathBuf {
@@ -101,8 +120,18 @@ fn local_path(repo: &Repository, table: &str, rel: &str) -> PathBuf {
     repo.table_path(table).join(decoded.as_ref())
 }
 
-/// Takes a snapshot of every table at its latest version.
+/// Takes a snapshot of every table at its latest version, with the default split.
 pub async fn create(repo: &Repository, name: &str, note: Option<&str>) -> Result<Snapshot> {
+    create_with_split(repo, name, note, SplitSpec::default()).await
+}
+
+/// Takes a snapshot of every table at its latest version, recording how its trajectories split.
+pub async fn create_with_split(
+    repo: &Repository,
+    name: &str,
+    note: Option<&str>,
+    split: SplitSpec,
+) -> Result<Snapshot> {
     check_name(name)?;
     let path = snapshot_path(repo, name);
     if path.exists() {
@@ -129,6 +158,7 @@ pub async fn create(repo: &Repository, name: &str, note: Option<&str>) -> Result
         note: note.map(str::to_string),
         parent: existing.last().map(|s| s.name.clone()),
         tables,
+        split,
     };
     write_new(&path, &snap)?;
     Ok(snap)
@@ -148,7 +178,7 @@ fn write_new(path: &Path, snap: &Snapshot) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             Err(Error::SnapshotExists { name: snap.name.clone() })
         }
-        Err(e) => Err(Error::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(Error::Io(regrpo_schemas::IoError { path: path.into(), source: e })),
     }
 }
 
@@ -161,7 +191,7 @@ pub fn get(repo: &Repository, name: &str) -> Result<Snapshot> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::NoSuchSnapshot { name: name.to_string() });
         }
-        Err(e) => return Err(Error::Io { path, source: e }),
+        Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path, source: e })),
     };
     serde_json::from_str(&text).map_err(|e| Error::BadSnapshot { path, reason: e.to_string() })
 }

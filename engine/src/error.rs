@@ -1,7 +1,5 @@
 //! Errors of the engine.
 
-use std::path::PathBuf;
-
 /// What went wrong configuring or running the engine. A failing *tool call* is not an error:
 /// it is an observation (see `tool::ToolOutput`).
 #[derive(Debug, thiserror::Error)]
@@ -12,12 +10,8 @@ pub enum Error {
     #[error(transparent)]
     Schema(#[from] regrpo_schemas::Error),
 
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] regrpo_schemas::IoError),
 
     #[error("tool `{tool}`: {reason}")]
     ToolSetup { tool: String, reason: String },
@@ -37,12 +31,4 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) trait IoContext<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
-    }
-}
+pub(crate) use regrpo_schemas::IoContext;

@@ -15,7 +15,7 @@
 //! 6. another tool error (file not found, out of bounds, unknown column) → `ArgInvalid`
 //! 7. a valid call that read something else → `GroundingDrift`
 
-use regrpo_schemas::{Action, ErrorType, Execution};
+use regrpo_schemas::{Action, ErrorType, ExecStatus, Execution};
 use serde_json::Value;
 
 /// The judge's verdict on one near-miss.
@@ -61,11 +61,11 @@ pub fn judge(original: &Action, original_exec: &Execution, failed: &Action, fail
     if failed.to_text() == original.to_text() {
         return reject("the near-miss is identical to the original action".into());
     }
-    if failed_exec.status == "no_executor" {
+    if failed_exec.status == ExecStatus::NoExecutor {
         return reject(format!("not executed: {}", failed_exec.text));
     }
     let same_output = failed_exec.status == original_exec.status && failed_exec.text == original_exec.text;
-    if same_output && failed_exec.status == "ok" {
+    if same_output && failed_exec.status.is_ok() {
         return reject("not a failure: the near-miss still succeeds with the same output".into());
     }
     let fail = |t: ErrorType| Verdict { is_failure: true, error_type: Some(t), reason: None };
@@ -75,11 +75,11 @@ pub fn judge(original: &Action, original_exec: &Execution, failed: &Action, fail
     if failed.tool() != original.tool() {
         return fail(ErrorType::ToolMismatch);
     }
-    if failed_exec.status == "schema_error" {
+    if failed_exec.status == ExecStatus::SchemaError {
         return fail(ErrorType::ArgInvalid);
     }
     let code = failed_exec.error_code.as_deref().unwrap_or("");
-    if matches!(failed_exec.status.as_str(), "timeout" | "trap") || CODE_ERRORS.contains(&code) {
+    if failed_exec.status.is_limit() || CODE_ERRORS.contains(&code) {
         return fail(ErrorType::CodeError);
     }
     let (oa, fa) = (original.arguments(), failed.arguments());
@@ -87,7 +87,7 @@ pub fn judge(original: &Action, original_exec: &Execution, failed: &Action, fail
     if !changed.is_empty() && changed.iter().all(|k| fa.get(*k).is_some_and(|f| only_lost_content(&oa[*k], f))) {
         return fail(ErrorType::InfoInsufficient);
     }
-    if failed_exec.status == "tool_error" {
+    if failed_exec.status == ExecStatus::ToolError {
         return fail(ErrorType::ArgInvalid);
     }
     fail(ErrorType::GroundingDrift)
@@ -97,9 +97,9 @@ pub fn judge(original: &Action, original_exec: &Execution, failed: &Action, fail
 mod tests {
     use super::*;
 
-    fn exec(status: &str, text: &str, code: Option<&str>) -> Execution {
+    fn exec(status: ExecStatus, text: &str, code: Option<&str>) -> Execution {
         Execution {
-            status: status.into(),
+            status,
             text: text.into(),
             error_code: code.map(str::to_string),
             duration_us: 0,
@@ -114,25 +114,26 @@ mod tests {
     #[test]
     fn classifies_by_what_happened() {
         let orig = py("sql_query(query=\"SELECT sum(revenue) FROM sales WHERE region = 'north'\")");
-        let ok = exec("ok", "total\n10", None);
+        let ok = exec(ExecStatus::Ok, "total\n10", None);
         let dropped = py("sql_query(query=\"SELECT sum(revenue) FROM sales\")");
         assert_eq!(
-            judge(&orig, &ok, &dropped, &exec("ok", "total\n99", None)).error_type,
+            judge(&orig, &ok, &dropped, &exec(ExecStatus::Ok, "total\n99", None)).error_type,
             Some(ErrorType::InfoInsufficient)
         );
         let drift = py("sql_query(query=\"SELECT sum(units) FROM sales WHERE region = 'north'\")");
         assert_eq!(
-            judge(&orig, &ok, &drift, &exec("ok", "total\n4", None)).error_type,
+            judge(&orig, &ok, &drift, &exec(ExecStatus::Ok, "total\n4", None)).error_type,
             Some(ErrorType::GroundingDrift)
         );
         let syntax = py("sql_query(query=\"SELECT sum(revenue) FORM sales WHERE region = 'north'\")");
         assert_eq!(
-            judge(&orig, &ok, &syntax, &exec("tool_error", "Error: ParserError", Some("sql_syntax_error"))).error_type,
+            judge(&orig, &ok, &syntax, &exec(ExecStatus::ToolError, "Error: ParserError", Some("sql_syntax_error")))
+                .error_type,
             Some(ErrorType::CodeError)
         );
         let swapped = py("search_text(query=\"SELECT sum(revenue) FROM sales WHERE region = 'north'\")");
         assert_eq!(
-            judge(&orig, &ok, &swapped, &exec("empty", "No passages", Some("no_match"))).error_type,
+            judge(&orig, &ok, &swapped, &exec(ExecStatus::Empty, "No passages", Some("no_match"))).error_type,
             Some(ErrorType::ToolMismatch)
         );
     }
@@ -141,7 +142,7 @@ mod tests {
     fn a_near_miss_that_still_works_is_rejected() {
         let orig = py("inspect_file_as_text(file_path=\"a.txt\")");
         let same = py("inspect_file_as_text(file_path=\"./a.txt\")");
-        let v = judge(&orig, &exec("ok", "hello", None), &same, &exec("ok", "hello", None));
+        let v = judge(&orig, &exec(ExecStatus::Ok, "hello", None), &same, &exec(ExecStatus::Ok, "hello", None));
         assert!(!v.is_failure);
         assert!(v.reason.unwrap().contains("still succeeds"));
     }

@@ -17,6 +17,8 @@
 
 pub mod derivable;
 pub mod error;
+pub mod executor;
+pub mod gates;
 pub mod judge;
 pub mod perturb;
 pub mod planner;
@@ -24,8 +26,9 @@ pub mod reflect;
 pub mod run;
 pub mod tool;
 pub mod toolworld;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use planner::Mix;
 pub use run::{EngineConfig, EngineProgress, EngineReport};
-pub use tool::{CallContext, Status, Tool, ToolOutput, ToolSpec, ToolSuite};
+pub use tool::{CallContext, Tool, ToolOutput, ToolSpec, ToolSuite};

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use regrpo_schemas::evidence::quote_span;
 use regrpo_schemas::react::{Reflection, format_assistant, format_observation};
 use regrpo_schemas::{Action, ErrorType, Message, Trajectory};
 use serde_json::{Map, Value, json};
@@ -204,59 +205,9 @@ pub async fn teacher(client: &reqwest::Client, cfg: &TeacherConfig, f: &Failure<
         .pointer("/choices/0/message/content")
         .and_then(Value::as_str)
         .ok_or_else(|| format!("teacher answered HTTP {status} without choices[0].message.content"))?;
-    let block = format!("Reflection:\n{}", content.trim());
-    let r = regrpo_schemas::react::parse_assistant(&block)
-        .reflection
-        .ok_or("teacher answer has no ErrorType/Evidence/FixPlan lines")?;
-    let span = regrpo_datasets::ingest::quote_span(&r.evidence, f.failed_observation);
+    let r = Reflection::parse_block(content).ok_or("teacher answer has no ErrorType/Evidence/FixPlan lines")?;
+    let span = quote_span(&r.evidence, f.failed_observation);
     Ok(Reflected { reflection: r, evidence_span: span, generator: format!("teacher:{}", cfg.model) })
-}
-
-/// Runs the quality gates; returns the names of those passed, or the first failure.
-pub fn gates(f: &Failure<'_>, r: &Reflected) -> Result<Vec<String>, String> {
-    let mut passed = Vec::new();
-    let ev = &r.reflection.evidence;
-    match r.evidence_span {
-        Some((a, b)) if b > a && f.failed_observation.get(a..b).is_some_and(|q| ev.contains(q)) => {
-            passed.push("evidence_quote".into())
-        }
-        _ => return Err("gate evidence_quote: the evidence quotes nothing of the observation".into()),
-    }
-    if f.failed.to_text() == f.original.to_text() {
-        return Err("gate failed_ne_corrected: the failed and corrected actions are identical".into());
-    }
-    passed.push("failed_ne_corrected".into());
-    if f.error_type == ErrorType::ToolMismatch {
-        if f.failed.tool() == f.original.tool() {
-            return Err("gate tool_changed: a ToolMismatch that keeps the tool".into());
-        }
-        passed.push("tool_changed".into());
-    }
-    if r.reflection.error_type != f.error_type.as_str() {
-        return Err(format!(
-            "gate error_type: the reflection says {} but the judge found {}",
-            r.reflection.error_type, f.error_type
-        ));
-    }
-    passed.push("error_type".into());
-    // No leak: the failed action must not already carry the value the correction puts back.
-    let (oa, fa) = (f.original.arguments(), f.failed.arguments());
-    for (k, ov) in &oa {
-        if let (Some(Value::String(o)), Some(Value::String(fv))) = (Some(ov), fa.get(k))
-            && o != fv
-            && o.len() >= 3
-            && fv.contains(o.as_str())
-        {
-            return Err(format!("gate no_leak: the failed {k} still contains the corrected value"));
-        }
-    }
-    passed.push("no_leak".into());
-    let (le, lf) = (ev.chars().count(), r.reflection.fix_plan.chars().count());
-    if !(20..=400).contains(&le) || !(10..=400).contains(&lf) {
-        return Err(format!("gate length: evidence {le} and fix plan {lf} characters (bounds 20–400, 10–400)"));
-    }
-    passed.push("length".into());
-    Ok(passed)
 }
 
 /// The ready-to-train chat: steps before the failure, the failed action and its observation,

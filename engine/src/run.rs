@@ -15,16 +15,20 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use regrpo_datasets::Repository;
 use regrpo_schemas::id::content_id;
-use regrpo_schemas::{Action, ActionRecord, ErrorType, Execution, NearMiss, Rot, Trajectory};
+use regrpo_schemas::react::reflection_turn;
+use regrpo_schemas::{ActionRecord, ErrorType, ExecStatus, NearMiss, Rot, Trajectory};
 use serde_json::json;
 
 use crate::error::Result;
+use crate::executor::{declared_specs, execute_action};
+use crate::gates;
 use crate::judge::judge;
 use crate::perturb::PerturbContext;
 use crate::planner::{Candidate, Mix, Planned, Planner};
 use crate::reflect::{self, Failure, Reflected, TeacherConfig};
-use crate::tool::{CallContext, Status, ToolSpec, ToolSuite};
+use crate::tool::{CallContext, ToolSpec, ToolSuite};
 use crate::toolworld::sandbox_of;
+use crate::verify;
 
 /// What an engine run does.
 #[derive(Debug, Clone)]
@@ -91,62 +95,6 @@ impl EngineReport {
     pub fn accepted_total(&self) -> usize {
         self.accepted.values().sum()
     }
-}
-
-/// The episode's own observation when a step calls no tool: nothing ran and, at the last step,
-/// no answer was submitted. The agent loop reports the same.
-pub fn no_action_observation(is_final: bool) -> Execution {
-    let text = if is_final {
-        "Error: no tool was called, so the task ended without final_answer(...); the answer was not submitted."
-    } else {
-        "Error: no tool was called in this step; write one tool call in a code block."
-    };
-    Execution {
-        status: "tool_error".into(),
-        text: text.into(),
-        error_code: Some("no_action".into()),
-        duration_us: 0,
-        tool_version: "episode/1".into(),
-    }
-}
-
-/// Executes every call of an action in order; the first failing call ends it.
-pub async fn execute_action(
-    suite: &ToolSuite,
-    action: &Action,
-    declared: &[ToolSpec],
-    ctx: &CallContext,
-    is_final: bool,
-) -> Execution {
-    if action.calls.is_empty() {
-        return no_action_observation(is_final);
-    }
-    let mut texts = Vec::new();
-    let mut last = None;
-    let mut duration = 0;
-    for call in &action.calls {
-        let e = suite.execute(call, declared, ctx).await;
-        duration += e.duration_us;
-        texts.push(e.text.clone());
-        let failed = e.status != "ok";
-        last = Some(e);
-        if failed {
-            break;
-        }
-    }
-    let mut e = last.expect("at least one call");
-    e.text = texts.join("\n");
-    e.duration_us = duration;
-    e
-}
-
-/// Tool specs a trajectory declared (OpenAI shape).
-pub fn declared_specs(t: &Trajectory) -> Vec<ToolSpec> {
-    serde_json::from_str::<Vec<serde_json::Value>>(&t.tool_specs)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(ToolSpec::from_openai)
-        .collect()
 }
 
 struct Job {
@@ -216,7 +164,7 @@ pub async fn run(
             for (i, step) in t.steps.iter().enumerate() {
                 let Some(action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };
                 let tool = action.tool().to_string();
-                let spec = suite.get(&tool).map(|x| x.spec()).or_else(|| declared[ti].iter().find(|s| s.name == tool));
+                let spec = suite.spec_of(&tool, &declared[ti]);
                 candidates.push(Candidate {
                     step_index: i,
                     action,
@@ -319,7 +267,7 @@ async fn process(
     // verification of the RoT row.
     let original_exec = execute_action(suite, &original, declared, &ctx, job.is_final).await;
     let stored = step.observation.as_ref().map(|o| o.text.as_str());
-    let verified = original_exec.status == "ok" && stored.is_some_and(|s| s == original_exec.text);
+    let verified = verify::verified(stored, &original_exec);
 
     let claimed = job.planned.perturbed.error_type;
     let verdict = judge(&original, &original_exec, failed, &failed_exec);
@@ -330,7 +278,7 @@ async fn process(
         failed.to_text().as_bytes(),
         &cfg.seed.to_le_bytes(),
     ]);
-    let missing = (failed_exec.status == Status::NoExecutor.as_str()).then(|| failed.tool().to_string());
+    let missing = (failed_exec.status == ExecStatus::NoExecutor).then(|| failed.tool().to_string());
     let mut reason = verdict.reason.clone();
     let mut rot = None;
     if verdict.is_failure && verdict.error_type != Some(claimed) {
@@ -347,26 +295,20 @@ async fn process(
             failed,
             failed_observation: &failed_exec.text,
             failed_error_code: failed_exec.error_code.as_deref(),
-            original_observation: stored.or((original_exec.status == "ok").then_some(original_exec.text.as_str())),
+            original_observation: verify::observation(stored, &original_exec),
             error_type: claimed,
         };
         let reflected: std::result::Result<Reflected, String> = match &cfg.teacher {
             Some(tc) => reflect::teacher(client, tc, &failure).await,
             None => Ok(reflect::template(&failure)),
         };
-        match reflected.and_then(|r| reflect::gates(&failure, &r).map(|g| (r, g))) {
+        match reflected.and_then(|r| gates::check(&failure, &r).map(|g| (r, g))) {
             Ok((r, gates)) => {
                 let conversation = reflect::conversation(&failure, &r.reflection);
                 // What the policy sees before it writes the reflection: can the fix be read there?
-                let seen: Vec<&str> = conversation
-                    .iter()
-                    .take_while(|m| !(m.role == "assistant" && m.content.starts_with("Reflection:")))
-                    .map(|m| m.content.as_str())
-                    .collect();
-                let spec = suite
-                    .get(original.tool())
-                    .map(|t| t.spec())
-                    .or_else(|| declared.iter().find(|s| s.name == original.tool()));
+                let before = reflection_turn(&conversation).unwrap_or(conversation.len());
+                let seen: Vec<&str> = conversation[..before].iter().map(|m| m.content.as_str()).collect();
+                let spec = suite.spec_of(original.tool(), declared);
                 let derivable = crate::derivable::is_derivable(&original, spec, &seen.join("\n"));
                 let rot_id = content_id([
                     near_miss_id.as_bytes(),

@@ -384,7 +384,7 @@ pub async fn materialize(
     let mut steps = Vec::new();
     for (i, (thought, c)) in task.calls.iter().enumerate() {
         let exec = suite.execute(c, &[], &ctx).await;
-        if exec.status != "ok" {
+        if !exec.status.is_ok() {
             return Err(Error::Internal(format!(
                 "toolworld task {} step {i} ({}) failed: {}",
                 task.id, c.name, exec.text
@@ -423,7 +423,7 @@ pub async fn materialize(
         meta: Some(json!({"family": task.family, "sandbox": rel, "seed": seed}).to_string()),
         ingest_batch: batch.to_string(),
     };
-    Ok(regrpo_datasets::ingest::seal(t))
+    Ok(regrpo_schemas::id::seal(t))
 }
 
 /// Generates `tasks` tasks of the world `seed` into a repository: sandboxes under

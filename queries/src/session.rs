@@ -13,6 +13,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use regrpo_datasets::{Repository, Snapshot, snapshot};
+use regrpo_schemas::SplitSpec;
 
 use crate::error::{Error, Result};
 
@@ -110,6 +111,12 @@ impl Session {
     /// The snapshot this session reads, if it was opened at one.
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
+    }
+
+    /// The split every job reading this session uses: the snapshot's, or the default one when
+    /// the session reads the latest tables.
+    pub fn split(&self) -> SplitSpec {
+        self.snapshot.as_ref().map_or_else(SplitSpec::default, |s| s.split)
     }
 
     /// `{table: version}` this session reads.

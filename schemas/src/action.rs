@@ -104,6 +104,24 @@ impl Call {
         map
     }
 
+    /// The arguments with positionals named by `names` (a tool's parameters in declaration
+    /// order); a positional past the end keeps its `$i` key. An argument whose value is an
+    /// expression the code did not bind has no literal value: that is an [`Unresolved`].
+    pub fn named_arguments(&self, names: &[String]) -> std::result::Result<Map<String, Value>, Unresolved> {
+        let mut out = Map::new();
+        for (key, value) in self.arguments() {
+            if let Some(text) = value.get(EXPR_KEY).and_then(Value::as_str) {
+                return Err(Unresolved { argument: key, expression: text.to_string() });
+            }
+            let name = match key.strip_prefix('$').and_then(|i| i.parse::<usize>().ok()) {
+                Some(i) => names.get(i).cloned().unwrap_or(key),
+                None => key,
+            };
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+
     /// The argument with this keyword, or positional index written as `$i`.
     pub fn arg(&self, key: &str) -> Option<&Arg> {
         self.arg_index(key).map(|i| &self.args[i])
@@ -186,6 +204,14 @@ impl Call {
         obj.insert("arguments".into(), Value::Object(self.arguments()));
         Value::Object(obj)
     }
+}
+
+/// An argument whose value is an expression with no literal value (a variable the code did
+/// not bind), so the call cannot be executed or compared as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub argument: String,
+    pub expression: String,
 }
 
 /// An action: one or more tool calls in a surface form.

@@ -24,6 +24,14 @@ pub enum Error {
         #[source]
         source: serde_arrow::Error,
     },
+
+    /// A batch read back from a table lacks one of the table's columns.
+    #[error("column `{column}` is missing from the batch read back")]
+    MissingColumn { column: String },
+
+    /// An Arrow kernel (a cast while conforming a batch) failed.
+    #[error("Arrow: {0}")]
+    Compute(#[from] arrow::error::ArrowError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,6 +3,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::records::Trajectory;
+
 /// Hex of the first 128 bits of the sha256 of the parts, each length-prefixed so that
 /// `("ab", "c")` and `("a", "bc")` differ.
 pub fn content_id<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
@@ -17,6 +19,26 @@ pub fn content_id<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
 /// The hex sha256 of bytes, for file checksums.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Sets a trajectory's id to the hash of its content: everything but where it was read from
+/// (file, offset, line, ingest batch), so the same trajectory read twice, from anywhere, is
+/// one row.
+pub fn seal(mut t: Trajectory) -> Trajectory {
+    let content = serde_json::json!([
+        t.source,
+        t.source_id,
+        t.task,
+        t.system_prompt,
+        t.files,
+        t.tool_specs,
+        t.steps,
+        t.final_answer,
+        t.gt_answer,
+        t.meta
+    ]);
+    t.trajectory_id = content_id([content.to_string().as_bytes()]);
+    t
 }
 
 #[cfg(test)]

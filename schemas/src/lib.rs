@@ -12,16 +12,26 @@
 //! ```
 
 pub mod action;
+pub mod equivalence;
 pub mod error;
 pub mod error_type;
+pub mod evidence;
 pub mod id;
+pub mod io;
+pub mod mixture;
 pub mod pycode;
 pub mod react;
 pub mod records;
+pub mod split;
+pub mod status;
 pub mod table;
 
 pub use action::{Action, Arg, ArgValue, Call, Surface};
+pub use equivalence::ActionMatch;
 pub use error::{Error, Result};
 pub use error_type::ErrorType;
+pub use io::{IoContext, IoError};
 pub use records::*;
-pub use table::{Record, from_batch, to_batch};
+pub use split::{Split, SplitSpec};
+pub use status::ExecStatus;
+pub use table::{Record, conform, from_batch, to_batch};

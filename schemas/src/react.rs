@@ -17,6 +17,58 @@
 use crate::action::{Action, Surface};
 use crate::records::{Message, Trajectory};
 
+/// The word that opens a reflection; written here and nowhere else in the workspace.
+macro_rules! marker {
+    () => {
+        "Reflection:"
+    };
+}
+
+/// The first line of a reflection block.
+pub const REFLECTION_START: &str = concat!(marker!(), "\n");
+/// What a reflection block opens with, up to its ErrorType's value.
+pub const REFLECTION_OPEN: &str = concat!(marker!(), "\n- ErrorType: ");
+/// Between the ErrorType and the Evidence.
+pub const EVIDENCE_OPEN: &str = "\n- Evidence: ";
+/// Between the Evidence and the FixPlan.
+pub const FIX_PLAN_OPEN: &str = "\n- FixPlan: ";
+/// What opens a thought.
+pub const THOUGHT_OPEN: &str = "Thought: ";
+/// What closes a thought, before the action.
+pub const THOUGHT_END: &str = "\n\n";
+
+/// What opens an action in its surface form: the marker line and the fence.
+pub fn action_open(surface: Surface) -> &'static str {
+    match surface {
+        Surface::Python => "Code:\n```py\n",
+        Surface::Json => "Action:\n```json\n",
+    }
+}
+
+/// What closes an action's fence.
+pub const ACTION_CLOSE: &str = "\n```";
+
+/// Whether an assistant turn opens with a reflection block.
+pub fn opens_with_reflection(text: &str) -> bool {
+    text.trim_start().starts_with(marker!())
+}
+
+/// The index of the first assistant turn of `messages` that opens with a reflection.
+pub fn reflection_turn(messages: &[Message]) -> Option<usize> {
+    messages.iter().position(|m| m.role == "assistant" && opens_with_reflection(&m.content))
+}
+
+/// The reflection block of a completion, if it opens with one: everything before its
+/// `Thought:`, its `Code:` or its first fence.
+pub fn reflection_block(text: &str) -> Option<&str> {
+    let t = text.trim_start();
+    if !opens_with_reflection(t) {
+        return None;
+    }
+    let end = t.find("Thought:").or_else(|| t.find("Code:")).or_else(|| t.find("```")).unwrap_or(t.len());
+    Some(&t[..end])
+}
+
 /// The triplet of a Reflection-of-Thought.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reflection {
@@ -29,11 +81,18 @@ impl Reflection {
     /// The `Reflection:` block, ending with a newline.
     pub fn to_text(&self) -> String {
         format!(
-            "Reflection:\n- ErrorType: {}\n- Evidence: {}\n- FixPlan: {}\n",
+            "{REFLECTION_OPEN}{}{EVIDENCE_OPEN}{}{FIX_PLAN_OPEN}{}\n",
             self.error_type,
             one_line(&self.evidence),
             one_line(&self.fix_plan)
         )
+    }
+
+    /// Reads a reflection block's `- Key: value` lines, with or without the opening line
+    /// (a teacher model may answer with the lines alone).
+    pub fn parse_block(text: &str) -> Option<Reflection> {
+        let t = text.trim_start();
+        parse_reflection_lines(split_reflection(t.strip_prefix(marker!()).unwrap_or(t)).0)
     }
 }
 
@@ -55,7 +114,7 @@ pub struct AssistantTurn {
 pub fn parse_assistant(text: &str) -> AssistantTurn {
     let mut turn = AssistantTurn::default();
     let mut body = text;
-    if let Some(rest) = body.trim_start().strip_prefix("Reflection:") {
+    if let Some(rest) = body.trim_start().strip_prefix(marker!()) {
         let (block, after) = split_reflection(rest);
         turn.reflection = parse_reflection_lines(block);
         body = after;
@@ -164,7 +223,7 @@ fn surface_of(lang: &str) -> Option<Surface> {
 /// An assistant turn without its leading `Reflection:` block: the thought and action that
 /// follow it (the turn itself when it has no reflection).
 pub fn strip_reflection(text: &str) -> &str {
-    match text.trim_start().strip_prefix("Reflection:") {
+    match text.trim_start().strip_prefix(marker!()) {
         Some(rest) => split_reflection(rest).1.trim_start(),
         None => text,
     }
@@ -177,9 +236,9 @@ pub fn format_assistant(reflection: Option<&Reflection>, thought: Option<&str>, 
         s.push_str(&r.to_text());
     }
     if let Some(t) = thought {
-        s.push_str("Thought: ");
+        s.push_str(THOUGHT_OPEN);
         s.push_str(t.trim());
-        s.push_str("\n\n");
+        s.push_str(THOUGHT_END);
     }
     s.push_str(&format_action(action));
     s
@@ -187,10 +246,7 @@ pub fn format_assistant(reflection: Option<&Reflection>, thought: Option<&str>, 
 
 /// The fenced action alone: `Code:\n```py\n…\n```` or `Action:\n```json\n…\n````.
 pub fn format_action(action: &Action) -> String {
-    match action.surface {
-        Surface::Python => format!("Code:\n```py\n{}\n```", action.to_text()),
-        Surface::Json => format!("Action:\n```json\n{}\n```", action.to_text()),
-    }
+    format!("{}{}{ACTION_CLOSE}", action_open(action.surface), action.to_text())
 }
 
 /// The observation turn the reference writes after step `step` (0-based).
@@ -472,7 +528,7 @@ mod tests {
             index: 0,
             thought: None,
             action: Some(crate::records::ActionRecord::from(action)),
-            observation: Some(crate::records::Observation { status: "ok".into(), text: obs.into() }),
+            observation: Some(crate::records::Observation { status: crate::ExecStatus::Ok, text: obs.into() }),
         };
         let mut t = Trajectory {
             final_answer: Some("It is 4 degrees.".into()),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::{Action, Surface};
 use crate::error::Result;
+use crate::status::ExecStatus;
 
 /// A file a task refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +55,8 @@ impl From<&Action> for ActionRecord {
 /// What a tool answered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observation {
-    /// `ok | tool_error | schema_error | timeout | trap | empty`.
-    pub status: String,
+    /// Stored as `ok`, `tool_error`, `empty`, … (see [`ExecStatus`]).
+    pub status: ExecStatus,
     pub text: String,
 }
 
@@ -99,8 +100,8 @@ pub struct Trajectory {
 /// How an execution went, as the engine or the trainer recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Execution {
-    /// `ok | tool_error | schema_error | timeout | trap | empty | no_executor`.
-    pub status: String,
+    /// Stored as `ok`, `tool_error`, `schema_error`, … (see [`ExecStatus`]).
+    pub status: ExecStatus,
     pub text: String,
     pub error_code: Option<String>,
     pub duration_us: i64,
@@ -233,7 +234,7 @@ pub struct Rollout {
     pub reflection_tokens: i32,
     pub parsed_action: Option<ActionRecord>,
     pub error_type: Option<String>,
-    pub exec_status: String,
+    pub exec_status: ExecStatus,
     pub success: bool,
     pub reward: f64,
     pub advantage: f64,

@@ -7,6 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,6 +38,20 @@ pub fn to_batch<R: Record>(records: &[R]) -> Result<RecordBatch> {
 /// Converts a batch read from the table back into records.
 pub fn from_batch<R: Record>(batch: &RecordBatch) -> Result<Vec<R>> {
     serde_arrow::from_record_batch(batch).map_err(|source| Error::Arrow { table: R::TABLE, source })
+}
+
+/// A batch read back from a table, in the table's own schema: columns picked by name and in
+/// the schema's order, each cast where the reader typed it differently (a view or dictionary
+/// string, a large list), so it converts with [`from_batch`].
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let col = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| Error::MissingColumn { column: field.name().to_string() })?;
+        cols.push(if col.data_type() == field.data_type() { col.clone() } else { cast(col, field.data_type())? });
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), cols)?)
 }
 
 fn s(name: &str) -> Field {
@@ -330,7 +345,7 @@ mod tests {
                         surface: "python".into(),
                         raw: "crop()".into(),
                     }),
-                    observation: Some(Observation { status: "ok".into(), text: "done".into() }),
+                    observation: Some(Observation { status: crate::ExecStatus::Ok, text: "done".into() }),
                 },
                 Step { index: 1, thought: Some("no code".into()), action: None, observation: None },
             ],

@@ -10,16 +10,17 @@
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use regrpo_engine::run::{declared_specs, execute_action};
+use regrpo_engine::executor::{declared_specs, execute_action};
 use regrpo_engine::{CallContext, ToolSuite, toolworld};
 use regrpo_schemas::action::Surface;
-use regrpo_schemas::react::{format_observation, parse_assistant, trajectory_messages};
-use regrpo_schemas::{Action, Message, Trajectory};
+use regrpo_schemas::react::{
+    REFLECTION_START, format_observation, parse_assistant, reflection_block, trajectory_messages,
+};
+use regrpo_schemas::{Action, ExecStatus, Message, Trajectory};
 
 use crate::decoder::Decoder;
 use crate::error::Result;
 use crate::model::Qwen2;
-use crate::rollout::reflection_block;
 use crate::sampling::SampleConfig;
 use crate::window::Truncations;
 
@@ -42,7 +43,7 @@ impl Default for AgentConfig {
 pub struct AgentStep {
     pub text: String,
     pub observation: String,
-    pub status: String,
+    pub status: ExecStatus,
     /// `exp(mean log π(action tokens))`.
     pub confidence: f64,
     pub reflected: bool,
@@ -58,9 +59,9 @@ pub struct Episode {
 }
 
 /// The trigger: a tool error, an empty observation, or low confidence after step 1.
-pub fn trigger(status: &str, observation: &str, step: usize, u: f64, earlier: &[f64]) -> bool {
-    let error = !matches!(status, "ok" | "empty");
-    let empty = status == "empty" || observation.trim().is_empty();
+pub fn trigger(status: ExecStatus, observation: &str, step: usize, u: f64, earlier: &[f64]) -> bool {
+    let error = status.is_error();
+    let empty = status == ExecStatus::Empty || observation.trim().is_empty();
     let kappa = if earlier.is_empty() { f64::NAN } else { earlier.iter().sum::<f64>() / earlier.len() as f64 };
     error || empty || (step > 1 && u < kappa)
 }
@@ -93,7 +94,7 @@ fn generate<B: Backend>(
     let text = format!("{prefix}{}", decoder.text(c)?);
     // The action's tokens are those after the reflection block, if any.
     let skip = match reflection_block(&text) {
-        Some(r) => tk.encode(&r)?.len().saturating_sub(tk.encode(prefix)?.len()),
+        Some(r) => tk.encode(r)?.len().saturating_sub(tk.encode(prefix)?.len()),
         None => 0,
     };
     let lps: Vec<f64> = c.logprobs.iter().skip(skip).map(|l| f64::from(*l)).collect();
@@ -107,12 +108,12 @@ async fn act(
     ctx: &CallContext,
     t: &Trajectory,
     is_last: bool,
-) -> (Option<Action>, String, String) {
+) -> (Option<Action>, ExecStatus, String) {
     let turn = parse_assistant(text);
     let action = turn.action.as_ref().and_then(|(s, code)| Action::parse(*s, code).ok());
     let exec = match &action {
         Some(a) => execute_action(suite, a, &declared_specs(t), ctx, is_last).await,
-        None => regrpo_engine::run::no_action_observation(is_last),
+        None => regrpo_engine::executor::no_action_observation(is_last),
     };
     (action, exec.status, exec.text)
 }
@@ -139,11 +140,11 @@ pub async fn run_episode<B: Backend>(
         let (mut action, mut status, mut obs) = act(&turn.text, suite, &ctx, task, is_last).await;
         let mut text = turn.text.clone();
         let mut reflected = false;
-        if cfg.trigger && trigger(&status, &obs, i + 1, turn.confidence, &confidences) {
+        if cfg.trigger && trigger(status, &obs, i + 1, turn.confidence, &confidences) {
             let mut with_failure = messages.clone();
             with_failure.push(Message { role: "assistant".into(), content: turn.text.clone() });
             with_failure.push(Message { role: "user".into(), content: format_observation(i, &obs) });
-            let retry = generate(model, decoder, task, &with_failure, "Reflection:\n", &mut cuts)?;
+            let retry = generate(model, decoder, task, &with_failure, REFLECTION_START, &mut cuts)?;
             let (a2, s2, o2) = act(&retry.text, suite, &ctx, task, is_last).await;
             messages = with_failure;
             (action, status, obs, text, reflected) = (a2, s2, o2, retry.text, true);
@@ -151,16 +152,10 @@ pub async fn run_episode<B: Backend>(
         confidences.push(turn.confidence);
         messages.push(Message { role: "assistant".into(), content: text.clone() });
         messages.push(Message { role: "user".into(), content: format_observation(i, &obs) });
-        steps.push(AgentStep {
-            text,
-            observation: obs.clone(),
-            status: status.clone(),
-            confidence: turn.confidence,
-            reflected,
-        });
+        steps.push(AgentStep { text, observation: obs.clone(), status, confidence: turn.confidence, reflected });
         if let Some(a) = &action
             && a.tool() == "final_answer"
-            && status == "ok"
+            && status.is_ok()
         {
             final_answer = Some(obs.strip_prefix("Final answer: ").unwrap_or(&obs).to_string());
             break;
@@ -175,10 +170,10 @@ mod tests {
 
     #[test]
     fn trigger_fires_on_errors_emptiness_and_low_confidence() {
-        assert!(trigger("tool_error", "Error: x", 1, 0.9, &[]));
-        assert!(trigger("empty", "", 1, 0.9, &[]));
-        assert!(!trigger("ok", "fine", 1, 0.1, &[]), "no confidence test at the first step");
-        assert!(trigger("ok", "fine", 2, 0.4, &[0.8]));
-        assert!(!trigger("ok", "fine", 2, 0.9, &[0.8]));
+        assert!(trigger(ExecStatus::ToolError, "Error: x", 1, 0.9, &[]));
+        assert!(trigger(ExecStatus::Empty, "", 1, 0.9, &[]));
+        assert!(!trigger(ExecStatus::Ok, "fine", 1, 0.1, &[]), "no confidence test at the first step");
+        assert!(trigger(ExecStatus::Ok, "fine", 2, 0.4, &[0.8]));
+        assert!(!trigger(ExecStatus::Ok, "fine", 2, 0.9, &[0.8]));
     }
 }

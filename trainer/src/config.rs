@@ -272,7 +272,7 @@ impl Qwen2Config {
             o.entry("torch_dtype").or_insert_with(|| "float32".into());
         }
         let text = serde_json::to_string_pretty(&v).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(path, text + "\n").at(path)
+        Ok(std::fs::write(path, text + "\n").at(path)?)
     }
 
     /// Parameters of the model.

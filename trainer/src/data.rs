@@ -9,10 +9,10 @@
 use std::sync::mpsc::{Receiver, sync_channel};
 
 use regrpo_datasets::Repository;
-use regrpo_datasets::repo::conform;
 use regrpo_queries::{At, Session};
-use regrpo_schemas::react::trajectory_messages;
-use regrpo_schemas::{Message, Record, Rot, Trajectory};
+use regrpo_schemas::mixture;
+use regrpo_schemas::react::{opens_with_reflection, trajectory_messages};
+use regrpo_schemas::{Message, Record, Rot, Split, Trajectory, conform};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -31,6 +31,8 @@ pub enum RotTarget {
 /// One training sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
+    /// The row it came from: the trajectory's id for a clean sample, the RoT row's id.
+    pub id: String,
     /// The source trajectory (for leakage-safe splits).
     pub trajectory_id: String,
     pub kind: SampleKind,
@@ -53,7 +55,7 @@ impl Sample {
         }
         match (self.kind, policy) {
             (SampleKind::Clean, _) | (SampleKind::Rot, RotTarget::AllAssistant) => true,
-            (SampleKind::Rot, RotTarget::Reflection) => m.content.trim_start().starts_with("Reflection:"),
+            (SampleKind::Rot, RotTarget::Reflection) => opens_with_reflection(&m.content),
         }
     }
 }
@@ -78,21 +80,13 @@ pub struct DataConfig {
     #[serde(default)]
     pub rot_extra: Option<usize>,
     pub rot_target: RotTarget,
-    /// Share of trajectories held out for evaluation.
-    pub eval_fraction: f64,
     /// Only trajectories (and RoT rows of trajectories) of these sources (default: all).
     pub sources: Option<Vec<String>>,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig {
-            rot_fraction: 0.5,
-            rot_extra: None,
-            rot_target: RotTarget::Reflection,
-            eval_fraction: 0.1,
-            sources: None,
-        }
+        DataConfig { rot_fraction: 0.5, rot_extra: None, rot_target: RotTarget::Reflection, sources: None }
     }
 }
 
@@ -110,21 +104,15 @@ impl DataConfig {
     }
 }
 
-/// Samples read from a snapshot, split into train and eval.
+/// Samples read from a snapshot: the training mixture and the validation split.
 #[derive(Debug, Clone, Default)]
 pub struct SftData {
     pub clean: Vec<Sample>,
     pub rot: Vec<Sample>,
+    /// Samples of the validation split (the held-out loss); the test split is left for eval.
     pub eval: Vec<Sample>,
     pub versions: std::collections::BTreeMap<String, i64>,
     pub snapshot: Option<String>,
-}
-
-/// Whether a trajectory id falls in the held-out split (a stable hash, not an RNG).
-pub fn is_held_out(trajectory_id: &str, fraction: f64) -> bool {
-    let h = regrpo_schemas::id::content_id([trajectory_id.as_bytes(), b"split"]);
-    let v = u64::from_str_radix(&h[..12], 16).unwrap_or(0) as f64 / (1u64 << 48) as f64;
-    v < fraction
 }
 
 /// Loads clean trajectories and RoT conversations from a snapshot (or the latest tables).
@@ -142,6 +130,7 @@ pub async fn load(repo: &Repository, snapshot: Option<&str>, cfg: &DataConfig) -
         .filter(|t| wanted(t))
         .filter(|t| t.steps.iter().any(|s| s.action.is_some()))
         .map(|t| Sample {
+            id: t.trajectory_id.clone(),
             trajectory_id: t.trajectory_id.clone(),
             kind: SampleKind::Clean,
             messages: trajectory_messages(t),
@@ -150,20 +139,35 @@ pub async fn load(repo: &Repository, snapshot: Option<&str>, cfg: &DataConfig) -
     let rot: Vec<Sample> = rots
         .iter()
         .filter(|r| cfg.sources.is_none() || kept.contains(r.trajectory_id.as_str()))
-        .filter(|r| r.conversation.iter().any(|m| m.content.trim_start().starts_with("Reflection:")))
+        .filter(|r| r.conversation.iter().any(|m| opens_with_reflection(&m.content)))
         .map(|r| Sample {
+            id: r.rot_id.clone(),
             trajectory_id: r.trajectory_id.clone(),
             kind: SampleKind::Rot,
             messages: r.conversation.clone(),
         })
         .collect();
-    let eval_frac = cfg.eval_fraction;
-    let split = |v: Vec<Sample>| -> (Vec<Sample>, Vec<Sample>) {
-        v.into_iter().partition(|s| !is_held_out(&s.trajectory_id, eval_frac))
+    let spec = session.split();
+    let mut eval = Vec::new();
+    let mut take = |v: Vec<Sample>| -> Vec<Sample> {
+        let mut train = Vec::new();
+        for s in v {
+            match spec.of(&s.trajectory_id) {
+                Split::Train => train.push(s),
+                Split::Validation => eval.push(s),
+                Split::Test => {}
+            }
+        }
+        train
     };
-    let (clean_train, mut eval) = split(clean);
-    let (rot_train, rot_eval) = split(rot);
-    eval.extend(rot_eval);
+    let (mut clean_train, mut rot_train) = (take(clean), take(rot));
+    // A RoT share (not rows added on top of full clean batches) is a mixture: the one rule,
+    // rows dropped in seeded hash order, as `regrpo publish --rot-fraction` applies it.
+    if cfg.rot_extra.is_none() {
+        let (keep_rot, keep_clean) = mixture::share_quotas(rot_train.len(), clean_train.len(), cfg.rot_fraction);
+        rot_train = mixture::keep(rot_train, keep_rot, spec.seed, |s| &s.id);
+        clean_train = mixture::keep(clean_train, keep_clean, spec.seed, |s| &s.id);
+    }
     Ok(SftData {
         clean: clean_train,
         rot: rot_train,

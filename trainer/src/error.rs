@@ -5,12 +5,8 @@ use std::path::PathBuf;
 /// What went wrong loading a model, reading data or training.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] regrpo_schemas::IoError),
 
     #[error("{path}: {reason}")]
     BadModel { path: PathBuf, reason: String },
@@ -45,12 +41,4 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) trait IoContext<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { path: path.into(), source })
-    }
-}
+pub(crate) use regrpo_schemas::IoContext;

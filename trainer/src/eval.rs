@@ -22,13 +22,13 @@ use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use regrpo_engine::ToolSuite;
-use regrpo_schemas::{Rot, Trajectory};
+use regrpo_schemas::{Rot, Split, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentConfig, run_episode};
-use crate::data::is_held_out;
 use crate::decoder::Decoder;
 use crate::error::Result;
+use crate::job::SnapshotRows;
 use crate::metrics::gaia_score;
 use crate::model::Qwen2;
 use crate::rollout::{State, StateKind, States, clean_states, failure_states, score};
@@ -39,8 +39,6 @@ use crate::window::{Truncations, WindowConfig};
 /// What an evaluation covers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalConfig {
-    /// Share of trajectories held out (must match the training split).
-    pub eval_fraction: f64,
     pub max_failure_states: usize,
     pub max_clean_states: usize,
     pub max_tasks: usize,
@@ -55,24 +53,18 @@ pub struct EvalConfig {
     /// States decoded together in one batch.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Which side of the hash split the states come from.
-    #[serde(default)]
-    pub split: EvalSplit,
+    /// The split of the snapshot the states come from: `test` is the held-out set every
+    /// reported figure comes from; `train` measures a policy on the states it trained on (to see
+    /// whether training moves its own objective, without looking at the held-out states).
+    #[serde(default = "test_split")]
+    pub split: Split,
     /// Where the policy runs (the agent loop's episodes too).
     #[serde(default)]
     pub device: crate::backend::DeviceKind,
 }
 
-/// The side of the train/test hash split ([`is_held_out`]) an evaluation draws its states from.
-/// `test` is the held-out set every reported figure comes from; `train` measures a policy on
-/// the states it trained on (to see whether training moves its own objective, without looking
-/// at the held-out states).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvalSplit {
-    #[default]
-    Test,
-    Train,
+fn test_split() -> Split {
+    Split::Test
 }
 
 fn default_batch() -> usize {
@@ -86,7 +78,6 @@ fn yes() -> bool {
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
-            eval_fraction: 0.1,
             max_failure_states: 120,
             max_clean_states: 120,
             max_tasks: 20,
@@ -94,7 +85,7 @@ impl Default for EvalConfig {
             window: WindowConfig::default(),
             constrained: true,
             batch: default_batch(),
-            split: EvalSplit::Test,
+            split: Split::Test,
             device: Default::default(),
         }
     }
@@ -221,17 +212,17 @@ pub(crate) fn spread(mut v: Vec<State>, n: usize) -> Vec<State> {
     v
 }
 
-/// Held-out states and tasks of a snapshot's rows (or, with [`EvalSplit::Train`], states and
-/// tasks of the training side).
-pub fn held_out(trajectories: &[Trajectory], rots: &[Rot], root: &std::path::Path, cfg: &EvalConfig) -> EvalSet {
+/// The states and tasks of the snapshot's `cfg.split` (the test split unless told otherwise).
+pub fn held_out(rows: &SnapshotRows, root: &std::path::Path, cfg: &EvalConfig) -> EvalSet {
     let wanted = |t: &Trajectory| cfg.sources.as_ref().is_none_or(|s| s.contains(&t.source));
-    let test: Vec<Trajectory> = trajectories
+    let test: Vec<Trajectory> = rows
+        .trajectories
         .iter()
-        .filter(|t| wanted(t) && is_held_out(&t.trajectory_id, cfg.eval_fraction) == (cfg.split == EvalSplit::Test))
+        .filter(|t| wanted(t) && rows.split.of(&t.trajectory_id) == cfg.split)
         .cloned()
         .collect();
     let by_id: HashMap<String, Trajectory> = test.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
-    let test_rots: Vec<Rot> = rots.iter().filter(|r| by_id.contains_key(&r.trajectory_id)).cloned().collect();
+    let test_rots: Vec<Rot> = rows.rots.iter().filter(|r| by_id.contains_key(&r.trajectory_id)).cloned().collect();
     let failures = spread(failure_states(&test_rots, &by_id, root), cfg.max_failure_states);
     let cleans = spread(clean_states(&test, root), cfg.max_clean_states);
     let tasks: Vec<Trajectory> = test.into_iter().filter(|t| t.source == "toolworld").take(cfg.max_tasks).collect();

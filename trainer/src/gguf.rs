@@ -679,7 +679,7 @@ fn write_tokenizer(g: &Gguf, dir: &Path) -> Result<()> {
         cfg["chat_template"] = json!(t);
     }
     let cfg_path = dir.join("tokenizer_config.json");
-    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json") + "\n").at(&cfg_path)
+    Ok(std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).expect("json") + "\n").at(&cfg_path)?)
 }
 
 /// Writes GGUF bytes from metadata and raw tensor blocks: the other half of the reader, for

@@ -27,6 +27,9 @@
 use regrpo_engine::ToolSpec;
 use regrpo_schemas::ErrorType;
 use regrpo_schemas::action::Surface;
+use regrpo_schemas::react::{
+    ACTION_CLOSE, EVIDENCE_OPEN, FIX_PLAN_OPEN, REFLECTION_OPEN, THOUGHT_END, THOUGHT_OPEN, action_open,
+};
 use serde_json::Value;
 
 /// Longest free-text line (thought, evidence, fix plan), in bytes.
@@ -129,12 +132,6 @@ pub struct Grammar {
     lit_close: u16,
 }
 
-/// Literal pieces of the layout.
-const REFLECTION_OPEN: &str = "Reflection:\n- ErrorType: ";
-const EVIDENCE: &str = "\n- Evidence: ";
-const FIX_PLAN: &str = "\n- FixPlan: ";
-const THOUGHT_OPEN: &str = "Thought: ";
-
 impl Grammar {
     /// The grammar of turns calling one of `specs` in the given surface form.
     pub fn new(surface: Surface, specs: &[ToolSpec]) -> Grammar {
@@ -174,18 +171,16 @@ impl Grammar {
         }
         g.tool_names = g.alt_set(names);
         g.etypes = g.alt_set(ErrorType::ALL.iter().map(|t| (t.as_str().as_bytes().to_vec(), Cont::Pop)).collect());
-        g.lit_evidence = g.lit(EVIDENCE);
-        g.lit_fix_plan = g.lit(FIX_PLAN);
+        g.lit_evidence = g.lit(EVIDENCE_OPEN);
+        g.lit_fix_plan = g.lit(FIX_PLAN_OPEN);
         g.lit_reflection_end = g.lit("\n");
-        g.lit_thought_end = g.lit("\n\n");
-        g.lit_close = g.lit(match surface {
-            Surface::Python => "\n```",
-            Surface::Json => "}\n```",
-        });
-        let action = match surface {
-            Surface::Python => "Code:\n```py\n",
-            Surface::Json => "Action:\n```json\n{\"name\":\"",
+        g.lit_thought_end = g.lit(THOUGHT_END);
+        // JSON calls are constrained in their compact form, `{"name":"…","arguments":{…}}`.
+        let (action, close) = match surface {
+            Surface::Python => (action_open(surface).to_string(), ACTION_CLOSE.to_string()),
+            Surface::Json => (format!("{}{{\"name\":\"", action_open(surface)), format!("}}{ACTION_CLOSE}")),
         };
+        g.lit_close = g.lit(&close);
         g.action_open = g.alt_set(vec![(action.as_bytes().to_vec(), Cont::Action)]);
         g.after_reflection = g.alt_set(vec![
             (THOUGHT_OPEN.as_bytes().to_vec(), Cont::Thought),

@@ -19,7 +19,7 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use regrpo_datasets::Repository;
-use regrpo_schemas::Trajectory;
+use regrpo_schemas::{Split, SplitSpec, Trajectory};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -422,7 +422,6 @@ pub struct RegrpoJob {
     pub init: PathBuf,
     pub out: PathBuf,
     pub cfg: crate::regrpo::RegrpoConfig,
-    pub eval_fraction: f64,
     /// Only states of trajectories of these sources (default: all).
     #[serde(default)]
     pub sources: Option<Vec<String>>,
@@ -448,17 +447,24 @@ pub struct RegrpoOutcome {
     pub seconds: f64,
 }
 
+/// What a job reads of a snapshot: its trajectories and RoT rows (each sorted by id), the
+/// table versions and the snapshot's split.
+#[derive(Debug, Clone)]
+pub struct SnapshotRows {
+    pub trajectories: Vec<Trajectory>,
+    pub rots: Vec<regrpo_schemas::Rot>,
+    pub versions: std::collections::BTreeMap<String, i64>,
+    pub split: SplitSpec,
+}
+
 /// Trajectories and RoT rows of a snapshot, read through a session.
-pub async fn snapshot_rows(
-    repo: &Repository,
-    snapshot: Option<&str>,
-) -> Result<(Vec<Trajectory>, Vec<regrpo_schemas::Rot>, std::collections::BTreeMap<String, i64>)> {
+pub async fn snapshot_rows(repo: &Repository, snapshot: Option<&str>) -> Result<SnapshotRows> {
     let session = regrpo_queries::Session::open(repo, regrpo_queries::At::from_option(snapshot)).await?;
-    let mut ts: Vec<Trajectory> = data::read_table(&session).await?;
-    ts.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+    let mut trajectories: Vec<Trajectory> = data::read_table(&session).await?;
+    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
     let mut rots: Vec<regrpo_schemas::Rot> = data::read_table(&session).await?;
     rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
-    Ok((ts, rots, session.versions().clone()))
+    Ok(SnapshotRows { trajectories, rots, versions: session.versions().clone(), split: session.split() })
 }
 
 /// Runs ReGRPO on the job's device.
@@ -484,11 +490,11 @@ async fn run_regrpo_on<B: AutodiffBackend>(
     let (config, policy) = hf::load::<B>(&dir, &device)?;
     let (policy, trainable) = with_lora(policy, &config, job.lora.as_ref(), job.cfg.seed)?;
     let decoder = Decoder::new(ChatWindow::new(tk.clone(), job.cfg.window)?, job.cfg.constrained);
-    let (ts, rots, versions) = snapshot_rows(repo, job.snapshot.as_deref()).await?;
+    let SnapshotRows { trajectories: ts, rots, versions, split } = snapshot_rows(repo, job.snapshot.as_deref()).await?;
     let train_ts: Vec<Trajectory> = ts
         .iter()
         .filter(|t| job.sources.as_ref().is_none_or(|s| s.contains(&t.source)))
-        .filter(|t| !data::is_held_out(&t.trajectory_id, job.eval_fraction))
+        .filter(|t| split.of(&t.trajectory_id) == Split::Train)
         .cloned()
         .collect();
     let kept: std::collections::HashSet<&str> = train_ts.iter().map(|t| t.trajectory_id.as_str()).collect();
@@ -604,9 +610,9 @@ pub async fn run_eval(
     label: &str,
     on_state: impl FnMut(),
 ) -> Result<crate::eval::EvalReport> {
-    let (ts, rots, versions) = snapshot_rows(repo, snapshot).await?;
-    let set = crate::eval::held_out(&ts, &rots, repo.root(), cfg);
-    eval_on(repo, snapshot, versions, &set, model, out, cfg, suite, label, on_state).await
+    let rows = snapshot_rows(repo, snapshot).await?;
+    let set = crate::eval::held_out(&rows, repo.root(), cfg);
+    eval_on(repo, snapshot, rows.versions, &set, model, out, cfg, suite, label, on_state).await
 }
 
 /// Evaluates a model on a given set of states and tasks (on `cfg.device`) and logs a run

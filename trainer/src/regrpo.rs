@@ -24,8 +24,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use regrpo_datasets::Repository;
+use regrpo_engine::executor::execute_action;
 use regrpo_engine::judge::judge;
-use regrpo_engine::run::execute_action;
 use regrpo_engine::{CallContext, ToolSuite};
 use regrpo_schemas::id::content_id;
 use regrpo_schemas::{ActionRecord, NearMiss, Rollout};
@@ -484,7 +484,7 @@ async fn record(
         reflection_tokens: s.reflection_tokens as i32,
         parsed_action: parsed,
         error_type,
-        exec_status: s.scored.status.clone(),
+        exec_status: s.scored.status,
         success: s.scored.success,
         reward: s.reward,
         advantage,

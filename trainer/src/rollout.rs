@@ -14,13 +14,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use regrpo_engine::run::{declared_specs, execute_action};
-use regrpo_engine::tool::normalized_arguments;
+use regrpo_engine::executor::{declared_specs, execute_action};
 use regrpo_engine::{CallContext, ToolSpec, ToolSuite, toolworld};
-use regrpo_schemas::react::{Reflection, parse_assistant, trajectory_messages};
-use regrpo_schemas::{Action, ErrorType, Execution, Message, Rot, Trajectory};
+use regrpo_schemas::equivalence::argument_share;
+use regrpo_schemas::evidence::quote_span;
+use regrpo_schemas::react::{Reflection, parse_assistant, reflection_block, reflection_turn, trajectory_messages};
+use regrpo_schemas::{Action, ActionMatch, ErrorType, ExecStatus, Execution, Message, Rot, Trajectory};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 /// Why the policy is asked to act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,13 +86,7 @@ pub fn failure_states(rots: &[Rot], trajectories: &HashMap<String, Trajectory>, 
     let mut out = Vec::new();
     for r in rots {
         let Some(t) = trajectories.get(&r.trajectory_id) else { continue };
-        let Some(at) = r
-            .conversation
-            .iter()
-            .position(|m| m.role == "assistant" && m.content.trim_start().starts_with("Reflection:"))
-        else {
-            continue;
-        };
+        let Some(at) = reflection_turn(&r.conversation) else { continue };
         let Ok(gt_action) = r.corrected_action.parse() else { continue };
         let step = r.step_index as usize;
         let gt_observation =
@@ -212,49 +206,6 @@ pub async fn self_check(states: States, suite: &ToolSuite) -> (States, SelfCheck
     (out, c)
 }
 
-/// Whether two JSON values mean the same argument: numbers by value (1 == 1.0), strings
-/// trimmed and without a leading `./`, containers element by element.
-pub fn equivalent(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            (x.as_f64().unwrap_or(f64::NAN) - y.as_f64().unwrap_or(f64::NAN)).abs() <= 1e-9
-        }
-        (Value::String(x), Value::String(y)) => x.trim().trim_start_matches("./") == y.trim().trim_start_matches("./"),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equivalent(p, q)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-fn named(action: &Action, spec: Option<&ToolSpec>) -> Option<Map<String, Value>> {
-    let call = action.calls.first()?;
-    match spec {
-        Some(s) => normalized_arguments(call, s),
-        None => Some(call.arguments()),
-    }
-}
-
-/// Whether every argument of `a` is equivalent to `b`'s (same keys after normalisation).
-pub fn same_arguments(a: &Action, b: &Action, spec: Option<&ToolSpec>) -> bool {
-    match (named(a, spec), named(b, spec)) {
-        (Some(x), Some(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equivalent(v, w))),
-        _ => false,
-    }
-}
-
-/// Share of `gt`'s arguments that `a` gives equivalently.
-fn argument_share(a: &Action, gt: &Action, spec: Option<&ToolSpec>) -> f64 {
-    match (named(a, spec), named(gt, spec)) {
-        (Some(x), Some(y)) if !y.is_empty() => {
-            y.iter().filter(|(k, v)| x.get(*k).is_some_and(|w| equivalent(v, w))).count() as f64 / y.len() as f64
-        }
-        (Some(_), Some(_)) => 1.0,
-        _ => 0.0,
-    }
-}
-
 /// A completion, taken apart, executed and scored.
 #[derive(Debug, Clone)]
 pub struct Scored {
@@ -263,7 +214,7 @@ pub struct Scored {
     pub reflection_text: Option<String>,
     pub action: Option<Action>,
     pub exec: Option<Execution>,
-    pub status: String,
+    pub status: ExecStatus,
     pub success: bool,
     /// Share of the ground truth a failed action got right: half for the tool, half for the
     /// share of its arguments (for partial-credit shaping).
@@ -274,22 +225,12 @@ pub struct Scored {
     pub type_correct: bool,
 }
 
-/// The `Reflection:` block of a completion, if it opens with one.
-pub fn reflection_block(text: &str) -> Option<String> {
-    let t = text.trim_start();
-    if !t.starts_with("Reflection:") {
-        return None;
-    }
-    let end = t.find("Thought:").or_else(|| t.find("Code:")).or_else(|| t.find("```")).unwrap_or(t.len());
-    Some(t[..end].to_string())
-}
-
 /// Parses, executes and scores a completion's text for a state.
 pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
     let turn = parse_assistant(text);
-    let reflection_text = reflection_block(text);
+    let reflection_text = reflection_block(text).map(str::to_string);
     let grounded = match (&turn.reflection, &state.failed_observation) {
-        (Some(r), Some(obs)) => regrpo_datasets::ingest::quote_span(&r.evidence, obs).is_some(),
+        (Some(r), Some(obs)) => quote_span(&r.evidence, obs).is_some(),
         _ => false,
     };
     let type_correct = match (&turn.reflection, state.error_type) {
@@ -303,7 +244,7 @@ pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
             reflection_text,
             action: None,
             exec: None,
-            status: "unparseable".into(),
+            status: ExecStatus::Unparseable,
             success: false,
             partial: 0.0,
             grounded,
@@ -312,23 +253,18 @@ pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
     };
     let ctx = CallContext { sandbox: state.sandbox.clone(), timeout: std::time::Duration::from_secs(10) };
     let exec = execute_action(suite, &action, &state.specs, &ctx, state.is_final).await;
-    let spec = suite
-        .get(state.gt_action.tool())
-        .map(|t| t.spec().clone())
-        .or_else(|| state.specs.iter().find(|s| s.name == state.gt_action.tool()).cloned());
-    let success = action.tool() == state.gt_action.tool()
-        && exec.status == "ok"
-        && (same_arguments(&action, &state.gt_action, spec.as_ref()) || exec.text == state.gt_observation);
-    let partial = if action.tool() == state.gt_action.tool() {
-        0.5 + 0.5 * argument_share(&action, &state.gt_action, spec.as_ref())
-    } else {
-        0.0
-    };
+    let parameters = suite.spec_of(state.gt_action.tool(), &state.specs).map(ToolSpec::parameter_names);
+    let parameters = parameters.as_deref();
+    let same_tool = action.tool() == state.gt_action.tool();
+    let success = exec.status.is_ok()
+        && (ActionMatch::FullArguments.same(&action, &state.gt_action, parameters)
+            || same_tool && exec.text == state.gt_observation);
+    let partial = if same_tool { 0.5 + 0.5 * argument_share(&action, &state.gt_action, parameters) } else { 0.0 };
     Scored {
         partial,
         reflection: turn.reflection,
         reflection_text,
-        status: exec.status.clone(),
+        status: exec.status,
         exec: Some(exec),
         action: Some(action),
         success,
@@ -340,26 +276,16 @@ pub async fn score(text: &str, state: &State, suite: &ToolSuite) -> Scored {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn equivalence_normalises_numbers_paths_and_containers() {
-        assert!(equivalent(&json!(1), &json!(1.0)));
-        assert!(equivalent(&json!("./a.png "), &json!("a.png")));
-        assert!(equivalent(&json!([0, 0, 32, 32]), &json!([0.0, 0, 32, 32])));
-        assert!(!equivalent(&json!([0, 0, 32, 32]), &json!([0, 16, 32, 48])));
-        assert!(!equivalent(&json!("1"), &json!(1)));
-    }
-
-    #[test]
-    fn a_later_argument_decides_success() {
+    fn a_later_argument_decides_success_under_the_suites_spec() {
         let suite = ToolSuite::builtin();
-        let spec = suite.get("crop").unwrap().spec().clone();
+        let names = suite.get("crop").unwrap().spec().parameter_names();
         let right = Action::parse_python("crop(image_path=\"shapes.png\", box=[0, 0, 32, 32])").unwrap();
         let positional = Action::parse_python("crop(\"shapes.png\", [0, 0, 32, 32])").unwrap();
         let shifted = Action::parse_python("crop(image_path=\"shapes.png\", box=[0, 16, 32, 48])").unwrap();
-        assert!(same_arguments(&positional, &right, Some(&spec)));
-        assert!(!same_arguments(&shifted, &right, Some(&spec)));
+        assert!(ActionMatch::FullArguments.same(&positional, &right, Some(&names)));
+        assert!(!ActionMatch::FullArguments.same(&shifted, &right, Some(&names)));
     }
 
     #[test]

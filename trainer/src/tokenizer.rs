@@ -45,10 +45,10 @@ impl ChatTokenizer {
     /// Reads a `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
+            return Err(Error::Io(regrpo_schemas::IoError {
+                path: path.into(),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            });
+            }));
         }
         Self::wrap(Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?)
     }
@@ -89,7 +89,7 @@ impl ChatTokenizer {
             "chat_template": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
         });
         let cfg_path = path.with_file_name("tokenizer_config.json");
-        std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap_or_default()).at(&cfg_path)
+        Ok(std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap_or_default()).at(&cfg_path)?)
     }
 
     pub fn vocab_size(&self) -> usize {

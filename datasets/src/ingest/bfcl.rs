@@ -13,10 +13,10 @@ use regrpo_schemas::{ActionRecord, Step, Trajectory};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::common::seal;
 use super::{Converted, FormatReader, RawRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::jsonscan::Layout;
+use regrpo_schemas::id::seal;
 
 #[derive(Debug, Deserialize)]
 struct Msg {

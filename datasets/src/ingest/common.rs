@@ -1,9 +1,8 @@
 //! Pieces the format readers share: ReAct chat → steps, content ids, answers, quotes.
 
 use regrpo_schemas::action::{Action, Surface};
-use regrpo_schemas::id::content_id;
 use regrpo_schemas::react::{Reflection, parse_assistant, parse_observation};
-use regrpo_schemas::{ActionRecord, Observation, Step, Trajectory};
+use regrpo_schemas::{ActionRecord, ExecStatus, Observation, Step};
 use serde_json::Value;
 
 /// Steps read from a ReAct chat, plus the reflections it contained.
@@ -79,13 +78,13 @@ pub fn final_answer_of(a: &ActionRecord) -> Option<String> {
 /// there is no text.
 pub fn observation(is_error: bool, text: String) -> Observation {
     let status = if is_error || text.trim_start().starts_with("Error") {
-        "tool_error"
+        ExecStatus::ToolError
     } else if text.trim().is_empty() {
-        "empty"
+        ExecStatus::Empty
     } else {
-        "ok"
+        ExecStatus::Ok
     };
-    Observation { status: status.into(), text }
+    Observation { status, text }
 }
 
 /// A JSON answer as text: strings as they are, anything else as JSON.
@@ -96,56 +95,9 @@ pub fn answer_text(v: &Value) -> String {
     }
 }
 
-/// Sets the trajectory's content id: a hash of everything but where it was read from.
-pub fn seal(mut t: Trajectory) -> Trajectory {
-    let content = serde_json::json!([
-        t.source,
-        t.source_id,
-        t.task,
-        t.system_prompt,
-        t.files,
-        t.tool_specs,
-        t.steps,
-        t.final_answer,
-        t.gt_answer,
-        t.meta
-    ]);
-    t.trajectory_id = content_id([content.to_string().as_bytes()]);
-    t
-}
-
-/// The byte span in `observation` of the first quoted passage of `evidence` ('…' or "…")
-/// that really occurs there.
-pub fn quote_span(evidence: &str, observation: &str) -> Option<(usize, usize)> {
-    for quote in ['\'', '"'] {
-        let mut rest = evidence;
-        while let Some(a) = rest.find(quote) {
-            let after = &rest[a + 1..];
-            let Some(b) = after.find(quote) else { break };
-            let q = &after[..b];
-            if !q.is_empty()
-                && let Some(at) = observation.find(q)
-            {
-                return Some((at, at + q.len()));
-            }
-            rest = &after[b + 1..];
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quote_span_finds_the_quoted_part() {
-        let obs = "Error: File not found: reciept.pdf";
-        let ev = "The observation says 'File not found: reciept.pdf', so the path was wrong.";
-        let (a, b) = quote_span(ev, obs).unwrap();
-        assert_eq!(&obs[a..b], "File not found: reciept.pdf");
-        assert_eq!(quote_span("it's 'nowhere'", obs), None);
-    }
 
     #[test]
     fn reflection_turn_replaces_the_failed_step() {
@@ -163,7 +115,7 @@ mod tests {
         assert_eq!(cs.steps.len(), 2);
         assert_eq!(cs.steps[0].action.as_ref().unwrap().arguments, r#"{"$0":"y"}"#);
         assert_eq!(cs.steps[0].observation.as_ref().unwrap().text, "fine");
-        assert_eq!(cs.reflections[0].0.observation.as_ref().unwrap().status, "tool_error");
+        assert_eq!(cs.reflections[0].0.observation.as_ref().unwrap().status, ExecStatus::ToolError);
         assert_eq!(cs.final_answer.as_deref(), Some("42"));
     }
 }

@@ -7,7 +7,9 @@ use regrpo_schemas::{ActionRecord, FileRef, Step, Trajectory};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::common::{observation, seal};
+use regrpo_schemas::id::seal;
+
+use super::common::observation;
 use super::{Converted, FormatReader, RawRecord};
 use crate::jsonscan::Layout;
 

@@ -7,7 +7,9 @@ use regrpo_schemas::pycode::literal_from_text;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::common::{answer_text, seal, steps_from_chat};
+use regrpo_schemas::id::seal;
+
+use super::common::{answer_text, steps_from_chat};
 use super::regrpo::{ChatMessage, split_chat};
 use super::{Converted, FormatReader, RawRecord};
 use crate::jsonscan::Layout;

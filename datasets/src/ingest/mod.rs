@@ -31,7 +31,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::jsonscan::{Item, Layout, Scanner};
 use crate::repo::Repository;
 
-pub use common::{quote_span, seal, steps_from_chat};
+pub use common::steps_from_chat;
 
 /// The input formats `regrpo ingest` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use std::path::Path;
 
-use super::common::{observation, seal};
+use regrpo_schemas::id::seal;
+
+use super::common::observation;
 use super::{Converted, FormatReader, RawRecord};
 use crate::error::{Error, IoContext};
 use crate::jsonscan::Layout;

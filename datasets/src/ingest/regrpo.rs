@@ -8,7 +8,10 @@ use regrpo_schemas::{ActionRecord, Message, Rot, Trajectory};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::common::{answer_text, parse_action, quote_span, seal, steps_from_chat};
+use regrpo_schemas::evidence::quote_span;
+use regrpo_schemas::id::seal;
+
+use super::common::{answer_text, parse_action, steps_from_chat};
 use super::{Converted, FormatReader, RawRecord};
 use crate::jsonscan::Layout;
 

@@ -128,7 +128,7 @@ async fn fixtures_of_every_format_ingest_round_trip_and_dedupe() {
     assert_eq!(args, serde_json::json!({"route": ["Paris", "Rome"], "passengers": {"adults": 2}, "cabin": "economy"}));
     let mat = ts.iter().find(|t| t.source_id == "fxm2").unwrap();
     assert!(mat.steps[1].action.is_none(), "a message without code has no action");
-    assert_eq!(mat.steps[1].observation.as_ref().unwrap().status, "tool_error");
+    assert_eq!(mat.steps[1].observation.as_ref().unwrap().status, regrpo_schemas::ExecStatus::ToolError);
     let rot = rots.iter().find(|r| r.error_type == "GroundingDrift").unwrap();
     let (a, b) = (rot.evidence_start.unwrap() as usize, rot.evidence_end.unwrap() as usize);
     assert_eq!(&rot.failed_observation[a..b], "12.50");
@@ -321,7 +321,9 @@ async fn publishable_repo(dir: &tempfile::TempDir) -> Repository {
     ingest(&repo, Format::Regrpo, &[fixture("regrpo/rot_sample.json"), fixture("regrpo/clean_sample.json")]).await;
     ingest(&repo, Format::Mat, &[fixture("mat/trajectories.json")]).await;
     ingest(&repo, Format::Openai, &[fixture("openai/chat.jsonl")]).await;
-    snapshot::create(&repo, "v1", None).await.unwrap();
+    // Few trajectories: a large test share, so every split gets some.
+    let split = regrpo_schemas::SplitSpec::new([0.5, 0.25, 0.25], 0).unwrap();
+    snapshot::create_with_split(&repo, "v1", None, split).await.unwrap();
     repo
 }
 
@@ -329,7 +331,7 @@ async fn publishable_repo(dir: &tempfile::TempDir) -> Repository {
 async fn publish_hf_is_leakage_safe_byte_identical_and_names_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let repo = publishable_repo(&dir).await;
-    let opts = PublishOptions { split: [0.5, 0.25, 0.25], ..Default::default() };
+    let opts = PublishOptions::default();
     let a = publish(&repo, "v1", &dir.path().join("a"), &opts).await.unwrap();
     let b = publish(&repo, "v1", &dir.path().join("b"), &opts).await.unwrap();
     assert_eq!(a.files.len(), b.files.len());
@@ -449,7 +451,7 @@ async fn every_publish_format_applies_the_same_gate_and_splits_and_provenance_sa
                 PublishFormat::RegrpoJson => "regrpo-json",
             };
             let out = dir.path().join(format!("{name}-{verified_only}"));
-            let opts = PublishOptions { format, verified_only, split: [0.5, 0.25, 0.25], ..Default::default() };
+            let opts = PublishOptions { format, verified_only, ..Default::default() };
             let p = publish(&repo, "v1", &out, &opts).await.unwrap();
             let provenance: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(out.join("provenance.json")).unwrap()).unwrap();
@@ -499,8 +501,10 @@ async fn every_publish_format_applies_the_same_gate_and_splits_and_provenance_sa
 
     // An empty split gets no file and no entry in the card's configs or in Croissant.
     let out = dir.path().join("small");
-    let opts = PublishOptions { verified_only: false, split: [0.5, 0.5, 0.0], ..Default::default() };
-    let p = publish(&repo, "v1", &out, &opts).await.unwrap();
+    let no_test = regrpo_schemas::SplitSpec::new([0.5, 0.5, 0.0], 0).unwrap();
+    snapshot::create_with_split(&repo, "v1-no-test", None, no_test).await.unwrap();
+    let opts = PublishOptions { verified_only: false, ..Default::default() };
+    let p = publish(&repo, "v1-no-test", &out, &opts).await.unwrap();
     assert_eq!(p.empty_splits, vec!["test".to_string()]);
     assert!(!p.files.iter().any(|f| f.file_name().unwrap().to_string_lossy().starts_with("test-")));
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();

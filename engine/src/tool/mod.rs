@@ -16,61 +16,21 @@ pub mod remote;
 pub mod wasm;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use regrpo_schemas::action::{Call, EXPR_KEY};
-use regrpo_schemas::{ErrorType, Execution};
+use regrpo_schemas::action::Call;
+use regrpo_schemas::{ErrorType, ExecStatus, Execution};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-/// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    ToolError,
-    SchemaError,
-    Timeout,
-    Trap,
-    Empty,
-    /// No executor is configured for the tool: nothing was run, nothing is invented.
-    NoExecutor,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::ToolError => "tool_error",
-            Status::SchemaError => "schema_error",
-            Status::Timeout => "timeout",
-            Status::Trap => "trap",
-            Status::Empty => "empty",
-            Status::NoExecutor => "no_executor",
-        }
-    }
-
-    /// Whether the call failed in a way the agent can observe.
-    pub fn is_failure(self) -> bool {
-        !matches!(self, Status::Ok | Status::NoExecutor)
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
 
 /// What a tool answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolOutput {
-    pub status: Status,
+    pub status: ExecStatus,
     pub text: String,
     /// A short machine-readable code (`file_not_found`, `parse_error`, …).
     pub error_code: Option<String>,
@@ -79,15 +39,15 @@ pub struct ToolOutput {
 impl ToolOutput {
     pub fn ok(text: impl Into<String>) -> Self {
         let text = text.into();
-        let status = if text.trim().is_empty() { Status::Empty } else { Status::Ok };
+        let status = if text.trim().is_empty() { ExecStatus::Empty } else { ExecStatus::Ok };
         ToolOutput { status, text, error_code: None }
     }
 
     pub fn error(code: &str, text: impl Into<String>) -> Self {
-        ToolOutput { status: Status::ToolError, text: text.into(), error_code: Some(code.to_string()) }
+        ToolOutput { status: ExecStatus::ToolError, text: text.into(), error_code: Some(code.to_string()) }
     }
 
-    pub fn with_status(status: Status, code: &str, text: impl Into<String>) -> Self {
+    pub fn with_status(status: ExecStatus, code: &str, text: impl Into<String>) -> Self {
         ToolOutput { status, text: text.into(), error_code: Some(code.to_string()) }
     }
 }
@@ -257,6 +217,12 @@ impl ToolSuite {
         self.tools.get(name)
     }
 
+    /// The spec a call of `tool` is checked against: the suite's own, else the one the
+    /// trajectory declared.
+    pub fn spec_of<'a>(&'a self, tool: &str, declared: &'a [ToolSpec]) -> Option<&'a ToolSpec> {
+        self.get(tool).map(|t| t.spec()).or_else(|| declared.iter().find(|s| s.name == tool))
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.tools.keys().cloned().collect()
     }
@@ -281,18 +247,18 @@ impl ToolSuite {
     pub async fn execute(&self, call: &Call, declared: &[ToolSpec], ctx: &CallContext) -> Execution {
         let started = Instant::now();
         let tool = self.tools.get(&call.name);
-        let spec = tool.map(|t| t.spec().clone()).or_else(|| declared.iter().find(|s| s.name == call.name).cloned());
+        let spec = self.spec_of(&call.name, declared).cloned();
         let version = tool.map_or_else(|| "none".to_string(), |t| t.version());
         let out = match spec {
             None => ToolOutput::with_status(
-                Status::NoExecutor,
+                ExecStatus::NoExecutor,
                 "unknown_tool",
                 format!("Error: unknown tool `{}`: no such tool is available", call.name),
             ),
             Some(spec) => self.execute_with_spec(call, &spec, tool, ctx).await,
         };
         Execution {
-            status: out.status.as_str().to_string(),
+            status: out.status,
             text: out.text,
             error_code: out.error_code,
             duration_us: started.elapsed().as_micros() as i64,
@@ -315,7 +281,7 @@ impl ToolSuite {
             Ok(v) => v,
             Err(e) => {
                 return ToolOutput::with_status(
-                    Status::NoExecutor,
+                    ExecStatus::NoExecutor,
                     "bad_spec",
                     format!("the spec of `{}` is not valid JSON Schema: {e}", spec.name),
                 );
@@ -324,14 +290,14 @@ impl ToolSuite {
         if let Some(msg) = validator.check(&Value::Object(args.clone())) {
             // Like a function's signature in a real error, the message says what it takes.
             return ToolOutput::with_status(
-                Status::SchemaError,
+                ExecStatus::SchemaError,
                 "invalid_arguments",
                 format!("Error: invalid arguments for {}: {msg}. {}", spec.name, spec.signature()),
             );
         }
         let Some(tool) = tool else {
             return ToolOutput::with_status(
-                Status::NoExecutor,
+                ExecStatus::NoExecutor,
                 "no_executor",
                 format!("no executor for `{}`: configure a wasm module or a remote tool server", spec.name),
             );
@@ -351,7 +317,7 @@ impl ToolSuite {
                 ToolOutput::error("tool_panicked", format!("Error: {} failed: {msg}", spec.name))
             }
             Err(_) => ToolOutput::with_status(
-                Status::Timeout,
+                ExecStatus::Timeout,
                 "timeout",
                 format!("Error: {} did not answer within {:?}", spec.name, ctx.timeout),
             ),
@@ -359,35 +325,19 @@ impl ToolSuite {
     }
 }
 
-/// The arguments of a call by parameter name (positionals mapped in the spec's order), or
-/// `None` when one of them is an unresolved expression.
-pub fn normalized_arguments(call: &Call, spec: &ToolSpec) -> Option<Map<String, Value>> {
-    named_arguments(call, spec).ok()
-}
-
 /// Maps positional arguments (`$0`, `$1`, …) to the spec's parameter names in order; an
 /// unresolved argument (a variable the code did not bind) cannot be executed.
 fn named_arguments(call: &Call, spec: &ToolSpec) -> Result<Map<String, Value>, ToolOutput> {
-    let names = spec.parameter_names();
-    let mut out = Map::new();
-    for (key, value) in call.arguments() {
-        if let Some(text) = value.get(EXPR_KEY).and_then(Value::as_str) {
-            return Err(ToolOutput::with_status(
-                Status::NoExecutor,
-                "unresolved_argument",
-                format!(
-                    "argument `{key}` of {} is the expression `{text}`, which has no literal value here",
-                    spec.name
-                ),
-            ));
-        }
-        let name = match key.strip_prefix('$').and_then(|i| i.parse::<usize>().ok()) {
-            Some(i) => names.get(i).cloned().unwrap_or(key),
-            None => key,
-        };
-        out.insert(name, value);
-    }
-    Ok(out)
+    call.named_arguments(&spec.parameter_names()).map_err(|u| {
+        ToolOutput::with_status(
+            ExecStatus::NoExecutor,
+            "unresolved_argument",
+            format!(
+                "argument `{}` of {} is the expression `{}`, which has no literal value here",
+                u.argument, spec.name, u.expression
+            ),
+        )
+    })
 }
 
 /// The files of the task folder, for error messages that say what does exist.
@@ -447,7 +397,7 @@ mod tests {
     #[tokio::test]
     async fn validator_messages_are_the_observation() {
         let e = run("area(base=1)").await;
-        assert_eq!(e.status, "schema_error");
+        assert_eq!(e.status, ExecStatus::SchemaError);
         assert!(e.text.contains("\"height\" is a required property"), "{}", e.text);
         assert!(e.text.ends_with("area takes: base (integer, required), height (integer, required)"), "{}", e.text);
         let e = run("area(base='a', height=2)").await;
@@ -459,10 +409,10 @@ mod tests {
     #[tokio::test]
     async fn valid_call_without_executor_is_reported_not_invented() {
         let e = run("area(1, 2)").await;
-        assert_eq!(e.status, "no_executor");
+        assert_eq!(e.status, ExecStatus::NoExecutor);
         assert!(e.text.contains("no executor for `area`"));
         let e = run("visualizer(question='q')").await;
-        assert_eq!(e.status, "no_executor");
+        assert_eq!(e.status, ExecStatus::NoExecutor);
         let e = run("area(base=b, height=2)").await;
         assert_eq!(e.error_code.as_deref(), Some("unresolved_argument"));
     }

@@ -13,7 +13,8 @@ use regrpo_schemas::ErrorType;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
-use crate::tool::{CallContext, Status, Tool, ToolOutput, ToolSpec};
+use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec};
+use regrpo_schemas::ExecStatus;
 
 /// Settings of a remote tool server.
 #[derive(Debug, Clone)]
@@ -109,7 +110,7 @@ impl Tool for RemoteTool {
                 Ok(r) => break r,
                 Err(e) if e.is_timeout() => {
                     return ToolOutput::with_status(
-                        Status::Timeout,
+                        ExecStatus::Timeout,
                         "timeout",
                         format!("Error: {} did not answer within {:?}", self.spec.name, self.config.timeout),
                     );
@@ -131,7 +132,7 @@ impl Tool for RemoteTool {
             Ok(b) => b,
             Err(e) if e.is_timeout() => {
                 return ToolOutput::with_status(
-                    Status::Timeout,
+                    ExecStatus::Timeout,
                     "timeout",
                     format!("Error: {} did not finish its answer within {:?}", self.spec.name, self.config.timeout),
                 );

@@ -30,7 +30,8 @@ use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::error::{Error, IoContext, Result};
-use crate::tool::{CallContext, Status, Tool, ToolOutput, ToolSpec};
+use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec};
+use regrpo_schemas::ExecStatus;
 
 /// Resource limits of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +198,7 @@ impl WasmTool {
                 }
                 match e.downcast_ref::<Trap>() {
                     Some(Trap::Interrupt) => ToolOutput::with_status(
-                        Status::Timeout,
+                        ExecStatus::Timeout,
                         "deadline_exceeded",
                         format!(
                             "Error: {} ran past its {:?} deadline and was stopped",
@@ -205,7 +206,7 @@ impl WasmTool {
                         ),
                     ),
                     Some(Trap::OutOfFuel) => ToolOutput::with_status(
-                        Status::Timeout,
+                        ExecStatus::Timeout,
                         "fuel_exhausted",
                         format!(
                             "Error: {} used up its {} units of fuel and was stopped",
@@ -213,13 +214,13 @@ impl WasmTool {
                         ),
                     ),
                     Some(trap) => ToolOutput::with_status(
-                        Status::Trap,
+                        ExecStatus::Trap,
                         "trap",
                         format!("Error: {} trapped: {trap}", self.spec.name),
                     ),
                     None if format!("{e:#}").contains("grow") || format!("{e:#}").contains("memory") => {
                         ToolOutput::with_status(
-                            Status::Trap,
+                            ExecStatus::Trap,
                             "memory_limit",
                             format!(
                                 "Error: {} exceeded its memory limit of {} bytes: {e:#}",
@@ -228,7 +229,7 @@ impl WasmTool {
                         )
                     }
                     None => ToolOutput::with_status(
-                        Status::Trap,
+                        ExecStatus::Trap,
                         "trap",
                         format!("Error: {} failed: {e:#}", self.spec.name),
                     ),
@@ -279,7 +280,7 @@ impl Tool for WasmTool {
         };
         match tokio::task::spawn_blocking(move || this.into_tool().run(input, sandbox.as_deref())).await {
             Ok(out) => out,
-            Err(e) => ToolOutput::with_status(Status::Trap, "panic", format!("Error: the wasm host failed: {e}")),
+            Err(e) => ToolOutput::with_status(ExecStatus::Trap, "panic", format!("Error: the wasm host failed: {e}")),
         }
     }
 }

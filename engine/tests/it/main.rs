@@ -5,12 +5,13 @@ mod remote;
 mod tools;
 mod wasm;
 
+use regrpo_schemas::ExecStatus;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, export};
-use regrpo_engine::run::{declared_specs, execute_action};
+use regrpo_engine::executor::{declared_specs, execute_action};
 use regrpo_engine::{CallContext, EngineConfig, Mix, ToolSuite, toolworld};
 use regrpo_schemas::{ErrorType, NearMiss, Rot, Trajectory};
 
@@ -55,7 +56,7 @@ async fn every_toolworld_trajectory_replays() {
         for (i, s) in t.steps.iter().enumerate() {
             let action = s.action.as_ref().unwrap().parse().unwrap();
             let e = execute_action(&suite, &action, &declared_specs(t), &ctx, i + 1 == t.steps.len()).await;
-            assert_eq!(e.status, "ok", "{} step {i}", t.source_id);
+            assert_eq!(e.status, ExecStatus::Ok, "{} step {i}", t.source_id);
             assert_eq!(
                 Some(e.text.as_str()),
                 s.observation.as_ref().map(|o| o.text.as_str()),
@@ -210,14 +211,14 @@ async fn mat_reports_missing_executors_and_invents_nothing() {
     for n in &near {
         // Only what really ran (the schema validator, the episode) can be an observation.
         assert!(
-            matches!(n.execution.status.as_str(), "no_executor" | "schema_error")
+            matches!(n.execution.status, ExecStatus::NoExecutor | ExecStatus::SchemaError)
                 || n.execution.tool_version.starts_with("builtin")
                 || n.execution.tool_version == "episode/1",
             "{} {:?}",
             n.operator,
             n.execution
         );
-        if n.execution.status == "no_executor" {
+        if n.execution.status == ExecStatus::NoExecutor {
             assert_eq!(n.verdict, "rejected");
         }
     }

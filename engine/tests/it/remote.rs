@@ -1,5 +1,6 @@
 //! Remote tools against a real HTTP server on loopback, and the teacher path.
 
+use regrpo_schemas::ExecStatus;
 use std::time::Duration;
 
 use axum::Json;
@@ -64,19 +65,19 @@ async fn remote_tools_answer_and_failures_become_observations() {
     assert_eq!(suite.names(), ["Echo", "Garbage", "Slow"]);
 
     let e = call(&suite, "Echo(text='hi')").await;
-    assert_eq!((e.status.as_str(), e.text.as_str()), ("ok", r#"{"text":"hi"}"#));
+    assert_eq!((e.status, e.text.as_str()), (ExecStatus::Ok, r#"{"text":"hi"}"#));
     let e = call(&suite, "Echo(words='hi')").await;
-    assert_eq!(e.status, "schema_error", "validated before any request: {}", e.text);
+    assert_eq!(e.status, ExecStatus::SchemaError, "validated before any request: {}", e.text);
     let e = call(&suite, "Slow(text='hi')").await;
-    assert_eq!(e.status, "timeout", "{}", e.text);
+    assert_eq!(e.status, ExecStatus::Timeout, "{}", e.text);
     let e = call(&suite, "Garbage(text='hi')").await;
-    assert_eq!((e.status.as_str(), e.error_code.as_deref()), ("tool_error", Some("malformed_response")));
+    assert_eq!((e.status, e.error_code.as_deref()), (ExecStatus::ToolError, Some("malformed_response")));
 
     // The server goes down: connection errors are retried, then observed.
     server.abort();
     let _ = server.await;
     let e = call(&suite, "Echo(text='hi')").await;
-    assert_eq!((e.status.as_str(), e.error_code.as_deref()), ("tool_error", Some("connection_error")), "{}", e.text);
+    assert_eq!((e.status, e.error_code.as_deref()), (ExecStatus::ToolError, Some("connection_error")), "{}", e.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Builtin tools never panic, whatever JSON arguments a trajectory or a policy hands them: a
 //! bad argument is an error observation, and a tool that does panic fails only its own call.
 
+use regrpo_schemas::ExecStatus;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,7 +119,7 @@ async fn boxes_and_positions_with_float_or_huge_numbers_are_read_or_refused() {
     };
     // `10.0` is an integer to JSON Schema, and to the tool.
     let ok = run("crop", "box", json!([0, 0, 10.0, 20])).await;
-    assert_eq!(ok.status, "ok", "{}", ok.text);
+    assert_eq!(ok.status, ExecStatus::Ok, "{}", ok.text);
     assert!(ok.text.starts_with("cropped [0, 0, 10, 20]"), "{}", ok.text);
     for (tool, key, value) in [
         ("crop", "box", json!([0, 0, 1.5, 3])),
@@ -129,7 +130,7 @@ async fn boxes_and_positions_with_float_or_huge_numbers_are_read_or_refused() {
         ("add_text", "position", json!([3])),
     ] {
         let e = run(tool, key, value.clone()).await;
-        assert_ne!(e.status, "ok", "{tool} {key}={value}");
+        assert_ne!(e.status, ExecStatus::Ok, "{tool} {key}={value}");
         assert_ne!(e.error_code.as_deref(), Some("tool_panicked"), "{tool} {key}={value}: {}", e.text);
     }
 }
@@ -163,7 +164,7 @@ async fn a_panicking_tool_fails_its_call_and_the_suite_goes_on() {
     suite.add(Arc::new(Panics(spec)));
     let ctx = CallContext::new(None);
     let e = suite.execute(&Call::new("explode", vec![]), &[], &ctx).await;
-    assert_eq!((e.status.as_str(), e.error_code.as_deref()), ("tool_error", Some("tool_panicked")));
+    assert_eq!((e.status, e.error_code.as_deref()), (ExecStatus::ToolError, Some("tool_panicked")));
     assert!(e.text.contains("index out of bounds"), "{}", e.text);
     // The suite still answers the next call.
     let again = suite.execute(&Call::new("explode", vec![]), &[], &ctx).await;

@@ -1,5 +1,6 @@
 //! WASI tools: limits become observations, the sandbox is read-only and closed.
 
+use regrpo_schemas::ExecStatus;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,20 +80,20 @@ async fn limits_and_sandbox_end_as_observations_and_the_run_goes_on() {
         suite.add(Arc::new(WasmTool::new(spec(name), module(&body).as_bytes(), limits()).unwrap()) as Arc<dyn Tool>);
     }
     let e = call(&suite, "pong", None).await;
-    assert_eq!((e.status.as_str(), e.text.as_str()), ("ok", "pong"));
+    assert_eq!((e.status, e.text.as_str()), (ExecStatus::Ok, "pong"));
 
     let started = Instant::now();
     let e = call(&suite, "spin", None).await;
-    assert_eq!(e.status, "timeout", "{}", e.text);
+    assert_eq!(e.status, ExecStatus::Timeout, "{}", e.text);
     assert_eq!(e.error_code.as_deref(), Some("deadline_exceeded"));
     assert!(started.elapsed() < Duration::from_secs(3), "the deadline did not hold: {:?}", started.elapsed());
 
     let e = call(&suite, "bomb", None).await;
-    assert_eq!(e.status, "trap", "{}", e.text);
+    assert_eq!(e.status, ExecStatus::Trap, "{}", e.text);
     assert!(e.text.contains("memory"), "{}", e.text);
 
     let e = call(&suite, "peek", Some(dir.path())).await;
-    assert_eq!((e.status.as_str(), e.text.as_str()), ("tool_error", "Error: denied"));
+    assert_eq!((e.status, e.text.as_str()), (ExecStatus::ToolError, "Error: denied"));
     let e = call(&suite, "read", Some(dir.path())).await;
     assert_eq!(e.text, "opened", "a file inside the task folder is readable");
 
@@ -106,7 +107,7 @@ async fn out_of_fuel_is_a_timeout_too() {
     let l = WasmLimits { fuel: 100_000, ..limits() };
     suite.add(Arc::new(WasmTool::new(spec("spin"), module(LOOP).as_bytes(), l).unwrap()));
     let e = call(&suite, "spin", None).await;
-    assert_eq!((e.status.as_str(), e.error_code.as_deref()), ("timeout", Some("fuel_exhausted")));
+    assert_eq!((e.status, e.error_code.as_deref()), (ExecStatus::Timeout, Some("fuel_exhausted")));
 }
 
 #[test]

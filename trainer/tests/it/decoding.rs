@@ -61,8 +61,12 @@ async fn a_state_is_tokenised_the_same_for_sft_and_for_inference() {
     for r in &rots {
         let states = failure_states(std::slice::from_ref(r), &by_id, repo.root());
         let [state] = states.as_slice() else { panic!("one failure state per RoT row") };
-        let sample =
-            Sample { trajectory_id: r.trajectory_id.clone(), kind: SampleKind::Rot, messages: r.conversation.clone() };
+        let sample = Sample {
+            id: r.rot_id.clone(),
+            trajectory_id: r.trajectory_id.clone(),
+            kind: SampleKind::Rot,
+            messages: r.conversation.clone(),
+        };
         let (enc, cuts) = encode_all(&[sample], &w, RotTarget::Reflection).unwrap();
         assert_eq!(cuts.total(), 0, "{cuts:?}");
         let [e] = enc.as_slice() else { panic!("one sequence") };
@@ -78,6 +82,7 @@ async fn a_state_is_tokenised_the_same_for_sft_and_for_inference() {
     // Clean states: every step's prompt is a prefix of the trajectory's one sequence.
     for t in ts.iter().take(7) {
         let sample = Sample {
+            id: t.trajectory_id.clone(),
             trajectory_id: t.trajectory_id.clone(),
             kind: SampleKind::Clean,
             messages: trajectory_messages(t),
@@ -144,7 +149,7 @@ async fn every_completion_of_a_random_model_under_the_grammar_parses() {
             }
             // Names and types come from the schema: whatever the tool says, it is not that the
             // call named a parameter it does not have or gave a value of the wrong type.
-            let exec = regrpo_engine::run::execute_action(
+            let exec = regrpo_engine::executor::execute_action(
                 &suite,
                 &action,
                 &state.specs,

@@ -11,6 +11,8 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, snapshot};
+
+use crate::every_row_trains;
 use regrpo_trainer::data::{self, DataConfig, RotTarget};
 use regrpo_trainer::hf::{self, StoredDtype};
 use regrpo_trainer::job::{self, DeviceKind, ModelSource, SftJob};
@@ -98,7 +100,7 @@ async fn lora_sft_of_smollm2_lowers_the_loss_and_changes_only_adapted_weights() 
     let repo = Repository::init(dir.path().join("r")).await.unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/regrpo/rot_sample.json");
     ingest::ingest(&repo, Format::Regrpo, &[fixture], &IngestOptions::default()).await.unwrap();
-    snapshot::create(&repo, "s1", None).await.unwrap();
+    snapshot::create_with_split(&repo, "s1", None, every_row_trains()).await.unwrap();
 
     let window = WindowConfig {
         max_prompt_tokens: 384,
@@ -107,7 +109,7 @@ async fn lora_sft_of_smollm2_lowers_the_loss_and_changes_only_adapted_weights() 
         task_tokens: 64,
         observation_tokens: 96,
     };
-    let data_cfg = DataConfig { rot_fraction: 1.0, eval_fraction: 0.0, ..Default::default() };
+    let data_cfg = DataConfig { rot_fraction: 1.0, ..Default::default() };
     let lora_cfg = LoraConfig::new(8);
     let job = SftJob {
         snapshot: Some("s1".into()),

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, snapshot};
+
+use crate::every_row_trains;
 use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_queries::{At, Session};
 use regrpo_schemas::Run;
@@ -60,7 +62,7 @@ fn sft_job(out: &Path, snapshot: &str, steps: u64, rot_fraction: f64, sources: O
             seed: 1,
             ..Default::default()
         },
-        data: DataConfig { rot_fraction, eval_fraction: 0.0, sources, ..Default::default() },
+        data: DataConfig { rot_fraction, sources, ..Default::default() },
         window: window(256),
         resume: false,
         device: DeviceKind::Cpu,
@@ -73,7 +75,7 @@ async fn sft_memorises_the_rot_samples_and_records_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repository::init(dir.path().join("r")).await.unwrap();
     ingest::ingest(&repo, Format::Regrpo, &[rot_samples()], &IngestOptions::default()).await.unwrap();
-    snapshot::create(&repo, "s1", None).await.unwrap();
+    snapshot::create_with_split(&repo, "s1", None, every_row_trains()).await.unwrap();
     let out = dir.path().join("run");
     let o = job::run_sft(&repo, &sft_job(&out, "s1", 220, 1.0, None), |_| {}).await.unwrap();
     // Whole RoT turns are targets (up to 256 tokens each): the loss falls by more than 10×.
@@ -103,7 +105,7 @@ async fn resume_reproduces_the_next_losses_and_reruns_are_deterministic() {
     )
     .await
     .unwrap();
-    snapshot::create(&repo, "s1", None).await.unwrap();
+    snapshot::create_with_split(&repo, "s1", None, every_row_trains()).await.unwrap();
     let mut full = sft_job(&dir.path().join("a"), "s1", 6, 0.5, None);
     full.sft.checkpoint_every = 3;
     let a = job::run_sft(&repo, &full, |_| {}).await.unwrap();
@@ -143,7 +145,7 @@ async fn a_later_argument_decides_success_when_executed() {
     assert!(!bad.success, "same tool and same first argument, but another region: {:?}", bad.exec);
     let garbage = rollout::score("I think the answer is red", crop, &suite).await;
     assert!(!garbage.success);
-    assert_eq!(garbage.status, "unparseable");
+    assert_eq!(garbage.status, regrpo_schemas::ExecStatus::Unparseable);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +156,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
     regrpo_engine::run::run(&repo, &ToolSuite::builtin(), &EngineConfig { seed: 3, ..EngineConfig::default() }, None)
         .await
         .unwrap();
-    snapshot::create(&repo, "s1", None).await.unwrap();
+    snapshot::create_with_split(&repo, "s1", None, every_row_trains()).await.unwrap();
     // A base policy trained on RoT rows only reflects everywhere, clean steps included.
     let base = dir.path().join("sft");
     let mut sft = sft_job(&base, "s1", 320, 1.0, Some(vec!["toolworld".into()]));
@@ -180,7 +182,6 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
             seed: 5,
             ..Default::default()
         },
-        eval_fraction: 0.0,
         sources: None,
         device: Default::default(),
         lora: None,

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use regrpo_schemas::ErrorType;
 use serde_json::{Map, Value, json};
 
-use crate::tool::{CallContext, Status, Tool, ToolOutput, ToolSpec};
+use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec};
+use regrpo_schemas::ExecStatus;
 
 const STOPWORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "by", "did", "does", "for", "from", "how", "in", "is", "it", "of", "on",
@@ -172,7 +173,7 @@ impl Tool for SearchText {
         let scored = index.score(&q);
         if scored.is_empty() {
             return ToolOutput::with_status(
-                Status::Empty,
+                ExecStatus::Empty,
                 "no_match",
                 format!("No passages match the query '{query}'."),
             );

@@ -150,7 +150,7 @@ impl Tool for SqlQuery {
             Ok(batches) if batches.iter().all(|b| b.num_rows() == 0) => {
                 let header = batches.first().map(|b| render(std::slice::from_ref(b))).unwrap_or_default();
                 ToolOutput {
-                    status: crate::tool::Status::Empty,
+                    status: regrpo_schemas::ExecStatus::Empty,
                     text: format!("{header}\n(0 rows)").trim_start().to_string(),
                     error_code: Some("no_rows".into()),
                 }
