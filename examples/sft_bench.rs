@@ -27,10 +27,10 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use regrpo_trainer::Qwen2Config;
-use regrpo_trainer::data::Encoded;
 use regrpo_trainer::hf;
 use regrpo_trainer::model::Qwen2;
 use regrpo_trainer::sft::{self, SftConfig};
+use regrpo_trainer::window::Encoded;
 use serde_json::{Value, json};
 
 struct Args {

@@ -1,13 +1,25 @@
-//! Progress bars for long commands (hidden with `--quiet` or when stderr is not a terminal).
+//! Progress bars for long commands (hidden with `--quiet`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Whether bars are drawn at all.
-pub fn enabled(quiet: bool) -> bool {
-    !quiet
+fn draw_target(quiet: bool) -> ProgressDrawTarget {
+    if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() }
+}
+
+/// A bar of `len` steps (training steps, tasks, states) with the rate, a message and the ETA.
+pub fn steps(quiet: bool, len: u64, prefix: &str) -> ProgressBar {
+    let b = ProgressBar::with_draw_target(Some(len), draw_target(quiet));
+    b.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} · {msg} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    b.set_prefix(prefix.to_string());
+    b.enable_steady_tick(Duration::from_millis(250));
+    b
 }
 
 /// A byte-counting bar that also shows records per second.
@@ -34,7 +46,7 @@ impl BytesBar {
     }
 }
 
-impl regrpo_datasets::ingest::Progress for BytesBar {
+impl regrpo_formats::ingest::Progress for BytesBar {
     fn start(&self, total_bytes: u64) {
         self.bar.set_length(total_bytes);
     }
@@ -48,8 +60,4 @@ impl regrpo_datasets::ingest::Progress for BytesBar {
             self.bar.set_message(format!("{n} records, {:.0} records/s", n as f64 / secs));
         }
     }
-}
-
-fn draw_target(quiet: bool) -> ProgressDrawTarget {
-    if enabled(quiet) { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() }
 }

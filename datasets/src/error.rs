@@ -12,6 +12,10 @@ pub enum Error {
     #[error("{path} is not a regrpo dataset repository (no regrpo.json): run `regrpo init {path}` first")]
     NotARepository { path: PathBuf },
 
+    /// A repository written by a build whose layout this one does not read.
+    #[error("{path}: repository format {found} is not supported (this build reads {supported})")]
+    UnsupportedFormat { path: PathBuf, found: u32, supported: u32 },
+
     #[error("{path} already holds a dataset repository")]
     AlreadyExists { path: PathBuf },
 
@@ -37,8 +41,9 @@ pub enum Error {
     #[error("snapshot file {path} is unreadable: {reason}")]
     BadSnapshot { path: PathBuf, reason: String },
 
+    /// The repository manifest (`regrpo.json`) cannot be read as one.
     #[error("{path}: {reason}")]
-    BadInput { path: PathBuf, reason: String },
+    BadManifest { path: PathBuf, reason: String },
 
     #[error(transparent)]
     Schema(#[from] regrpo_schemas::Error),
@@ -46,18 +51,8 @@ pub enum Error {
     #[error("Arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
-    #[error("Parquet: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
-
     #[error("DataFusion: {0}")]
     DataFusion(Box<deltalake::datafusion::error::DataFusionError>),
-
-    #[error("polars: {0}")]
-    Polars(#[from] polars::error::PolarsError),
-
-    /// A request that cannot be carried out as given (the message says what to change).
-    #[error("{0}")]
-    Usage(String),
 
     /// A bug in regrpo, not a problem with the input.
     #[error("internal error (a bug in regrpo): {0}")]

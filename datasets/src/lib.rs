@@ -1,24 +1,20 @@
-//! `regrpo-datasets`: the dataset repository.
+//! `regrpo-datasets`: the store — a dataset repository of versioned Delta tables.
 //!
 //! A repository is a folder of Delta tables (one per record kind of `regrpo-schemas`) with
 //! named, immutable snapshots. This crate creates and opens repositories ([`repo`]), appends
-//! idempotently by content id, takes, verifies and diffs snapshots and collects garbage
-//! ([`snapshot`]), and ingests external agent data ([`ingest`]) with a streaming reader
-//! ([`jsonscan`]). It depends on `regrpo-schemas`, deltalake and parquet.
+//! idempotently by content id (one append, one Delta commit), lays the Parquet files out for
+//! the queries curators run (`optimize`), and takes, verifies and diffs snapshots and collects
+//! garbage ([`snapshot`]). It stores and nothing else: the formats data arrives in and leaves
+//! in live in `regrpo-formats`, above it. It depends on `regrpo-schemas` and deltalake.
 //!
 //! ```text
-//!  MAT / ReGRPO / BFCL / GTA / OpenAI files ──ingest──▶ trajectories, rot, rejects (Delta)
-//!                                                        │ snapshot create
-//!                                                        ▼
-//!                                    snapshots/<name>.json {table → version, files, sha256}
+//!  records ──append (content ids)──▶ tables/<table> (Delta: Parquet + _delta_log)
+//!                                        │ snapshot create
+//!                                        ▼
+//!                    snapshots/<name>.json {table → version, files + sha256, split}
 //! ```
 
 pub mod error;
-pub mod export;
-pub mod ingest;
-pub mod jsonscan;
-pub mod plot;
-pub mod publish;
 pub mod repo;
 pub mod snapshot;
 

@@ -87,14 +87,12 @@ impl Repository {
             Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path: manifest_path, source: e })),
         };
         let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::BadInput { path: manifest_path.clone(), reason: e.to_string() })?;
+            .map_err(|e| Error::BadManifest { path: manifest_path.clone(), reason: e.to_string() })?;
         if manifest.format != FORMAT_VERSION {
-            return Err(Error::BadInput {
+            return Err(Error::UnsupportedFormat {
                 path: manifest_path,
-                reason: format!(
-                    "repository format {} is not supported (this build reads {FORMAT_VERSION})",
-                    manifest.format
-                ),
+                found: manifest.format,
+                supported: FORMAT_VERSION,
             });
         }
         let root = root.canonicalize().at(root)?;
@@ -249,7 +247,7 @@ impl Repository {
     pub async fn optimize(&self, name: &str) -> Result<Optimized> {
         let table = self.load(name, None).await?;
         let before = table.version().unwrap_or(0) as i64;
-        let files_before = crate::snapshot::active_files(&table)?.len();
+        let files_before = active_files(&table)?.len();
         let columns = cluster_columns(name);
         let kind = if columns.is_empty() {
             OptimizeType::Compact
@@ -413,6 +411,18 @@ impl<R: Record> Appender<R> {
         self.seen.extend(fresh.iter().map(|r| r.id().to_string()));
         Ok(Appended { added: fresh.len(), duplicates: total - fresh.len(), version })
     }
+}
+
+/// The active data files of a loaded table version: `(relative path, size, rows)`.
+pub(crate) fn active_files(table: &DeltaTable) -> Result<Vec<(String, i64, i64)>> {
+    let state = table.snapshot().map_err(|e| Error::Internal(e.to_string()))?;
+    let mut files: Vec<_> = state
+        .log_data()
+        .iter()
+        .map(|f| (f.path().to_string(), f.size(), f.num_records().unwrap_or(0) as i64))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

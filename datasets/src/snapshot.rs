@@ -9,13 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use deltalake::DeltaTable;
 use regrpo_schemas::{Split, SplitSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
-use crate::repo::Repository;
+use crate::repo::{Repository, active_files};
 
 /// One data file of a table version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,18 +85,6 @@ fn check_name(name: &str) -> Result<()> {
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok { Ok(()) } else { Err(Error::BadSnapshotName { name: name.to_string() }) }
-}
-
-/// The active data files of a loaded table version: `(relative path, size, rows)`.
-pub(crate) fn active_files(table: &DeltaTable) -> Result<Vec<(String, i64, i64)>> {
-    let state = table.snapshot().map_err(|e| Error::Internal(e.to_string()))?;
-    let mut files: Vec<_> = state
-        .log_data()
-        .iter()
-        .map(|f| (f.path().to_string(), f.size(), f.num_records().unwrap_or(0) as i64))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 fn hash_file(path: &Path) -> Result<String> {

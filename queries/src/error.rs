@@ -22,6 +22,26 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// No library query has this name.
+    #[error("no query named `{name}` (regrpo query --list shows them: {})", known.join(", "))]
+    UnknownQuery { name: String, known: Vec<String> },
+
+    /// A parameter the query does not declare.
+    #[error("query `{query}` has no parameter `{param}` (its parameters: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    UnknownParam { query: String, param: String, known: Vec<String> },
+
+    /// A parameter without a default that was not given.
+    #[error("query `{query}` needs --param {param}=<{ty}> ({help})")]
+    MissingParam { query: String, param: String, ty: String, help: String },
+
+    /// A parameter value of the wrong type.
+    #[error("--param {param}={value}: query `{query}` expects {expected}")]
+    BadParam { query: String, param: String, value: String, expected: String },
+
+    /// Parquet output goes to a file.
+    #[error("parquet output needs --out FILE")]
+    ParquetNeedsFile,
+
     #[error("{0}")]
     Usage(String),
 }

@@ -155,22 +155,27 @@ impl NamedQuery {
         let mut values: HashMap<String, String> = HashMap::new();
         for (k, v) in given {
             if !self.params.iter().any(|p| &p.name == k) {
-                let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
-                return Err(Error::Usage(format!(
-                    "query `{}` has no parameter `{k}` (its parameters: {})",
-                    self.name,
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                )));
+                return Err(Error::UnknownParam {
+                    query: self.name.clone(),
+                    param: k.clone(),
+                    known: self.params.iter().map(|p| p.name.clone()).collect(),
+                });
             }
             values.insert(k.clone(), v.clone());
         }
         let mut binding = Binding::default();
         for p in &self.params {
-            let text = values.remove(&p.name).or_else(|| p.default.clone()).ok_or_else(|| {
-                Error::Usage(format!("query `{}` needs --param {}=<{}> ({})", self.name, p.name, p.ty.as_str(), p.help))
+            let text = values.remove(&p.name).or_else(|| p.default.clone()).ok_or_else(|| Error::MissingParam {
+                query: self.name.clone(),
+                param: p.name.clone(),
+                ty: p.ty.as_str().to_string(),
+                help: p.help.clone(),
             })?;
-            let value = p.ty.value(&text).map_err(|want| {
-                Error::Usage(format!("--param {}={text}: query `{}` expects {want}", p.name, self.name))
+            let value = p.ty.value(&text).map_err(|expected| Error::BadParam {
+                query: self.name.clone(),
+                param: p.name.clone(),
+                value: text.clone(),
+                expected,
             })?;
             match p.ty {
                 ParamType::Snapshot => binding.snapshots.push((p.name.clone(), text)),
@@ -206,9 +211,9 @@ pub fn library() -> &'static [NamedQuery] {
 
 /// The library query called `name`.
 pub fn find(name: &str) -> Result<&'static NamedQuery> {
-    library().iter().find(|q| q.name == name).ok_or_else(|| {
-        let names: Vec<&str> = library().iter().map(|q| q.name.as_str()).collect();
-        Error::Usage(format!("no query named `{name}` (regrpo query --list shows them: {})", names.join(", ")))
+    library().iter().find(|q| q.name == name).ok_or_else(|| Error::UnknownQuery {
+        name: name.to_string(),
+        known: library().iter().map(|q| q.name.clone()).collect(),
     })
 }
 

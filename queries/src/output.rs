@@ -1,7 +1,6 @@
 //! Writing query results: a text table, CSV, JSON lines or Parquet.
 
 use std::io::Write;
-use std::str::FromStr;
 
 use std::sync::Arc;
 
@@ -13,24 +12,12 @@ use crate::error::{Error, Result};
 
 /// Output formats of `regrpo sql` and `regrpo query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OutputFormat {
     Table,
     Csv,
     Json,
     Parquet,
-}
-
-impl FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "table" => Ok(OutputFormat::Table),
-            "csv" => Ok(OutputFormat::Csv),
-            "json" => Ok(OutputFormat::Json),
-            "parquet" => Ok(OutputFormat::Parquet),
-            other => Err(format!("unknown output format `{other}` (table, csv, json, parquet)")),
-        }
-    }
 }
 
 /// Writes batches in a format. Parquet needs a seekable file, so it is refused on a terminal.
@@ -62,7 +49,7 @@ pub fn write_batches(batches: &[RecordBatch], format: OutputFormat, out: &mut dy
             w.finish()?;
         }
         OutputFormat::Parquet => {
-            return Err(Error::Usage("parquet output needs --out FILE".into()));
+            return Err(Error::ParquetNeedsFile);
         }
     }
     Ok(())

@@ -1,4 +1,6 @@
-//! End-to-end tests of the real `regrpo` binary.
+//! End-to-end tests of the real `regrpo` binary, and of the crates working together.
+
+mod one_split;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -270,6 +272,13 @@ fn every_fixture_format_runs_through_the_engine_publishes_and_reads_back_row_for
     );
     assert!(sources.len() >= 4, "RoT rows from most formats: {sources:?}");
     ok(&["publish", s(&repo), "--snapshot", "v1", "--out", s(&out), "--format", "regrpo-json", "--include-unverified"]);
+    // `export` is `publish --format regrpo-json`: the same files, byte for byte.
+    let exported = dir.path().join("exported");
+    ok(&["export", s(&repo), "--snapshot", "v1", "--out", s(&exported), "--include-unverified"]);
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(exported.join(p.file_name().unwrap())).unwrap(), "{p:?}");
+    }
     let published: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -12,11 +12,11 @@ use regrpo_datasets::Repository;
 use regrpo_queries::{At, Session};
 use regrpo_schemas::mixture;
 use regrpo_schemas::react::{opens_with_reflection, trajectory_messages};
-use regrpo_schemas::{Message, Record, Rot, Split, Trajectory, conform};
+use regrpo_schemas::{Message, Record, Rot, Split, SplitSpec, Trajectory, conform};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::window::{ChatWindow, Truncations};
+use crate::window::{ChatWindow, Encoded, Truncations};
 
 /// Which assistant turns of a RoT conversation are training targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,26 @@ pub async fn read_table<R: Record>(session: &Session) -> Result<Vec<R>> {
         out.extend(regrpo_schemas::from_batch::<R>(&conform(&b, &schema)?)?);
     }
     Ok(out)
+}
+
+/// What a job reads of a snapshot: its trajectories and RoT rows (each sorted by id), the
+/// table versions and the snapshot's split.
+#[derive(Debug, Clone)]
+pub struct SnapshotRows {
+    pub trajectories: Vec<Trajectory>,
+    pub rots: Vec<regrpo_schemas::Rot>,
+    pub versions: std::collections::BTreeMap<String, i64>,
+    pub split: SplitSpec,
+}
+
+/// Trajectories and RoT rows of a snapshot, read through a session.
+pub async fn snapshot_rows(repo: &Repository, snapshot: Option<&str>) -> Result<SnapshotRows> {
+    let session = Session::open(repo, At::from_option(snapshot)).await?;
+    let mut trajectories: Vec<Trajectory> = read_table(&session).await?;
+    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+    let mut rots: Vec<regrpo_schemas::Rot> = read_table(&session).await?;
+    rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+    Ok(SnapshotRows { trajectories, rots, versions: session.versions().clone(), split: session.split() })
 }
 
 /// What the SFT data is made of.
@@ -189,13 +209,6 @@ pub struct Batch {
     pub target_tokens: usize,
     /// Tokens processed (not padding).
     pub tokens: usize,
-}
-
-/// Tokenised samples.
-#[derive(Debug, Clone)]
-pub struct Encoded {
-    pub ids: Vec<u32>,
-    pub mask: Vec<bool>,
 }
 
 /// Tokenises samples through the context window: each becomes one sequence when it fits whole,

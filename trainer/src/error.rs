@@ -20,6 +20,10 @@ pub enum Error {
     #[error(transparent)]
     Dataset(#[from] regrpo_datasets::Error),
 
+    /// Writing a picture (training curves).
+    #[error(transparent)]
+    Format(#[from] regrpo_formats::Error),
+
     #[error(transparent)]
     Engine(#[from] regrpo_engine::Error),
 
@@ -31,6 +35,10 @@ pub enum Error {
 
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// A job asked for CUDA from a build without it.
+    #[error("this build has no CUDA backend: build with `--features cuda`")]
+    NoCuda,
 
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },

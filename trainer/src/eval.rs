@@ -26,9 +26,9 @@ use regrpo_schemas::{Rot, Split, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentConfig, run_episode};
+use crate::data::SnapshotRows;
 use crate::decoder::Decoder;
 use crate::error::Result;
-use crate::job::SnapshotRows;
 use crate::metrics::gaia_score;
 use crate::model::Qwen2;
 use crate::rollout::{State, StateKind, States, clean_states, failure_states, score};

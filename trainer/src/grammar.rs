@@ -3,17 +3,18 @@
 //!
 //! ```text
 //! turn       := [reflection] [thought] action <|im_end|>
-//! reflection := "Reflection:\n- ErrorType: " ERROR_TYPE "\n- Evidence: " LINE "\n- FixPlan: " LINE "\n"
-//! thought    := "Thought: " LINE "\n\n"
-//! action     := "Code:\n```py\n" TOOL "(" [arg {", " arg}] ")" "\n```"                    (Python calls)
-//!             | "Action:\n```json\n{\"name\":\"" TOOL "\",\"arguments\":{" [jarg {"," jarg}] "}}\n```"
+//! reflection := REFLECTION_OPEN ERROR_TYPE EVIDENCE_OPEN LINE FIX_PLAN_OPEN LINE "\n"
+//! thought    := THOUGHT_OPEN LINE THOUGHT_END
+//! action     := action_open(py) TOOL "(" [arg {", " arg}] ")" ACTION_CLOSE                   (Python calls)
+//!             | action_open(json) "{\"name\":\"" TOOL "\",\"arguments\":{" [jarg {"," jarg}] "}}" ACTION_CLOSE
 //! arg        := PARAM "=" value            jarg := "\"" PARAM "\":" value
 //! value      := by the parameter's JSON Schema: string (or one of its enum), integer, number,
 //!               boolean, array (items, minItems, maxItems), object, or a union of these
 //! ```
 //!
-//! `ERROR_TYPE` is one of the six names; `TOOL` and `PARAM` come from the specs; every required
-//! parameter appears before the call closes, none twice. The layout is exactly what
+//! The upper-case literals are the layout constants of [`regrpo_schemas::react`], the one place
+//! the turn format is written. `ERROR_TYPE` is one of the six names; `TOOL` and `PARAM` come from
+//! the specs; every required parameter appears before the call closes, none twice. The layout is exactly what
 //! [`regrpo_schemas::react::format_assistant`] prints, so a policy trained on that text is
 //! steered, never pushed off it. `LINE` is free text without a newline or a backtick.
 //!

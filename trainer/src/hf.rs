@@ -239,6 +239,7 @@ pub fn save<B: Backend>(config: &Qwen2Config, model: &Qwen2<B>, dir: &Path) -> R
 
 /// How weights are stored in a written `model.safetensors`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum StoredDtype {
     F32,
     /// Rounded to nearest even; half the size, what most published checkpoints use.

@@ -19,12 +19,12 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use regrpo_datasets::Repository;
-use regrpo_schemas::{Split, SplitSpec, Trajectory};
+use regrpo_schemas::{Split, Trajectory};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Qwen2Config;
-use crate::data::{self, DataConfig, SftData, encode_all};
+use crate::data::{self, DataConfig, SftData, SnapshotRows, encode_all, snapshot_rows};
 use crate::decoder::Decoder;
 use crate::error::{Error, IoContext, Result};
 use crate::hf;
@@ -445,26 +445,6 @@ pub struct RegrpoOutcome {
     pub adapter_dir: Option<PathBuf>,
     pub files: Vec<PathBuf>,
     pub seconds: f64,
-}
-
-/// What a job reads of a snapshot: its trajectories and RoT rows (each sorted by id), the
-/// table versions and the snapshot's split.
-#[derive(Debug, Clone)]
-pub struct SnapshotRows {
-    pub trajectories: Vec<Trajectory>,
-    pub rots: Vec<regrpo_schemas::Rot>,
-    pub versions: std::collections::BTreeMap<String, i64>,
-    pub split: SplitSpec,
-}
-
-/// Trajectories and RoT rows of a snapshot, read through a session.
-pub async fn snapshot_rows(repo: &Repository, snapshot: Option<&str>) -> Result<SnapshotRows> {
-    let session = regrpo_queries::Session::open(repo, regrpo_queries::At::from_option(snapshot)).await?;
-    let mut trajectories: Vec<Trajectory> = data::read_table(&session).await?;
-    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
-    let mut rots: Vec<regrpo_schemas::Rot> = data::read_table(&session).await?;
-    rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
-    Ok(SnapshotRows { trajectories, rots, versions: session.versions().clone(), split: session.split() })
 }
 
 /// Runs ReGRPO on the job's device.

@@ -3,13 +3,17 @@
 //! A Qwen2 / Llama decoder in Burn ([`model`]) that loads and saves Hugging Face checkpoints
 //! ([`hf`]), generic over the backend ([`backend`]: Flex on CPU by default, CUDA with `--features cuda`).
 //! Depends on `regrpo-schemas`, `regrpo-queries` (the only way it reads data), `regrpo-engine`
-//! (to execute rollouts) and burn.
+//! (its executor runs rollouts and agent steps), `regrpo-formats` (curves as PNG) and burn.
 //!
 //! ```text
-//!  snapshot ─SQL (queries::Session)─▶ chat samples ─tokenizer + template─▶ masked batches
-//!                                                                           │ background thread
-//!                                                                           ▼
-//!                                         Qwen2 (Burn) ── SFT ──▶ checkpoints, runs, metrics
+//!  snapshot ─SQL (queries::Session)─▶ chat samples of the snapshot's train split
+//!        │                              │ tokenizer + template + context window
+//!        │                              ▼
+//!        │                       masked batches (background thread) ── SFT ──▶ policy
+//!        │                                                                      │
+//!        └─ failure / clean states ─▶ sample G completions ─▶ engine executor ─▶ rewards ─▶ ReGRPO
+//!                                       (grammar-constrained)                   │
+//!                                                          rollouts, policy near-misses, runs, metrics
 //! ```
 
 pub mod agent;
@@ -26,6 +30,7 @@ pub mod job;
 pub mod lora;
 pub mod metrics;
 pub mod model;
+pub mod proj;
 pub mod regrpo;
 pub mod rl;
 pub mod rollout;

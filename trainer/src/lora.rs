@@ -25,7 +25,9 @@ use serde_json::json;
 
 use crate::error::{Error, IoContext, Result};
 use crate::hf::{self, StoredDtype};
-use crate::model::{DecoderLayer, Proj, Qwen2};
+use crate::model::{DecoderLayer, Qwen2};
+pub use crate::proj::Lora;
+use crate::proj::Proj;
 
 /// The projections an adapter can sit beside, by the names PEFT's `target_modules` use.
 pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
@@ -78,30 +80,6 @@ impl LoraConfig {
             return bad(format!("unknown target module {t:?}; expected some of {}", TARGETS.join(", ")));
         }
         Ok(())
-    }
-}
-
-/// One adapter: `dropout(x)·A·B · scale`.
-#[derive(Module, Debug)]
-pub struct Lora<B: Backend> {
-    /// `[in, rank]`.
-    pub a: Param<Tensor<B, 2>>,
-    /// `[rank, out]`.
-    pub b: Param<Tensor<B, 2>>,
-    pub scale: f64,
-    pub dropout: Dropout,
-}
-
-impl<B: Backend> Lora<B> {
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = self.dropout.forward(x);
-        let down = crate::model::matmul_rows(x, self.a.val());
-        crate::model::matmul_rows(down, self.b.val()).mul_scalar(self.scale)
-    }
-
-    /// The update `A·B·scale` `[in, out]` merging adds to the base weight.
-    pub fn delta(&self) -> Tensor<B, 2> {
-        self.a.val().matmul(self.b.val()).mul_scalar(self.scale)
     }
 }
 

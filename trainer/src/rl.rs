@@ -192,6 +192,7 @@ pub fn loss_scalar(logprobs: &[Vec<f64>], refs: &[Vec<f64>], adv: &[f64], beta: 
 /// deviation, like the reference's first-argument action equivalence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum KlMode {
     #[default]
     K1Reward,
@@ -218,18 +219,6 @@ impl KlMode {
     /// Whether the loss needs the full distributions of policy and reference.
     pub fn needs_full_distribution(self) -> bool {
         self == KlMode::Exact
-    }
-}
-
-impl std::str::FromStr for KlMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        KlMode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            format!(
-                "unknown KL mode `{s}` (one of {})",
-                KlMode::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
-            )
-        })
     }
 }
 

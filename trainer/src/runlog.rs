@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use regrpo_datasets::Repository;
-use regrpo_datasets::plot::{Series, line_chart};
+use regrpo_formats::plot::{Series, line_chart};
 use regrpo_schemas::{Metric, Run};
 use serde_json::{Value, json};
 

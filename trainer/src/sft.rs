@@ -20,9 +20,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, Batcher, Encoded, collate};
+use crate::data::{Batch, Batcher, collate};
 use crate::error::{Error, IoContext, Result};
 use crate::model::Qwen2;
+use crate::window::Encoded;
 
 /// Hyper-parameters of an SFT run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,9 +18,15 @@
 use regrpo_schemas::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Encoded;
 use crate::error::{Error, Result};
 use crate::tokenizer::ChatTokenizer;
+
+/// Tokenised samples.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub mask: Vec<bool>,
+}
 
 /// Token budgets of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

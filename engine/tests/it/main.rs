@@ -9,10 +9,11 @@ use regrpo_schemas::ExecStatus;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use regrpo_datasets::ingest::{self, Format, IngestOptions};
-use regrpo_datasets::{Repository, export};
+use regrpo_datasets::Repository;
 use regrpo_engine::executor::{declared_specs, execute_action};
 use regrpo_engine::{CallContext, EngineConfig, Mix, ToolSuite, toolworld};
+use regrpo_formats::ingest::{self, Format, IngestOptions};
+use regrpo_formats::publish::{PublishFormat, PublishOptions, publish};
 use regrpo_schemas::{ErrorType, NearMiss, Rot, Trajectory};
 
 pub fn workspace() -> PathBuf {
@@ -232,13 +233,19 @@ async fn export_reads_back_with_identical_content() {
     let dir = tempfile::tempdir().unwrap();
     let repo = world(&dir, "r", 60, 4).await;
     regrpo_engine::run::run(&repo, &ToolSuite::builtin(), &cfg(4), None).await.unwrap();
-    regrpo_datasets::snapshot::create(&repo, "s", None).await.unwrap();
+    // Every trajectory in `train`, every row published: the whole table goes out.
+    let split = regrpo_schemas::SplitSpec::new([1.0, 0.0, 0.0], 0).unwrap();
+    regrpo_datasets::snapshot::create_with_split(&repo, "s", None, split).await.unwrap();
     let out = dir.path().join("export");
-    let s = export::export_regrpo_json(&repo, Some("s"), &out).await.unwrap();
-    assert!(s.rot_records > 0 && s.clean_records == 60);
+    let opts = PublishOptions { format: PublishFormat::RegrpoJson, verified_only: false, ..PublishOptions::default() };
+    publish(&repo, "s", &out, &opts).await.unwrap();
+    let (rot_file, clean_file) = (out.join("rot_train.json"), out.join("clean_train.json"));
+    let records = |p: &std::path::Path| {
+        serde_json::from_str::<Vec<serde_json::Value>>(&std::fs::read_to_string(p).unwrap()).unwrap().len()
+    };
+    assert!(records(&rot_file) > 0 && records(&clean_file) == 60);
     let back = Repository::init(dir.path().join("back")).await.unwrap();
-    let sum =
-        ingest::ingest(&back, Format::Regrpo, &[s.rot_file, s.clean_file], &IngestOptions::default()).await.unwrap();
+    let sum = ingest::ingest(&back, Format::Regrpo, &[rot_file, clean_file], &IngestOptions::default()).await.unwrap();
     assert_eq!(sum.rejected, 0);
     // Everything but the ids (which hash where a row came from) must survive the trip.
     let content = |r: &Rot| {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_engine::{EngineConfig, ToolSuite};
+use regrpo_formats::ingest::{self, Format, IngestOptions};
 use regrpo_queries::{At, Session, library};
 use sqllogictest::{DBOutput, DefaultColumnType};
 

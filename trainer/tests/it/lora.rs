@@ -9,8 +9,8 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
-use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, snapshot};
+use regrpo_formats::ingest::{self, Format, IngestOptions};
 
 use crate::every_row_trains;
 use regrpo_trainer::data::{self, DataConfig, RotTarget};
@@ -78,7 +78,7 @@ fn lora_moves_only_the_adapters_and_the_optimizer_holds_only_them() {
 }
 
 /// Loss of a model folder on encoded samples (NdArray, f32).
-fn loss_of(dir: &Path, samples: &[data::Encoded], pad: u32) -> f64 {
+fn loss_of(dir: &Path, samples: &[regrpo_trainer::window::Encoded], pad: u32) -> f64 {
     let (_, model) = hf::load::<B>(dir, &Default::default()).unwrap();
     sft::evaluate(&model, samples, 2, samples.len(), pad, &Default::default()).unwrap()
 }

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use regrpo_datasets::ingest::{self, Format, IngestOptions};
 use regrpo_datasets::{Repository, snapshot};
+use regrpo_formats::ingest::{self, Format, IngestOptions};
 
 use crate::every_row_trains;
 use regrpo_engine::{EngineConfig, ToolSuite};

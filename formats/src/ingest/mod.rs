@@ -27,14 +27,17 @@ use std::time::{Duration, Instant};
 use regrpo_schemas::id::content_id;
 use regrpo_schemas::{Reject, Rot, Trajectory};
 
-use crate::error::{Error, IoContext, Result};
+use regrpo_datasets::Repository;
+use regrpo_schemas::IoContext;
+
+use crate::error::{Error, Result};
 use crate::jsonscan::{Item, Layout, Scanner};
-use crate::repo::Repository;
 
 pub use common::steps_from_chat;
 
 /// The input formats `regrpo ingest` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     /// ReGRPO reference records (`conversations` + optional `rot_meta`).
     Regrpo,
@@ -196,7 +199,7 @@ pub async fn ingest(
     for p in paths {
         let meta = std::fs::metadata(p).at(p)?;
         if !meta.is_file() {
-            return Err(Error::BadInput { path: p.clone(), reason: "not a file".into() });
+            return Err(Error::NotAFile { path: p.clone() });
         }
         total_bytes += meta.len();
         let canon = p.canonicalize().at(p)?;

@@ -1,7 +1,8 @@
-//! Export in the ReGRPO reference JSON layout (`regrpo export --format regrpo-json`).
+//! `regrpo-json`: the ReGRPO reference JSON layout (`regrpo publish --format regrpo-json`, or its
+//! alias `regrpo export`).
 //!
-//! `rot_train.json` holds one reference record per RoT row (`conversations` + `rot_meta`),
-//! `clean_train.json` one chat record per trajectory with actions. Our `regrpo` ingest format
+//! `rot_{split}.json` holds one reference record per RoT row (`conversations` + `rot_meta`),
+//! `clean_{split}.json` one chat record per trajectory with actions. Our `regrpo` ingest format
 //! reads both back with the same content; `rot_meta` carries three fields the reference does
 //! not have (`verified`, `gates`, `generator`) so nothing is lost on the way.
 
@@ -9,21 +10,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use regrpo_schemas::react::{reflection_turn, strip_reflection, trajectory_messages};
-use regrpo_schemas::{Rot, Trajectory};
+use regrpo_schemas::{Rot, Split, Trajectory};
 use serde_json::{Value, json};
 
-use crate::error::{Error, IoContext, Result};
-use crate::repo::Repository;
-use crate::snapshot;
-
-/// What an export wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExportSummary {
-    pub rot_file: PathBuf,
-    pub rot_records: usize,
-    pub clean_file: PathBuf,
-    pub clean_records: usize,
-}
+use super::{Publication, write_json};
+use crate::error::Result;
 
 /// One RoT row as a reference record.
 pub fn rot_record(r: &Rot, t: Option<&Trajectory>) -> Value {
@@ -67,33 +58,33 @@ pub fn clean_record(t: &Trajectory) -> Value {
     json!({"id": t.source_id, "image": {}, "answer": t.final_answer, "conversations": convo})
 }
 
-/// Exports the RoT rows and clean trajectories a snapshot pins (or the latest).
-pub async fn export_regrpo_json(repo: &Repository, snapshot_name: Option<&str>, out: &Path) -> Result<ExportSummary> {
-    let versions = match snapshot_name {
-        Some(n) => Some(snapshot::get(repo, n)?.versions()),
-        None => None,
-    };
-    let v = |table: &str| versions.as_ref().and_then(|m| m.get(table).copied());
-    let mut trajectories = repo.read::<Trajectory>(v("trajectories")).await?;
-    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
-    let mut rots = repo.read::<Rot>(v("rot")).await?;
-    rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
-    let by_id: HashMap<&str, &Trajectory> = trajectories.iter().map(|t| (t.trajectory_id.as_str(), t)).collect();
-    std::fs::create_dir_all(out).at(out)?;
-    let rot_records: Vec<Value> =
-        rots.iter().map(|r| rot_record(r, by_id.get(r.trajectory_id.as_str()).copied())).collect();
-    let clean: Vec<Value> =
-        trajectories.iter().filter(|t| t.steps.iter().any(|s| s.action.is_some())).map(clean_record).collect();
-    let write = |name: &str, v: &[Value]| -> Result<PathBuf> {
-        let path = out.join(name);
-        let text = serde_json::to_string_pretty(v).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(&path, text + "\n").at(&path)?;
-        Ok(path)
-    };
-    Ok(ExportSummary {
-        rot_file: write("rot_train.json", &rot_records)?,
-        rot_records: rot_records.len(),
-        clean_file: write("clean_train.json", &clean)?,
-        clean_records: clean.len(),
-    })
+/// The ReGRPO reference layout, per split: `rot_{split}.json` (reference RoT records) and
+/// `clean_{split}.json` (chat records of clean trajectories), for the non-empty ones.
+pub(crate) fn write(out: &Path, p: &Publication<'_>) -> Result<Vec<PathBuf>> {
+    let (splits, trajectories, rots) = (&p.splits, p.trajectories, p.rots);
+    let trajectory: HashMap<&str, &Trajectory> = trajectories.iter().map(|t| (t.trajectory_id.as_str(), t)).collect();
+    let rot: HashMap<&str, &Rot> = rots.iter().map(|r| (r.rot_id.as_str(), r)).collect();
+    let mut files = Vec::new();
+    for (name, split) in Split::ALL.iter().zip(splits) {
+        let mut rot_records = Vec::new();
+        let mut clean_records = Vec::new();
+        for e in split {
+            match e.kind.as_str() {
+                "rot" => {
+                    let r = rot[e.id.as_str()];
+                    rot_records.push(rot_record(r, trajectory.get(r.trajectory_id.as_str()).copied()));
+                }
+                _ => clean_records.push(clean_record(trajectory[e.id.as_str()])),
+            }
+        }
+        for (kind, records) in [("rot", rot_records), ("clean", clean_records)] {
+            if records.is_empty() {
+                continue;
+            }
+            let path = out.join(format!("{kind}_{name}.json"));
+            write_json(&path, &Value::Array(records))?;
+            files.push(path);
+        }
+    }
+    Ok(files)
 }

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Converted, FormatReader, RawRecord};
-use crate::error::{Error, IoContext, Result};
+use regrpo_schemas::IoContext;
+
+use crate::error::{Error, Result};
 use crate::jsonscan::Layout;
 use regrpo_schemas::id::seal;
 
@@ -118,13 +120,7 @@ impl FormatReader for BfclReader {
             None => find_answers(path),
         };
         let Some(answers) = candidates.iter().find(|p| p.is_file()) else {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "no BFCL answers file found (looked for {}); pass --answers FILE",
-                    candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Err(Error::NoAnswers { questions: path.to_path_buf(), looked_for: candidates });
         };
         self.answers.clear();
         self.answers_path = answers.clone();
@@ -134,12 +130,16 @@ impl FormatReader for BfclReader {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line)
-                .map_err(|e| Error::BadInput { path: answers.clone(), reason: format!("line {}: {e}", n + 1) })?;
+            let v: Value = serde_json::from_str(&line).map_err(|e| Error::BadAnswers {
+                path: answers.clone(),
+                line: n + 1,
+                reason: e.to_string(),
+            })?;
             let (Some(id), Some(gt)) = (v.get("id").and_then(Value::as_str), v.get("ground_truth")) else {
-                return Err(Error::BadInput {
+                return Err(Error::BadAnswers {
                     path: answers.clone(),
-                    reason: format!("line {}: expected {{\"id\": …, \"ground_truth\": […]}}", n + 1),
+                    line: n + 1,
+                    reason: "expected {\"id\": …, \"ground_truth\": […]}".into(),
                 });
             };
             self.answers.insert(id.to_string(), gt.clone());
@@ -155,14 +155,10 @@ impl FormatReader for BfclReader {
             .filter_map(|l| serde_json::from_str::<Value>(&l).ok()?.get("id")?.as_str().map(str::to_string))
             .collect();
         if !ids.is_empty() && !ids.iter().any(|id| self.answers.contains_key(id)) {
-            return Err(Error::BadInput {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "the answers file {} has none of these questions' ids (the first are {}); is it the answers \
-                     of another questions file?",
-                    answers.display(),
-                    ids.iter().take(3).map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
-                ),
+            return Err(Error::AnswersMismatch {
+                questions: path.to_path_buf(),
+                answers: answers.clone(),
+                first_ids: ids.into_iter().take(3).collect(),
             });
         }
         Ok(())

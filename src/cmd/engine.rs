@@ -1,12 +1,13 @@
-//! Commands of the data engine: `toolworld generate`, `engine run`.
+//! `regrpo engine run`: the Structured Reflective Data Engine over the repository.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use clap::Subcommand;
+use indicatif::ProgressBar;
 use regrpo_datasets::Repository;
 use regrpo_engine::reflect::TeacherConfig;
 use regrpo_engine::tool::remote::{self, RemoteConfig};
@@ -14,30 +15,77 @@ use regrpo_engine::tool::wasm::{WasmLimits, WasmTool};
 use regrpo_engine::{EngineConfig, EngineProgress, EngineReport, Mix, ToolSuite};
 use regrpo_schemas::ErrorType;
 
-fn bar(quiet: bool, len: u64, prefix: &str) -> ProgressBar {
-    let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
-    let b = ProgressBar::with_draw_target(Some(len), target);
-    b.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} · {msg} ({eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    b.set_prefix(prefix.to_string());
-    b.enable_steady_tick(Duration::from_millis(200));
-    b
+use crate::progress;
+
+/// The Structured Reflective Data Engine: executed near-misses → grounded RoT rows.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build near-misses of the trajectories, execute them, judge, reflect, verify, commit.
+    Run(RunArgs),
 }
 
-pub async fn toolworld_generate(dir: &Path, tasks: usize, seed: u64, concurrency: usize, quiet: bool) -> Result<()> {
-    let repo = Repository::open(dir)?;
-    let b = bar(quiet, tasks as u64, "toolworld");
-    let (added, skipped) =
-        regrpo_engine::toolworld::generate_into(&repo, tasks, seed, concurrency, || b.inc(1)).await?;
-    b.finish_and_clear();
-    println!(
-        "toolworld seed {seed}: {tasks} tasks, {added} trajectories added, {skipped} already there; sandboxes under {}",
-        repo.root().join("sandboxes").display()
-    );
-    Ok(())
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    dir: PathBuf,
+    /// Tool sources: builtin, wasm:DIR (modules + JSON specs), remote:URL (OpenAPI tool server).
+    #[arg(long, default_value = "builtin")]
+    tools: String,
+    /// Target ErrorType mix: paper, uniform, or four weights (GroundingDrift,ToolMismatch,ArgInvalid,InfoInsufficient).
+    #[arg(long, default_value = "paper")]
+    mix: String,
+    /// Share of CodeError + NonCommit examples on top of the main four.
+    #[arg(long, default_value_t = 0.1)]
+    extra: f64,
+    /// Near-misses per trajectory (K).
+    #[arg(long, default_value_t = 2)]
+    per_trajectory: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tool calls in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// OpenAI-compatible endpoint that writes the reflections (model: REGRPO_TEACHER_MODEL, key: OPENAI_API_KEY).
+    #[arg(long)]
+    teacher: Option<String>,
+    /// Read trajectories as this snapshot pinned them.
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    /// Only trajectories of these sources (comma-separated: toolworld, bfcl, mat, …).
+    #[arg(long, value_delimiter = ',')]
+    source: Option<Vec<String>>,
+    /// Wasm tools: wall-clock deadline per call, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    wasm_deadline_ms: u64,
+    /// Wasm tools: memory cap per call, in MiB.
+    #[arg(long, default_value_t = 64)]
+    wasm_memory_mib: usize,
+}
+
+pub async fn run(c: Command, quiet: bool) -> Result<EngineReport> {
+    let Command::Run(a) = c;
+    let repo = Repository::open(&a.dir)?;
+    let limits = WasmLimits {
+        deadline: Duration::from_millis(a.wasm_deadline_ms),
+        memory_bytes: a.wasm_memory_mib << 20,
+        ..Default::default()
+    };
+    let suite = suite_from(&a.tools, limits).await?;
+    let cfg = EngineConfig {
+        mix: Mix::parse(&a.mix, a.extra)?,
+        per_trajectory: a.per_trajectory,
+        seed: a.seed,
+        concurrency: a.concurrency,
+        teacher: a.teacher.as_deref().map(TeacherConfig::from_env),
+        snapshot: a.snapshot,
+        sources: a.source,
+        ..EngineConfig::default()
+    };
+    let progress = Arc::new(Bar { bar: progress::steps(quiet, 0, "engine"), counts: Mutex::new(BTreeMap::new()) });
+    let report =
+        regrpo_engine::run::run(&repo, &suite, &cfg, Some(progress.clone() as Arc<dyn EngineProgress>)).await?;
+    progress.bar.finish_and_clear();
+    print_report(&report, &cfg.mix, repo.root());
+    Ok(report)
 }
 
 /// Builds the tool suite from `--tools builtin,wasm:DIR,remote:URL`.
@@ -95,41 +143,6 @@ impl EngineProgress for Bar {
             self.bar.set_message(format!("{total} RoT ({:.0}/s) {}", total as f64 / secs, parts.join(" ")));
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub async fn engine_run(
-    dir: &Path,
-    tools: &str,
-    mix: &str,
-    extra: f64,
-    per_trajectory: usize,
-    seed: u64,
-    concurrency: usize,
-    teacher: Option<&str>,
-    snapshot: Option<String>,
-    sources: Option<Vec<String>>,
-    wasm_limits: WasmLimits,
-    quiet: bool,
-) -> Result<EngineReport> {
-    let repo = Repository::open(dir)?;
-    let suite = suite_from(tools, wasm_limits).await?;
-    let cfg = EngineConfig {
-        mix: Mix::parse(mix, extra)?,
-        per_trajectory,
-        seed,
-        concurrency,
-        teacher: teacher.map(TeacherConfig::from_env),
-        snapshot,
-        sources,
-        ..EngineConfig::default()
-    };
-    let progress = Arc::new(Bar { bar: bar(quiet, 0, "engine"), counts: Mutex::new(BTreeMap::new()) });
-    let report =
-        regrpo_engine::run::run(&repo, &suite, &cfg, Some(progress.clone() as Arc<dyn EngineProgress>)).await?;
-    progress.bar.finish_and_clear();
-    print_report(&report, &cfg.mix, repo.root());
-    Ok(report)
 }
 
 pub fn print_report(r: &EngineReport, mix: &Mix, root: &Path) {

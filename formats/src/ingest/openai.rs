@@ -16,7 +16,9 @@ use regrpo_schemas::id::seal;
 
 use super::common::observation;
 use super::{Converted, FormatReader, RawRecord};
-use crate::error::{Error, IoContext};
+use regrpo_schemas::IoContext;
+
+use crate::error::Error;
 use crate::jsonscan::Layout;
 
 #[derive(Debug, Deserialize)]
@@ -72,7 +74,7 @@ impl FormatReader for OpenaiReader {
         // A JSON Lines file of chats has one object per line; `[` or a lone `{` opens a JSON
         // document that spans lines: one clear error instead of one reject per line.
         if t.starts_with('[') || t == "{" {
-            return Err(Error::BadInput {
+            return Err(Error::WrongLayout {
                 path: path.to_path_buf(),
                 reason: "this is a JSON document, not JSON Lines (one chat object per line); convert it with \
                          `jq -c '.[]' FILE > FILE.jsonl` (an array) or `jq -c . FILE` (one object)"

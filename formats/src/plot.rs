@@ -10,7 +10,9 @@ use std::sync::Once;
 use image::{ImageFormat, RgbImage};
 use plotters::prelude::*;
 
-use crate::error::{Error, IoContext, Result};
+use regrpo_schemas::IoContext;
+
+use crate::error::{Error, Result};
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
 const FAMILY: &str = "sans-serif";
@@ -30,14 +32,14 @@ fn font() {
     });
 }
 
-fn plot_err(e: impl std::fmt::Display) -> Error {
-    Error::Internal(format!("drawing a chart: {e}"))
+fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Plot { path: path.to_path_buf(), reason: e.to_string() }
 }
 
 fn write_png(path: &Path, buf: Vec<u8>, w: u32, h: u32) -> Result<()> {
-    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err("pixel buffer has the wrong size"))?;
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "pixel buffer has the wrong size"))?;
     let mut bytes = Vec::new();
-    img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).map_err(plot_err)?;
+    img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).map_err(|e| plot_err(path, e))?;
     Ok(std::fs::write(path, bytes).at(path)?)
 }
 
@@ -54,7 +56,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let pts = series.iter().flat_map(|s| s.points.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for (x, y) in pts {
@@ -76,8 +78,14 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-            .map_err(plot_err)?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).label_style((FAMILY, 13)).draw().map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(|e| plot_err(path, e))?;
         for (i, s) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             chart
@@ -85,7 +93,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
                     s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()),
                     color.stroke_width(2),
                 ))
-                .map_err(plot_err)?
+                .map_err(|e| plot_err(path, e))?
                 .label(s.name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
@@ -95,8 +103,8 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
             .border_style(BLACK)
             .label_font((FAMILY, 13))
             .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
     }
     write_png(path, buf, w, h)
 }
@@ -108,7 +116,7 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let top = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0) * 1.1;
         let n = bars.len().max(1);
         let mut chart = ChartBuilder::on(&root)
@@ -117,7 +125,7 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
             .x_label_area_size(50)
             .y_label_area_size(60)
             .build_cartesian_2d((0..n).into_segmented(), 0.0..top)
-            .map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
         let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
         chart
             .configure_mesh()
@@ -130,7 +138,7 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
             })
             .label_style((FAMILY, 12))
             .draw()
-            .map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
                 let color = PALETTE[i % PALETTE.len()];
@@ -139,8 +147,8 @@ pub fn bar_chart(path: &Path, title: &str, y_label: &str, bars: &[(String, f64)]
                 r.set_margin(0, 0, 8, 8);
                 r
             }))
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
     }
     write_png(path, buf, w, h)
 }
@@ -165,7 +173,7 @@ pub fn grouped_bars(
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
         let top = series
             .iter()
@@ -180,7 +188,7 @@ pub fn grouped_bars(
             .x_label_area_size(50)
             .y_label_area_size(60)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)
-            .map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
         let labels = groups.to_vec();
         chart
             .configure_mesh()
@@ -197,7 +205,7 @@ pub fn grouped_bars(
             })
             .label_style((FAMILY, 12))
             .draw()
-            .map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
         let width = 0.8 / series.len().max(1) as f64;
         for (k, s) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
@@ -206,7 +214,7 @@ pub fn grouped_bars(
                 .draw_series(s.values.iter().enumerate().map(|(g, (v, _))| {
                     Rectangle::new([(x(g) + width * 0.08, 0.0), (x(g) + width * 0.92, finite(*v))], color.filled())
                 }))
-                .map_err(plot_err)?
+                .map_err(|e| plot_err(path, e))?
                 .label(s.name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
             for (g, (_, ci)) in s.values.iter().enumerate() {
@@ -219,7 +227,7 @@ pub fn grouped_bars(
                 ] {
                     chart
                         .draw_series(std::iter::once(PathElement::new(line, BLACK.stroke_width(2))))
-                        .map_err(plot_err)?;
+                        .map_err(|e| plot_err(path, e))?;
                 }
             }
         }
@@ -230,8 +238,8 @@ pub fn grouped_bars(
             .border_style(BLACK)
             .label_font((FAMILY, 13))
             .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+            .map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
     }
     write_png(path, buf, w, h)
 }

@@ -21,10 +21,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{MultiProgress, ProgressDrawTarget};
-use regrpo_datasets::ingest::{self, Format, IngestOptions};
-use regrpo_datasets::plot::{BarSeries, Series, grouped_bars, line_chart};
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_engine::{EngineConfig, ToolSuite};
+use regrpo_formats::ingest::{self, Format, IngestOptions};
+use regrpo_formats::plot::{BarSeries, Series, grouped_bars, line_chart};
 use regrpo_queries::{At, OutputFormat, Session};
 use regrpo_schemas::Split;
 use regrpo_trainer::data::DataConfig;
@@ -39,16 +39,77 @@ use regrpo_trainer::stats::Paired;
 use regrpo_trainer::window::{Truncations, WindowConfig};
 use serde_json::{Value, json};
 
+use crate::args::DeviceArgs;
+
 /// The fixtures compiled into the binary: (format, file name, contents).
 const FIXTURES: &[(Format, &str, &str)] = &[
-    (Format::Regrpo, "regrpo/rot_sample.json", include_str!("../fixtures/regrpo/rot_sample.json")),
-    (Format::Regrpo, "regrpo/clean_sample.json", include_str!("../fixtures/regrpo/clean_sample.json")),
-    (Format::Mat, "mat/trajectories.json", include_str!("../fixtures/mat/trajectories.json")),
-    (Format::Bfcl, "bfcl/questions.json", include_str!("../fixtures/bfcl/questions.json")),
-    (Format::Bfcl, "bfcl/questions.answers.json", include_str!("../fixtures/bfcl/questions.answers.json")),
-    (Format::Gta, "gta/dataset.json", include_str!("../fixtures/gta/dataset.json")),
-    (Format::Openai, "openai/chat.jsonl", include_str!("../fixtures/openai/chat.jsonl")),
+    (Format::Regrpo, "regrpo/rot_sample.json", include_str!("../../fixtures/regrpo/rot_sample.json")),
+    (Format::Regrpo, "regrpo/clean_sample.json", include_str!("../../fixtures/regrpo/clean_sample.json")),
+    (Format::Mat, "mat/trajectories.json", include_str!("../../fixtures/mat/trajectories.json")),
+    (Format::Bfcl, "bfcl/questions.json", include_str!("../../fixtures/bfcl/questions.json")),
+    (Format::Bfcl, "bfcl/questions.answers.json", include_str!("../../fixtures/bfcl/questions.answers.json")),
+    (Format::Gta, "gta/dataset.json", include_str!("../../fixtures/gta/dataset.json")),
+    (Format::Openai, "openai/chat.jsonl", include_str!("../../fixtures/openai/chat.jsonl")),
 ];
+
+/// Run the whole pipeline on the embedded default in a fresh folder.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to put everything (must be empty or absent).
+    #[arg(long, default_value = "regrpo-demo")]
+    dir: PathBuf,
+    /// toolworld tasks to generate.
+    #[arg(long, default_value_t = DemoConfig::default().tasks)]
+    tasks: usize,
+    /// The policies' shape: `tiny` or `tiny:HIDDENxLAYERS`.
+    #[arg(long, default_value_t = DemoConfig::default().model)]
+    model: String,
+    /// Clean SFT steps both arms share.
+    #[arg(long, default_value_t = DemoConfig::default().warmup_steps)]
+    warmup_steps: u64,
+    /// SFT steps of each arm after the warm-up.
+    #[arg(long, default_value_t = DemoConfig::default().branch_steps)]
+    sft_steps: u64,
+    /// ReGRPO steps (of each of the two ReGRPO runs).
+    #[arg(long, default_value_t = DemoConfig::default().regrpo_steps)]
+    regrpo_steps: u64,
+    /// Held-out failure states and clean states evaluated per policy (each, at most).
+    #[arg(long, default_value_t = DemoConfig::default().eval_states)]
+    eval_states: usize,
+    /// Held-out toolworld tasks the agent loop runs per policy.
+    #[arg(long, default_value_t = DemoConfig::default().eval_tasks)]
+    eval_tasks: usize,
+    #[arg(long, default_value_t = DemoConfig::default().seed)]
+    seed: u64,
+    /// Decode freely instead of under the tools' grammar (rollouts and evaluation).
+    #[arg(long)]
+    unconstrained: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl Args {
+    fn config(self) -> DemoConfig {
+        DemoConfig {
+            device: self.device.device,
+            tasks: self.tasks,
+            model: self.model,
+            warmup_steps: self.warmup_steps,
+            branch_steps: self.sft_steps,
+            regrpo_steps: self.regrpo_steps,
+            eval_states: self.eval_states,
+            eval_tasks: self.eval_tasks,
+            seed: self.seed,
+            constrained: !self.unconstrained,
+            ..Default::default()
+        }
+    }
+}
+
+pub async fn run(a: Args, quiet: bool) -> Result<()> {
+    let dir = a.dir.clone();
+    pipeline(&dir, &a.config(), quiet).await
+}
 
 /// Sizes of the demo; the defaults fit a 2-core laptop CPU in about a quarter of an hour.
 #[derive(Debug, Clone)]
@@ -155,7 +216,8 @@ fn rate_json(r: &Rate) -> Value {
     json!({"rate": if r.rate.is_nan() { Value::Null } else { json!(r.rate) }, "k": r.k, "n": r.n, "ci": [r.ci.0, r.ci.1]})
 }
 
-pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
+/// The whole pipeline into `dir` (empty or absent).
+pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let started = Instant::now();
     if dir.join("regrpo.json").exists() || dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!("{} is not empty; the demo starts from a fresh folder (pass --dir NEW_DIR)", dir.display());
@@ -185,7 +247,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         );
     }
 
-    let bar = crate::train_cmd::step_bar(quiet, cfg.tasks as u64, "toolworld");
+    let bar = crate::progress::steps(quiet, cfg.tasks as u64, "toolworld");
     let (added, _) = regrpo_engine::toolworld::generate_into(&repo, cfg.tasks, cfg.seed, 8, || bar.inc(1)).await?;
     bar.finish_and_clear();
     say(quiet, &format!("[2/7] toolworld: {added} tasks with executed ground-truth trajectories"));
@@ -195,7 +257,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let report = regrpo_engine::run::run(&repo, &suite, &engine_cfg, None).await?;
     say(quiet, "[3/7] data engine: executed near-misses → grounded RoT rows");
     if !quiet {
-        crate::engine_cmd::print_report(&report, &engine_cfg.mix, repo.root());
+        crate::cmd::engine::print_report(&report, &engine_cfg.mix, repo.root());
     }
 
     let snap = snapshot::create(&repo, "demo-v1", Some("regrpo demo")).await?;
@@ -210,7 +272,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
             snap.name
         ),
     );
-    crate::data::emit(&session.query(sql).await?, OutputFormat::Table, None)?;
+    crate::output::emit(&session.query(sql).await?, OutputFormat::Table, None)?;
 
     let runs = dir.join("runs");
     let tk_path = runs.join("tokenizer.json");
@@ -227,7 +289,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         split: Split::Test,
         device: cfg.device,
     };
-    let rows = job::snapshot_rows(&repo, Some(&snap.name)).await?;
+    let rows = regrpo_trainer::data::snapshot_rows(&repo, Some(&snap.name)).await?;
     let candidates = regrpo_trainer::eval::held_out(&rows, repo.root(), &eval_cfg);
     let (states, check) = rollout::self_check(candidates.states, &suite).await;
     let eval_set = EvalSet { states, tasks: candidates.tasks };
@@ -359,7 +421,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         let (key, label) = ARMS[i];
         let model = models[i].clone();
         let n = (eval_set.states.failures.len() + eval_set.states.cleans.len()) as u64;
-        let bar = bars.add(crate::train_cmd::step_bar(quiet, n, &format!("eval {key}")));
+        let bar = bars.add(crate::progress::steps(quiet, n, &format!("eval {key}")));
         let (repo, suite, set, cfg, snap, versions) =
             (repo.clone(), suite.clone(), eval_set.clone(), eval_cfg.clone(), snap.name.clone(), rows.versions.clone());
         async move {
@@ -604,7 +666,7 @@ pub async fn run(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
 
 /// Runs an SFT job as a task of its own (so two can run side by side), with a progress bar.
 async fn spawn_sft(repo: &Repository, bars: &MultiProgress, name: &str, job: SftJob) -> Result<SftOutcome> {
-    let bar = bars.add(crate::train_cmd::step_bar(false, job.sft.steps, name));
+    let bar = bars.add(crate::progress::steps(false, job.sft.steps, name));
     let repo = repo.clone();
     let o = tokio::spawn(async move {
         let o = job::run_sft(&repo, &job, |l| {
@@ -629,7 +691,7 @@ async fn spawn_regrpo(
     name: &str,
     job: RegrpoJob,
 ) -> Result<RegrpoOutcome> {
-    let bar = bars.add(crate::train_cmd::step_bar(false, steps, name));
+    let bar = bars.add(crate::progress::steps(false, steps, name));
     let (repo, suite) = (repo.clone(), suite.clone());
     let o = tokio::spawn(async move {
         let o = job::run_regrpo(&repo, &job, &suite, |s| {

@@ -1,0 +1,61 @@
+//! `regrpo serve DIR`: the tables over Flight SQL, read-only, until Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use regrpo_datasets::Repository;
+use regrpo_queries::flight::{FlightSqlServer, ServeConfig};
+use regrpo_queries::{At, Session};
+
+/// Serve the tables over Flight SQL (ADBC, JDBC/DBeaver, any Flight SQL client), read-only.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    dir: PathBuf,
+    /// Serve the tables as this snapshot pinned them (default: latest at start).
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: std::net::SocketAddr,
+    /// A file holding the bearer token clients must send (`authorization: Bearer <token>`).
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Memory each query may use, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory_limit_mb: usize,
+    /// Wall-clock limit of each query, in seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_s: u64,
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let token = std::fs::read_to_string(&a.token_file)
+        .with_context(|| format!("reading the token file {}", a.token_file.display()))?
+        .trim()
+        .to_string();
+    if token.len() < 8 {
+        bail!("{}: the token must be at least 8 characters", a.token_file.display());
+    }
+    let repo = Repository::open(&a.dir)?;
+    let session = Session::open(&repo, At::from_option(a.snapshot.as_deref())).await?;
+    let versions: Vec<String> = session.versions().iter().map(|(t, v)| format!("{t}@{v}")).collect();
+    let cfg = ServeConfig {
+        memory_limit: a.memory_limit_mb << 20,
+        timeout: Duration::from_secs(a.timeout_s),
+        ..ServeConfig::new(token)
+    };
+    let (listener, local) = FlightSqlServer::bind(a.addr).await.with_context(|| format!("binding {}", a.addr))?;
+    eprintln!(
+        "serving {} ({}) over Flight SQL at grpc://{local}, read-only; {} MiB and {}s per query; Ctrl-C stops",
+        repo.root().display(),
+        a.snapshot.map_or_else(|| format!("latest: {}", versions.join(" ")), |s| format!("snapshot {s}")),
+        a.memory_limit_mb,
+        a.timeout_s
+    );
+    FlightSqlServer::new(session, cfg)
+        .serve(listener, async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! `regrpo sql DIR QUERY`: read-only SQL over the tables.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use regrpo_datasets::Repository;
+use regrpo_queries::{At, OutputFormat, Session};
+
+/// Run a read-only SQL query (tables: trajectories, near_misses, rot, rejects, runs, metrics, rollouts).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    dir: PathBuf,
+    /// Read the tables as this snapshot pinned them (default: latest).
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    query: String,
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Write to this file instead of stdout (required for parquet).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let repo = Repository::open(&a.dir)?;
+    let session = Session::open(&repo, At::from_option(a.snapshot.as_deref())).await?;
+    let batches = session.query(&a.query).await?;
+    crate::output::emit(&batches, a.format, a.out.as_deref())
+}

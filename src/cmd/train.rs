@@ -1,0 +1,362 @@
+//! `regrpo train {tokenizer,sft,regrpo}`: tokenizers and policies from a pinned snapshot.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Subcommand;
+use regrpo_datasets::Repository;
+use regrpo_trainer::data::{DataConfig, RotTarget};
+use regrpo_trainer::job::{self, ModelSource, RegrpoJob, RegrpoOutcome, SftJob, SftOutcome};
+use regrpo_trainer::regrpo::RegrpoConfig;
+use regrpo_trainer::rl::{AdvantageConfig, KlMode, LossConfig, RewardConfig};
+use regrpo_trainer::sampling::SampleConfig;
+use regrpo_trainer::sft::SftConfig;
+
+use crate::args::{DeviceArgs, LoraArgs, WindowArgs};
+use crate::progress;
+
+/// Train tokenizers and policies from a pinned snapshot.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a byte-level BPE tokenizer on the repository's text; writes a standard tokenizer.json.
+    Tokenizer {
+        dir: PathBuf,
+        #[arg(long, short)]
+        snapshot: Option<String>,
+        #[arg(long, default_value_t = 1024)]
+        vocab: usize,
+        out: PathBuf,
+    },
+    /// Supervised fine-tuning on clean trajectories and RoT rows of a snapshot's training split.
+    Sft(SftArgs),
+    /// ReGRPO: group-relative RL over reflection + corrective actions, rollouts executed for real.
+    Regrpo(RegrpoArgs),
+}
+
+pub async fn run(c: Command, quiet: bool) -> Result<()> {
+    match c {
+        Command::Tokenizer { dir, snapshot, vocab, out } => tokenizer(&dir, snapshot.as_deref(), vocab, &out).await,
+        Command::Sft(a) => {
+            let dir = a.dir.clone();
+            sft(&dir, a.job(), quiet).await.map(|_| ())
+        }
+        Command::Regrpo(a) => {
+            let dir = a.dir.clone();
+            regrpo(&dir, a.job(), quiet).await.map(|_| ())
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SftArgs {
+    dir: PathBuf,
+    /// The snapshot to train from (recorded in the run; default: the latest tables).
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    /// `tiny` (a small random Qwen2) or a Hugging Face model folder.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    /// Where the run goes (checkpoints, curves, the exported model).
+    #[arg(long)]
+    out: PathBuf,
+    /// A tokenizer.json (default: the model's, or one trained on the snapshot).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Vocabulary of the tokenizer trained for a tiny model.
+    #[arg(long, default_value_t = 1024)]
+    vocab: usize,
+    #[arg(long, default_value_t = 200)]
+    steps: u64,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[command(flatten)]
+    window: WindowArgs,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    /// Share of RoT samples in each batch (0: clean trajectories only).
+    #[arg(long, default_value_t = 0.5)]
+    rot_fraction: f64,
+    /// Instead of a share: this many RoT samples added to each batch of --batch-size clean ones.
+    #[arg(long)]
+    rot_extra: Option<usize>,
+    /// Train every assistant turn of RoT rows, not only the reflection + correction.
+    #[arg(long)]
+    rot_all_turns: bool,
+    /// Only clean trajectories of these sources.
+    #[arg(long, value_delimiter = ',')]
+    source: Option<Vec<String>>,
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Continue from the run folder's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    lora: LoraArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl SftArgs {
+    /// The job these flags describe.
+    fn job(self) -> SftJob {
+        let a = self;
+        SftJob {
+            snapshot: a.snapshot,
+            model: ModelSource::parse(&a.model),
+            tokenizer: a.tokenizer,
+            vocab: a.vocab,
+            out: a.out,
+            sft: SftConfig {
+                steps: a.steps,
+                batch_size: a.batch_size,
+                grad_accum: a.grad_accum,
+                lr: a.lr,
+                warmup_steps: a.warmup,
+                eval_every: a.eval_every,
+                checkpoint_every: a.checkpoint_every,
+                seed: a.seed,
+                ..Default::default()
+            },
+            window: a.window.config(),
+            data: DataConfig {
+                rot_fraction: a.rot_fraction,
+                rot_extra: a.rot_extra,
+                rot_target: if a.rot_all_turns { RotTarget::AllAssistant } else { RotTarget::Reflection },
+                sources: a.source,
+            },
+            resume: a.resume,
+            device: a.device.device,
+            lora: a.lora.config(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegrpoArgs {
+    dir: PathBuf,
+    #[arg(long, short)]
+    snapshot: Option<String>,
+    /// The starting policy (also the frozen KL reference): a run folder or a model folder.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    /// Completions per state (G).
+    #[arg(long, default_value_t = 5)]
+    group_size: usize,
+    /// States per step.
+    #[arg(long, default_value_t = 4)]
+    states: usize,
+    /// Share of failure states (the rest are clean states).
+    #[arg(long, default_value_t = 0.5)]
+    failure_fraction: f64,
+    #[arg(long, default_value_t = 5e-6)]
+    lr: f64,
+    /// Reward weight of success.
+    #[arg(long, default_value_t = 1.0)]
+    lambda_exec: f64,
+    /// Reflection cost weight (per 100 reflection tokens).
+    #[arg(long, default_value_t = 0.1)]
+    eta: f64,
+    /// Weight of the grounded-evidence / right-ErrorType score.
+    #[arg(long, default_value_t = 0.0)]
+    lambda_val: f64,
+    /// KL weight to the reference.
+    #[arg(long, default_value_t = 0.04)]
+    beta: f64,
+    /// How the KL to the reference enters: k1-reward (default), exact, k3, reference-k1,
+    /// reference-k3 (the last two reproduce the reference's formulas).
+    #[arg(long, value_enum, default_value_t = KlMode::K1Reward)]
+    kl: KlMode,
+    /// Reward subtracted when a completion does not parse (only with --unconstrained).
+    #[arg(long, default_value_t = 0.5)]
+    format_penalty: f64,
+    /// Shaping (off at 0): a failed completion earns this times its share of the right tool and arguments.
+    #[arg(long, default_value_t = 0.0)]
+    partial_credit: f64,
+    /// States drawn per step at most when groups without signal are skipped and refilled.
+    #[arg(long, default_value_t = 12)]
+    max_draws: usize,
+    /// Train on at most N failure states and N clean states (spread over the split) instead of all.
+    #[arg(long)]
+    max_states: Option<usize>,
+    /// Divide each completion's summed loss by its scored tokens (sequence-level loss only).
+    #[arg(long)]
+    length_normalize: bool,
+    /// Sample freely instead of under the tools' grammar.
+    #[arg(long)]
+    unconstrained: bool,
+    /// Only states of these sources (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    source: Option<Vec<String>>,
+    #[command(flatten)]
+    window: WindowArgs,
+    /// Every token weighs the same in the loss (instead of every sequence).
+    #[arg(long)]
+    token_level: bool,
+    /// Divide advantages by the group's standard deviation.
+    #[arg(long)]
+    normalize_advantages: bool,
+    /// Clip advantages to ±this.
+    #[arg(long)]
+    clip_advantages: Option<f64>,
+    /// Updates per batch of rollouts; more than one uses the PPO ratio with clipping.
+    #[arg(long, default_value_t = 1)]
+    updates: usize,
+    #[arg(long, default_value_t = 0.2)]
+    ppo_clip_low: f64,
+    #[arg(long, default_value_t = 0.28)]
+    ppo_clip_high: f64,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    #[arg(long, default_value_t = 192)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    lora: LoraArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl RegrpoArgs {
+    /// The job these flags describe.
+    fn job(self) -> RegrpoJob {
+        let a = self;
+        let cfg = RegrpoConfig {
+            steps: a.steps,
+            group_size: a.group_size,
+            states_per_step: a.states,
+            failure_fraction: a.failure_fraction,
+            max_states: a.max_states,
+            lr: a.lr,
+            sample: SampleConfig { temperature: a.temperature, top_p: a.top_p, max_new_tokens: a.max_new_tokens },
+            reward: RewardConfig {
+                lambda_exec: a.lambda_exec,
+                eta: a.eta,
+                lambda_val: a.lambda_val,
+                format_penalty: a.format_penalty,
+                partial_credit: a.partial_credit,
+            },
+            max_draws_per_step: a.max_draws,
+            window: a.window.config(),
+            constrained: !a.unconstrained,
+            advantage: AdvantageConfig {
+                normalize: a.normalize_advantages,
+                clip: a.clip_advantages,
+                leave_one_out: false,
+            },
+            loss: LossConfig {
+                beta: a.beta,
+                kl: a.kl,
+                token_level: a.token_level,
+                length_normalize: a.length_normalize,
+                ppo_clip: (a.updates > 1).then_some((a.ppo_clip_low, a.ppo_clip_high)),
+            },
+            updates_per_batch: a.updates,
+            seed: a.seed,
+            ..Default::default()
+        };
+        RegrpoJob {
+            snapshot: a.snapshot,
+            init: a.model,
+            out: a.out,
+            cfg,
+            sources: a.source,
+            device: a.device.device,
+            lora: a.lora.config(),
+        }
+    }
+}
+
+pub async fn tokenizer(dir: &Path, snapshot: Option<&str>, vocab: usize, out: &Path) -> Result<()> {
+    let repo = Repository::open(dir)?;
+    let tk = job::train_tokenizer(&repo, snapshot, vocab, out).await?;
+    println!(
+        "trained a byte-level BPE of {} tokens on {} → {}",
+        tk.vocab_size(),
+        snapshot.unwrap_or("the latest tables"),
+        out.display()
+    );
+    Ok(())
+}
+
+pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
+    let repo = Repository::open(dir)?;
+    let bar = progress::steps(quiet, job.sft.steps, "sft");
+    let outcome = job::run_sft(&repo, &job, |l| {
+        bar.set_position(l.step);
+        let eval = l.eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default();
+        bar.set_message(format!("loss {:.4}{eval} lr {:.2e} {:.0} tok/s", l.loss, l.lr, l.tokens_per_s));
+    })
+    .await;
+    bar.finish_and_clear();
+    let o = outcome?;
+    println!(
+        "sft run {}: {} steps in {:.1}s ({:.0} tokens/s, {:.2}M trainable parameters), loss {:.4} → {:.4}, held-out loss {}, {} train / {} held-out samples",
+        o.run_id,
+        o.steps,
+        o.seconds,
+        o.tokens_per_s,
+        o.trainable_params as f64 / 1e6,
+        o.first_loss.unwrap_or(f64::NAN),
+        o.final_loss.unwrap_or(f64::NAN),
+        o.eval_loss.map_or("n/a".into(), |e| format!("{e:.4}")),
+        o.train_samples,
+        o.eval_samples
+    );
+    println!("model (Hugging Face files): {}", o.model_dir.display());
+    if let Some(a) = &o.adapter_dir {
+        println!("LoRA adapter (PEFT): {}", a.display());
+    }
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(o)
+}
+
+pub async fn regrpo(dir: &Path, job: RegrpoJob, quiet: bool) -> Result<RegrpoOutcome> {
+    let repo = Repository::open(dir)?;
+    let suite = regrpo_engine::ToolSuite::builtin();
+    let bar = progress::steps(quiet, job.cfg.steps, "regrpo");
+    let o = job::run_regrpo(&repo, &job, &suite, |s| {
+        bar.set_position(s.step);
+        bar.set_message(format!(
+            "reward {:.3} success {:.2} refl(clean) {:.1} tok · skipped {}",
+            s.mean_reward, s.success_rate, s.clean_reflection_tokens, s.skipped_groups
+        ));
+    })
+    .await;
+    bar.finish_and_clear();
+    let o = o?;
+    let first = job::quarter(&o.steps, true);
+    let last = job::quarter(&o.steps, false);
+    println!(
+        "regrpo run {}: {} steps in {:.1}s, mean reward first quarter {first:.3} → last quarter {last:.3}; {} rollouts and {} policy near-misses committed",
+        o.run_id,
+        o.steps.len(),
+        o.seconds,
+        o.rollouts_added,
+        o.policy_near_misses_added
+    );
+    println!("model (Hugging Face files): {}", o.model_dir.display());
+    if let Some(a) = &o.adapter_dir {
+        println!("LoRA adapter (PEFT): {}", a.display());
+    }
+    for f in &o.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(o)
+}
