@@ -9,18 +9,23 @@
 //! - **Read-only**: statements are planned with DDL, DML (which includes COPY) and `SET`
 //!   refused; updates, ingests and transactions are refused.
 //! - **Limits**: each query gets its own memory pool of `memory_limit` bytes (DataFusion fails
-//!   the query, not the server, when it runs out) and a deadline of `timeout`.
+//!   the query, not the server, when it runs out) and a deadline of `timeout`. At most
+//!   `max_concurrent_queries` run at once (one per core by default); the others wait their turn
+//!   in arrival order, so under load each query runs at full speed instead of all of them
+//!   crawling together. Queries share the session's caches (Parquet footers, statistics).
 //! - **Metadata**: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with Arrow schemas),
 //!   `GetTableTypes` and `GetXdbcTypeInfo` are answered from DataFusion's catalog, so JDBC tools
 //!   list the tables before they query.
-//! - **Statements**: ad-hoc queries and prepared statements (without parameters). The ticket
-//!   carries the SQL itself, so the server keeps no per-query state and any number of clients
-//!   can run at once.
+//! - **Statements**: ad-hoc queries and prepared statements (without parameters). A statement
+//!   is planned once: `GetFlightInfo` plans it and keeps the physical plan for the `DoGet` that
+//!   follows (for `timeout` at most). The ticket also carries the SQL itself, so a `DoGet` whose
+//!   plan is gone (expired, or another server) plans it again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
@@ -41,11 +46,13 @@ use arrow_flight::sql::{
 use arrow_flight::{
     FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SessionStateBuilder, TaskContext};
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -60,28 +67,60 @@ pub struct ServeConfig {
     pub token: String,
     /// Memory each query may use, in bytes.
     pub memory_limit: usize,
-    /// Wall-clock limit of each query (planning and streaming).
+    /// Wall-clock limit of each query (planning, waiting for its turn and streaming).
     pub timeout: Duration,
+    /// Queries executing at once; the rest wait in arrival order.
+    pub max_concurrent_queries: usize,
 }
 
 impl ServeConfig {
     pub fn new(token: impl Into<String>) -> ServeConfig {
-        ServeConfig { token: token.into(), memory_limit: 1 << 30, timeout: Duration::from_secs(60) }
+        ServeConfig {
+            token: token.into(),
+            memory_limit: 1 << 30,
+            timeout: Duration::from_secs(60),
+            max_concurrent_queries: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
     }
 }
+
+/// A statement planned by `GetFlightInfo`, waiting for its `DoGet`.
+struct Planned {
+    /// The statement, so a handle can only take the plan of the statement it names.
+    sql: String,
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    created: Instant,
+}
+
+/// Plans waiting for their `DoGet`, by id. Entries older than the query timeout are dropped.
+#[derive(Default)]
+struct PlanCache {
+    next: u64,
+    plans: HashMap<u64, Planned>,
+}
+
+/// Plans kept at most (a client that never fetches must not grow the server).
+const MAX_PLANS: usize = 1024;
+
+/// The prefix of a statement handle that names a cached plan: `regrpo-plan:<id>:<sql>`.
+const PLAN_HANDLE: &str = "regrpo-plan:";
 
 /// The Flight SQL service over one session.
 #[derive(Clone)]
 pub struct FlightSqlServer {
     session: Session,
     cfg: Arc<ServeConfig>,
+    permits: Arc<Semaphore>,
+    plans: Arc<Mutex<PlanCache>>,
 }
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 
 impl FlightSqlServer {
     pub fn new(session: Session, cfg: ServeConfig) -> FlightSqlServer {
-        FlightSqlServer { session, cfg: Arc::new(cfg) }
+        let permits = Arc::new(Semaphore::new(cfg.max_concurrent_queries.max(1)));
+        FlightSqlServer { session, cfg: Arc::new(cfg), permits, plans: Arc::default() }
     }
 
     /// Serves on `listener` until `shutdown` resolves.
@@ -102,13 +141,63 @@ impl FlightSqlServer {
         Ok((listener, local))
     }
 
-    /// A context for one query: the session's tables and functions, its own memory pool.
+    /// A context for one query: the session's tables, functions and caches (Parquet footers,
+    /// statistics), its own memory pool.
     fn query_context(&self) -> Result<SessionContext, Status> {
-        let runtime =
-            RuntimeEnvBuilder::new().with_memory_limit(self.cfg.memory_limit, 1.0).build_arc().map_err(internal)?;
+        let shared = self.session.context().runtime_env();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&shared)
+            .with_memory_limit(self.cfg.memory_limit, 1.0)
+            .build_arc()
+            .map_err(internal)?;
         let state =
             SessionStateBuilder::new_from_existing(self.session.context().state()).with_runtime_env(runtime).build();
         Ok(SessionContext::new_with_state(state))
+    }
+
+    /// Plans a statement down to its physical plan, keeps it for the `DoGet` to come and
+    /// returns its schema and the handle that names it.
+    async fn plan_for_get(&self, sql: &str) -> Result<(SchemaRef, String), Status> {
+        let (plan, task) = self.physical(sql).await?;
+        let schema = plan.schema();
+        let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = self.cfg.timeout;
+        cache.plans.retain(|_, p| p.created.elapsed() < timeout);
+        if cache.plans.len() >= MAX_PLANS {
+            // Drop the oldest: its client is slowest to fetch, and can still plan again.
+            if let Some(oldest) = cache.plans.iter().min_by_key(|(_, p)| p.created).map(|(id, _)| *id) {
+                cache.plans.remove(&oldest);
+            }
+        }
+        cache.next += 1;
+        let id = cache.next;
+        cache.plans.insert(id, Planned { sql: sql.to_string(), plan, task, created: Instant::now() });
+        Ok((schema, format!("{PLAN_HANDLE}{id}:{sql}")))
+    }
+
+    /// A statement's physical plan and the task context it executes in.
+    async fn physical(&self, sql: &str) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), Status> {
+        let (state, logical) = self.plan(sql).await?.into_parts();
+        let plan = state.create_physical_plan(&logical).await.map_err(internal)?;
+        Ok((plan, Arc::new(TaskContext::from(&state))))
+    }
+
+    /// The plan a handle names: the cached one if it is still there, else the statement's SQL
+    /// planned again.
+    async fn take_plan(&self, handle: &[u8]) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>), Status> {
+        let handle = handle_sql(handle)?;
+        let Some(rest) = handle.strip_prefix(PLAN_HANDLE) else { return self.physical(handle).await };
+        let (id, sql) = rest.split_once(':').ok_or_else(|| Status::invalid_argument("malformed statement handle"))?;
+        let cached = id.parse::<u64>().ok().and_then(|id| {
+            let mut cache = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.plans.get(&id) {
+                Some(p) if p.sql == sql => cache.plans.remove(&id),
+                _ => None,
+            }
+        });
+        match cached {
+            Some(p) if p.created.elapsed() < self.cfg.timeout => Ok((p.plan, p.task)),
+            _ => self.physical(sql).await,
+        }
     }
 
     /// Plans a read-only statement.
@@ -127,22 +216,30 @@ impl FlightSqlServer {
         })
     }
 
-    /// Runs a statement and streams its batches, failing the stream at the deadline.
-    async fn stream(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
-        let df = self.plan(sql).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.execute_stream().await.map_err(internal)?;
+    /// Runs the statement a handle names, once its turn comes, and streams its batches,
+    /// failing the stream at the deadline. The turn is held until the stream ends or the client
+    /// goes away.
+    async fn stream(&self, handle: &[u8]) -> Result<Response<DoGetStream>, Status> {
         let timeout = self.cfg.timeout;
-        let deadline = Box::pin(tokio::time::sleep(timeout));
-        let batches = futures::stream::unfold((batches, deadline, false), move |(mut s, mut d, done)| async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (plan, task) = self.take_plan(handle).await?;
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("the query waited longer than {timeout:?} for its turn")))?
+            .map_err(internal)?;
+        let schema = plan.schema();
+        let batches = execute_stream(plan, task).map_err(internal)?;
+        let deadline = Box::pin(tokio::time::sleep_until(deadline));
+        let state = (batches, deadline, permit, false);
+        let batches = futures::stream::unfold(state, move |(mut s, mut d, permit, done)| async move {
             if done {
                 return None;
             }
             tokio::select! {
-                item = s.next() => item.map(|i| (i.map_err(|e| FlightError::ExternalError(Box::new(e))), (s, d, false))),
+                item = s.next() => item.map(|i| (i.map_err(|e| FlightError::ExternalError(Box::new(e))), (s, d, permit, false))),
                 _ = &mut d => Some((
                     Err(FlightError::Tonic(Box::new(Status::deadline_exceeded(format!("query ran longer than {timeout:?}"))))),
-                    (s, d, true),
+                    (s, d, permit, true),
                 )),
             }
         });
@@ -305,9 +402,9 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let df = self.plan(&query.query).await?;
-        let ticket = TicketStatementQuery { statement_handle: query.query.clone().into() };
-        let info = self.schema_info(df.schema().as_arrow(), ticket, request.into_inner())?;
+        let (schema, handle) = self.plan_for_get(&query.query).await?;
+        let ticket = TicketStatementQuery { statement_handle: handle.into() };
+        let info = self.schema_info(&schema, ticket, request.into_inner())?;
         Ok(Response::new(info))
     }
 
@@ -316,7 +413,7 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.stream(handle_sql(&ticket.statement_handle)?).await
+        self.stream(&ticket.statement_handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -363,7 +460,7 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.stream(handle_sql(&cmd.prepared_statement_handle)?).await
+        self.stream(&cmd.prepared_statement_handle).await
     }
 
     async fn do_put_prepared_statement_query(

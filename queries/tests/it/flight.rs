@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use arrow_flight::FlightInfo;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightInfo, Ticket};
 use futures::TryStreamExt;
+use prost::Message;
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_formats::ingest::{self, Format, IngestOptions};
 use regrpo_queries::flight::{FlightSqlServer, ServeConfig};
@@ -229,5 +231,54 @@ async fn queries_past_the_deadline_or_the_memory_limit_fail_and_the_server_goes_
         .unwrap_err();
     assert!(e.to_lowercase().contains("resources exhausted") || e.contains("longer than"), "{e}");
     assert!(text(&run(&mut c, "SELECT count(*) FROM rot").await.unwrap()).contains('4'));
+    stop.send(()).unwrap();
+}
+
+/// A statement's ticket, decoded: the handle the server wrote.
+fn handle_of(info: &FlightInfo) -> String {
+    let bytes = info.endpoint[0].ticket.as_ref().unwrap().ticket.clone();
+    let any = arrow_flight::sql::Any::decode(bytes).unwrap();
+    let t: TicketStatementQuery = any.unpack().unwrap().unwrap();
+    String::from_utf8(t.statement_handle.to_vec()).unwrap()
+}
+
+fn ticket(handle: &str) -> Ticket {
+    Ticket::new(TicketStatementQuery { statement_handle: handle.to_string().into() }.as_any().encode_to_vec())
+}
+
+async fn get(c: &mut FlightSqlServiceClient<Channel>, t: Ticket) -> String {
+    text(&c.do_get(t).await.unwrap().try_collect::<Vec<_>>().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_runs_the_statement_it_names_and_queries_past_the_limit_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(&dir.path().join("r")).await;
+    let (addr, stop) = start(&repo, ServeConfig { max_concurrent_queries: 1, ..ServeConfig::new(TOKEN) }).await;
+    let mut c = client(addr, Some(TOKEN)).await;
+    let info = c.execute("SELECT count(*) AS n FROM rot".into(), None).await.unwrap();
+    let handle = handle_of(&info);
+    // The first DoGet takes the plan GetFlightInfo made; a second one plans the SQL again.
+    let first = get(&mut c, ticket(&handle)).await;
+    assert!(first.contains("| 4 |"), "{first}");
+    assert_eq!(get(&mut c, ticket(&handle)).await, first);
+    // A handle naming a cached plan of another statement runs its own statement.
+    let other = handle_of(&c.execute("SELECT count(*) AS n FROM rot".into(), None).await.unwrap());
+    let (id, _) = other.strip_prefix("regrpo-plan:").unwrap().split_once(':').unwrap();
+    assert!(get(&mut c, ticket(&format!("regrpo-plan:{id}:SELECT 41 + 1 AS x"))).await.contains("42"));
+    assert_eq!(get(&mut c, ticket(&other)).await, first, "the plan was not taken by the other statement");
+
+    // One query at a time: eight clients queue and each gets its own answer.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut c = client(addr, Some(TOKEN)).await;
+                text(&run(&mut c, &format!("SELECT {i} * 1000 + count(*) AS v FROM rot")).await.unwrap())
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert!(t.await.unwrap().contains(&format!("{}", i * 1000 + 4)));
+    }
     stop.send(()).unwrap();
 }
