@@ -16,9 +16,11 @@ pub mod error;
 pub mod flight;
 pub mod library;
 pub mod output;
+pub mod pinned;
 pub mod session;
 pub mod udf;
 
+pub use datafusion::execution::SendableRecordBatchStream as BatchStream;
 pub use error::{Error, Result};
 pub use output::OutputFormat;
 pub use session::{At, Session};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use regrpo_datasets::{Repository, Snapshot, snapshot};
@@ -53,7 +54,8 @@ async fn register_tables(
         table
             .update_datafusion_session(&ctx.state())
             .map_err(|e| Error::Dataset(regrpo_datasets::Error::Delta { table: name.clone(), source: Box::new(e) }))?;
-        let provider = table.table_provider().await?;
+        let delta = table.table_provider().await?;
+        let provider = crate::pinned::listing(&table, &delta, &ctx.state())?.unwrap_or(delta);
         match schema {
             None => ctx.register_table(name.as_str(), provider)?,
             Some(schema) => ctx.register_table(TableReference::partial(schema, name.as_str()), provider)?,
@@ -84,7 +86,12 @@ impl Session {
                 (Some(s), v)
             }
         };
-        let config = config.with_information_schema(true).with_default_catalog_and_schema("regrpo", "public");
+        let mut config = config.with_information_schema(true).with_default_catalog_and_schema("regrpo", "public");
+        // Filters are evaluated inside the Parquet scan, cheapest first, so a selective filter
+        // decodes only the rows it keeps (the Delta provider forced this on its own scans).
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let mut ctx = SessionContext::new_with_config(config);
         register_tables(&ctx, repo, &versions, None).await?;
         crate::udf::register_all(&mut ctx)?;
@@ -138,6 +145,18 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Opens a session whose scans keep the snapshot's row order (one partition), in batches of
+    /// `batch_rows` rows: for readers that stream a table and need the same order every time.
+    pub async fn open_ordered(repo: &Repository, at: At, batch_rows: usize) -> Result<Session> {
+        Self::open_with_config(repo, at, SessionConfig::new().with_target_partitions(1).with_batch_size(batch_rows))
+            .await
+    }
+
+    /// Runs a read-only statement and streams its batches (bounded memory for a scan).
+    pub async fn stream(&self, sql: &str) -> Result<SendableRecordBatchStream> {
+        Ok(self.sql(sql).await?.execute_stream().await?)
     }
 
     /// Runs a read-only statement and collects its batches.

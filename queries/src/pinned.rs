@@ -1,0 +1,58 @@
+//! A table at its pinned Delta version, read as the plain Parquet files that version names.
+//!
+//! The Delta provider replays the version's file actions and re-parses every file's JSON
+//! statistics on each scan, reads all files as one group, and rewrites every batch it returns.
+//! Our tables need none of that: no partition columns, no deletion vectors, no column mapping.
+//! For such a version the session registers DataFusion's own Parquet listing over exactly the
+//! files the Delta log names (not a directory scan: files a later version or a killed writer
+//! left are never read), with the Delta table's schema, its statistics collected once and
+//! cached, footers cached across queries, and the scan split across the cores. A version that
+//! needs the Delta machinery keeps the Delta provider.
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::physical_plan::parquet::transform_schema_to_view;
+use datafusion::execution::context::SessionState;
+use deltalake::DeltaTable;
+
+use crate::error::{Error, Result};
+
+/// The listing of `table`'s pinned files, or `None` when the version needs the Delta provider
+/// (partitions, deletion vectors, column mapping) or has no file to infer anything from.
+pub fn listing(
+    table: &DeltaTable,
+    delta: &Arc<dyn TableProvider>,
+    state: &SessionState,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let snapshot = table.snapshot().map_err(|e| Error::Usage(format!("Delta snapshot: {e}")))?;
+    let metadata = snapshot.metadata();
+    let mapped = metadata.configuration().get("delta.columnMapping.mode").is_some_and(|m| m != "none");
+    if !metadata.partition_columns().is_empty() || mapped {
+        return Ok(None);
+    }
+    let mut root = table.table_url().clone();
+    if !root.path().ends_with('/') {
+        let dir = format!("{}/", root.path());
+        root.set_path(&dir);
+    }
+    let mut urls = Vec::new();
+    for file in snapshot.log_data().iter() {
+        if file.deletion_vector_descriptor().is_some() {
+            return Ok(None);
+        }
+        let url = root.join(&file.path()).map_err(|e| Error::Usage(format!("file URL of {}: {e}", file.path())))?;
+        urls.push(ListingTableUrl::parse(url.as_str())?);
+    }
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    // Strings come out of the scan as views (no copy of the bytes), as the Delta provider's do.
+    let schema = Arc::new(transform_schema_to_view(&delta.schema()));
+    let config = ListingTableConfig::new_with_multi_paths(urls).with_listing_options(options).with_schema(schema);
+    let cache = state.runtime_env().cache_manager.get_file_statistic_cache();
+    Ok(Some(Arc::new(ListingTable::try_new(config)?.with_cache(cache))))
+}
