@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use regrpo_datasets::Repository;
 use regrpo_schemas::id::content_id;
 use regrpo_schemas::react::reflection_turn;
@@ -98,10 +98,19 @@ impl EngineReport {
 }
 
 struct Job {
-    t: usize,
+    trajectory: Arc<Trajectory>,
+    declared: Arc<Vec<ToolSpec>>,
     planned: Planned,
     sandbox: Option<PathBuf>,
     is_final: bool,
+}
+
+/// What every job of a run shares, owned, so jobs can run as tasks on every worker thread.
+struct Shared {
+    suite: ToolSuite,
+    cfg: EngineConfig,
+    client: reqwest::Client,
+    run_id: String,
 }
 
 struct Outcome {
@@ -148,15 +157,33 @@ pub async fn run(
     }
 
     let mut planner = Planner::new(cfg.mix.clone());
-    let mut near_app = repo.appender::<NearMiss>().await?;
-    let mut rot_app = repo.appender::<Rot>().await?;
-    let client = reqwest::Client::new();
+    let (near_app, rot_app) = tokio::try_join!(repo.appender::<NearMiss>(), repo.appender::<Rot>())?;
     let root = repo.root().to_path_buf();
+    let shared = Arc::new(Shared {
+        suite: suite.clone(),
+        cfg: cfg.clone(),
+        client: reqwest::Client::new(),
+        run_id: run_id.clone(),
+    });
+    // Commits run beside execution: batch i is written while batch i + 1 executes, in order,
+    // each append one Delta commit as before.
+    let (to_writer, mut batches) = tokio::sync::mpsc::channel::<(Vec<NearMiss>, Vec<Rot>)>(1);
+    let message = format!("engine {run_id}");
+    let writer = tokio::spawn(async move {
+        let (mut near_app, mut rot_app) = (near_app, rot_app);
+        let (mut near_added, mut rot_added) = (0, 0);
+        while let Some((near, rots)) = batches.recv().await {
+            near_added += near_app.append(near, &message).await?.added;
+            rot_added += rot_app.append(rots, &message).await?.added;
+        }
+        Ok::<_, crate::Error>((near_added, rot_added))
+    });
+    let trajectories: Vec<Arc<Trajectory>> = trajectories.into_iter().map(Arc::new).collect();
 
     for chunk in trajectories.chunks(cfg.batch.max(1)) {
         // Plan the batch (sequential, deterministic).
         let mut jobs = Vec::new();
-        let declared: Vec<Vec<ToolSpec>> = chunk.iter().map(declared_specs).collect();
+        let declared: Vec<Arc<Vec<ToolSpec>>> = chunk.iter().map(|t| Arc::new(declared_specs(t))).collect();
         for (ti, t) in chunk.iter().enumerate() {
             let sandbox = sandbox_of(&root, t);
             let last = t.steps.len().saturating_sub(1);
@@ -179,20 +206,24 @@ pub async fn run(
             }
             for planned in planner.plan(&t.trajectory_id, &candidates, cfg.per_trajectory, cfg.seed) {
                 let is_final = planned.step_index == last;
-                jobs.push(Job { t: ti, planned, sandbox: sandbox.clone(), is_final });
+                jobs.push(Job {
+                    trajectory: Arc::clone(t),
+                    declared: Arc::clone(&declared[ti]),
+                    planned,
+                    sandbox: sandbox.clone(),
+                    is_final,
+                });
             }
         }
         report.planned += jobs.len();
 
-        // Execute concurrently; keep plan order.
+        // Execute concurrently, each job a task on the runtime's workers (every core); the
+        // outcomes come back in plan order, so the rows do not depend on the schedule.
         let outcomes: Vec<Outcome> = futures::stream::iter(jobs.into_iter().map(|job| {
-            let t = &chunk[job.t];
-            let declared = &declared[job.t];
-            let client = &client;
-            let run_id = run_id.as_str();
+            let shared = Arc::clone(&shared);
             let progress = progress.clone();
-            async move {
-                let out = process(suite, cfg, client, t, declared, &job, run_id).await;
+            tokio::spawn(async move {
+                let out = process(&shared, &job).await;
                 if let Some(p) = &progress {
                     p.executed(2);
                     if let Some(et) = out.accepted {
@@ -200,11 +231,12 @@ pub async fn run(
                     }
                 }
                 out
-            }
+            })
         }))
         .buffered(cfg.concurrency.max(1))
-        .collect()
-        .await;
+        .map(|joined| joined.map_err(|e| crate::Error::Internal(format!("an engine job failed: {e}"))))
+        .try_collect()
+        .await?;
 
         let mut accepted = BTreeMap::new();
         let mut near = Vec::new();
@@ -228,12 +260,18 @@ pub async fn run(
             *report.accepted.entry(*t).or_insert(0) += n;
         }
         planner.settle(&accepted);
-        report.near_misses_added += near_app.append(near, &format!("engine {run_id}")).await?.added;
-        report.rot_added += rot_app.append(rots, &format!("engine {run_id}")).await?.added;
+        if to_writer.send((near, rots)).await.is_err() {
+            break; // The writer stopped on an error; joining it below reports the error.
+        }
         if let Some(p) = &progress {
             p.trajectories_done(chunk.len() as u64);
         }
     }
+    drop(to_writer);
+    let (near_added, rot_added) =
+        writer.await.map_err(|e| crate::Error::Internal(format!("the engine's writer failed: {e}")))??;
+    report.near_misses_added = near_added;
+    report.rot_added = rot_added;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -246,16 +284,10 @@ fn reason_key(reason: &str) -> String {
     reason.split(':').next().unwrap_or(reason).to_string()
 }
 
-#[allow(clippy::too_many_arguments)] // one near-miss and everything it is judged against, each used once
-async fn process(
-    suite: &ToolSuite,
-    cfg: &EngineConfig,
-    client: &reqwest::Client,
-    t: &Trajectory,
-    declared: &[ToolSpec],
-    job: &Job,
-    run_id: &str,
-) -> Outcome {
+/// Executes, judges and (when it is a real failure) reflects, gates and verifies one near-miss.
+async fn process(shared: &Shared, job: &Job) -> Outcome {
+    let Shared { suite, cfg, client, run_id } = shared;
+    let (t, declared) = (job.trajectory.as_ref(), job.declared.as_slice());
     let step = &t.steps[job.planned.step_index];
     let original_rec = step.action.clone().expect("planned steps have actions");
     let original = original_rec.parse().expect("planned steps parse");
