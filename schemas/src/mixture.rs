@@ -17,6 +17,74 @@ pub fn order_key(seed: u64, id: &str) -> String {
     sha256_hex(format!("{seed}:{id}").as_bytes())
 }
 
+/// The first 64 bits of [`order_key`] as a number: the same order (short of a 64-bit tie),
+/// for readers that cannot hold every key.
+pub fn order_key64(seed: u64, id: &str) -> u64 {
+    u64::from_str_radix(&order_key(seed, id)[..16], 16).expect("sha256 hex")
+}
+
+/// Finds the rows [`keep`] would keep without holding them: the `n` smallest keys of a stream,
+/// in two passes over it with bounded memory (a histogram of the keys' top 20 bits, then the
+/// keys of the one bucket where the `n`-th falls). A row is kept when its key is at most the
+/// threshold.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    n: usize,
+    histogram: Vec<u32>,
+    /// The bucket holding the `n`-th smallest key, and how many keys lie in buckets below it.
+    bucket: Option<(usize, usize)>,
+    in_bucket: Vec<u64>,
+}
+
+const SELECT_BITS: u32 = 20;
+
+impl Selection {
+    /// Selects the `n` smallest keys.
+    pub fn new(n: usize) -> Selection {
+        Selection { n, histogram: vec![0; 1 << SELECT_BITS], bucket: None, in_bucket: Vec::new() }
+    }
+
+    /// First pass: every key.
+    pub fn count(&mut self, key: u64) {
+        self.histogram[(key >> (64 - SELECT_BITS)) as usize] += 1;
+    }
+
+    /// Between the passes: where the `n`-th key lies. `None` when every key is kept.
+    pub fn locate(&mut self) -> Option<()> {
+        let mut below = 0usize;
+        for (b, c) in self.histogram.iter().enumerate() {
+            let c = *c as usize;
+            if below + c >= self.n && c > 0 {
+                self.bucket = Some((b, below));
+                self.histogram = Vec::new();
+                return Some(());
+            }
+            below += c;
+        }
+        None
+    }
+
+    /// Second pass: every key again.
+    pub fn refine(&mut self, key: u64) {
+        if let Some((b, _)) = self.bucket
+            && (key >> (64 - SELECT_BITS)) as usize == b
+        {
+            self.in_bucket.push(key);
+        }
+    }
+
+    /// After the second pass: keep a row when its key is at most this (`u64::MAX`: keep all;
+    /// `None`: keep none).
+    pub fn threshold(mut self) -> Option<u64> {
+        if self.n == 0 {
+            return None;
+        }
+        let Some((_, below)) = self.bucket else { return Some(u64::MAX) };
+        self.in_bucket.sort_unstable();
+        self.in_bucket.get(self.n - below - 1).copied()
+    }
+}
+
 /// How many RoT and clean rows to keep of `rot` and `clean` for a RoT share of `f`.
 pub fn share_quotas(rot: usize, clean: usize, f: f64) -> (usize, usize) {
     if f >= 1.0 {
@@ -65,6 +133,23 @@ pub fn keep<T>(rows: Vec<T>, n: usize, seed: u64, id: impl Fn(&T) -> &str) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_passes_keep_the_rows_keep_keeps() {
+        let rows: Vec<String> = (0..5000).map(|i| format!("row{i}")).collect();
+        for n in [0, 1, 17, 2500, 4999, 5000, 7000] {
+            let mut sel = Selection::new(n);
+            rows.iter().for_each(|r| sel.count(order_key64(3, r)));
+            if sel.locate().is_some() {
+                rows.iter().for_each(|r| sel.refine(order_key64(3, r)));
+            }
+            let kept: Vec<String> = match sel.threshold() {
+                Some(t) => rows.iter().filter(|r| order_key64(3, r) <= t).cloned().collect(),
+                None => vec![],
+            };
+            assert_eq!(kept, keep(rows.clone(), n, 3, |r| r), "n = {n}");
+        }
+    }
 
     #[test]
     fn the_share_is_met_by_dropping_the_plentiful_kind() {

@@ -19,12 +19,11 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use regrpo_datasets::Repository;
-use regrpo_schemas::{Split, Trajectory};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Qwen2Config;
-use crate::data::{self, DataConfig, SftData, SnapshotRows, encode_all, snapshot_rows};
+use crate::data::{DataConfig, encode_all, snapshot_rows};
 use crate::decoder::Decoder;
 use crate::error::{Error, IoContext, Result};
 use crate::hf;
@@ -125,20 +124,6 @@ pub struct SftOutcome {
     pub losses: Vec<f64>,
 }
 
-/// Every text of a snapshot the tokenizer should see: chats of trajectories and RoT rows.
-pub async fn corpus(repo: &Repository, snapshot: Option<&str>) -> Result<Vec<String>> {
-    let session = regrpo_queries::Session::open(repo, regrpo_queries::At::from_option(snapshot)).await?;
-    let ts: Vec<Trajectory> = data::read_table(&session).await?;
-    let rots: Vec<regrpo_schemas::Rot> = data::read_table(&session).await?;
-    let mut out: Vec<String> =
-        ts.iter().flat_map(|t| regrpo_schemas::react::trajectory_messages(t).into_iter().map(|m| m.content)).collect();
-    out.extend(rots.iter().flat_map(|r| r.conversation.iter().map(|m| m.content.clone())));
-    if out.is_empty() {
-        return Err(Error::NoData("the snapshot holds no text to train a tokenizer on".into()));
-    }
-    Ok(out)
-}
-
 /// Trains a byte-level BPE on a snapshot's text and writes `tokenizer.json`.
 pub async fn train_tokenizer(
     repo: &Repository,
@@ -146,8 +131,12 @@ pub async fn train_tokenizer(
     vocab: usize,
     out: &Path,
 ) -> Result<ChatTokenizer> {
-    let texts = corpus(repo, snapshot).await?;
-    let tk = ChatTokenizer::train(texts.into_iter(), vocab)?;
+    let mut texts = crate::stream::texts(repo, snapshot).await?.peekable();
+    if texts.peek().is_none() {
+        return Err(Error::NoData("the snapshot holds no text to train a tokenizer on".into()));
+    }
+    // The BPE trainer is CPU work fed by the reader thread: off the async workers.
+    let tk = tokio::task::block_in_place(|| ChatTokenizer::train(texts, vocab))?;
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).at(parent)?;
     }
@@ -220,40 +209,30 @@ async fn run_sft_on<B: AutodiffBackend>(
     on_step: impl FnMut(&StepLog) + Send,
 ) -> Result<SftOutcome> {
     let started = std::time::Instant::now();
-    let data: SftData = data::load(repo, job.snapshot.as_deref(), &job.data).await?;
     let tk = tokenizer_for(repo, job).await?;
     let (config, model) = init_model::<B>(&job.model, tk.vocab_size(), job.sft.seed, &device)?;
     let (model, trainable) = with_lora(model, &config, job.lora.as_ref(), job.sft.seed)?;
     let window = ChatWindow::new(tk.clone(), job.window)?;
     let quotas = job.data.quotas(job.sft.batch_size)?;
-    // Only the kinds a batch takes are tokenised (and counted).
-    let used = |v: &[data::Sample], quota: usize| if quota > 0 { v.to_vec() } else { vec![] };
-    let (clean, mut truncations) = encode_all(&used(&data.clean, quotas.0), &window, job.data.rot_target)?;
-    let (rot, rot_cuts) = encode_all(&used(&data.rot, quotas.1), &window, job.data.rot_target)?;
-    truncations.add(&rot_cuts);
-    let eval_samples: Vec<data::Sample> = data
-        .eval
-        .iter()
-        .filter(|s| match s.kind {
-            data::SampleKind::Clean => quotas.0 > 0,
-            data::SampleKind::Rot => quotas.1 > 0,
-        })
-        .cloned()
-        .collect();
-    let (eval, _) = encode_all(&eval_samples, &window, job.data.rot_target)?;
-    if (quotas.0 > 0 && clean.is_empty() && rot.is_empty()) || (quotas.0 == 0 && rot.is_empty()) {
+    // The rows stream from the snapshot while the model trains; this pass counts them and
+    // collects the validation samples the held-out loss reads.
+    let validation_cap = job.sft.eval_batches * job.sft.batch_size;
+    let data = crate::stream::prepare(repo, job.snapshot.as_deref(), &job.data, quotas, validation_cap).await?;
+    if data.kept_rows[0] == 0 && data.kept_rows[1] == 0 {
         return Err(Error::NoData("the snapshot has no trajectories with actions and no RoT rows for this mix".into()));
     }
+    let (eval, _) = encode_all(&data.validation, &window, job.data.rot_target)?;
     std::fs::create_dir_all(&job.out).at(&job.out)?;
     tk.save(&job.out.join("tokenizer.json"))?;
     let mut log = RunLog::new(
         "sft",
         &job.out,
-        data.snapshot.clone(),
+        job.snapshot.clone(),
         data.versions.clone(),
         json!({"job": job, "model": {"hidden_size": config.hidden_size, "layers": config.num_hidden_layers, "vocab": config.vocab_size, "params": config.num_params(), "trainable_params": trainable}}),
     )?;
-    let (train_n, eval_n) = (clean.len() + rot.len(), eval.len());
+    let (train_n, eval_n) = (data.kept_rows[0] + data.kept_rows[1], eval.len());
+    let ([clean, rot], cuts) = data.sources(&window, job.sft.seed);
     let train = sft::TrainSet { clean, rot, quotas };
     let out = job.out.clone();
     let (sft_cfg, resume, pad) = (job.sft.clone(), job.resume, tk.pad);
@@ -273,6 +252,10 @@ async fn run_sft_on<B: AutodiffBackend>(
         if let Some(e) = l.eval_loss {
             log.log(l.step as i64, "eval_loss", e, Some("eval"));
         }
+    }
+    let mut truncations = Truncations::default();
+    for c in &cuts {
+        truncations.add(&c.lock().unwrap_or_else(|p| p.into_inner()));
     }
     let (model_dir, adapter_dir) =
         save_policy(&config, &model.valid(), &tk, job.lora.as_ref(), &job.model.name(), &job.out)?;
@@ -447,6 +430,10 @@ pub struct RegrpoOutcome {
     pub seconds: f64,
 }
 
+/// RoT rows (and trajectories besides theirs) ReGRPO reads at most, the first in a seeded hash
+/// order: every state is self-checked by executing it, so more would not be used anyway.
+const REGRPO_READ_CAP: usize = 50_000;
+
 /// Runs ReGRPO on the job's device.
 pub async fn run_regrpo(
     repo: &Repository,
@@ -470,16 +457,8 @@ async fn run_regrpo_on<B: AutodiffBackend>(
     let (config, policy) = hf::load::<B>(&dir, &device)?;
     let (policy, trainable) = with_lora(policy, &config, job.lora.as_ref(), job.cfg.seed)?;
     let decoder = Decoder::new(ChatWindow::new(tk.clone(), job.cfg.window)?, job.cfg.constrained);
-    let SnapshotRows { trajectories: ts, rots, versions, split } = snapshot_rows(repo, job.snapshot.as_deref()).await?;
-    let train_ts: Vec<Trajectory> = ts
-        .iter()
-        .filter(|t| job.sources.as_ref().is_none_or(|s| s.contains(&t.source)))
-        .filter(|t| split.of(&t.trajectory_id) == Split::Train)
-        .cloned()
-        .collect();
-    let kept: std::collections::HashSet<&str> = train_ts.iter().map(|t| t.trajectory_id.as_str()).collect();
-    let train_rots: Vec<regrpo_schemas::Rot> =
-        rots.into_iter().filter(|r| kept.contains(r.trajectory_id.as_str())).collect();
+    let (train_ts, train_rots, versions) =
+        crate::stream::regrpo_rows(repo, job.snapshot.as_deref(), job.sources.as_deref(), REGRPO_READ_CAP).await?;
     let states = crate::rollout::States::of(&train_rots, &train_ts, repo.root());
     // States whose gold completion does not succeed (no sandbox, no executor) teach nothing.
     let (mut states, check) = crate::rollout::self_check(states, suite).await;

@@ -38,6 +38,7 @@ pub mod runlog;
 pub mod sampling;
 pub mod sft;
 pub mod stats;
+pub mod stream;
 pub mod tokenizer;
 pub mod window;
 

@@ -20,9 +20,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, Batcher, collate};
+use crate::data::{Batch, collate};
 use crate::error::{Error, IoContext, Result};
 use crate::model::Qwen2;
+use crate::stream::{Batcher, InMemory, Source};
 use crate::window::Encoded;
 
 /// Hyper-parameters of an SFT run.
@@ -249,12 +250,31 @@ pub fn evaluate<B: Backend>(
     (n > 0).then(|| total / n as f64)
 }
 
-/// The training sequences of a run and how many of each kind make a batch.
+/// Where a run's training sequences come from (streamed from a snapshot, or in memory) and
+/// how many of each kind make a batch.
 pub struct TrainSet {
-    pub clean: Vec<Encoded>,
-    pub rot: Vec<Encoded>,
+    pub clean: Box<dyn Source>,
+    /// Seeded apart from the clean stream (`Batcher::spawn` shows how).
+    pub rot: Box<dyn Source>,
     /// Clean and RoT sequences per micro-batch.
     pub quotas: (usize, usize),
+}
+
+impl TrainSet {
+    /// Sequences held in memory, seeded as a run with `seed` seeds them.
+    pub fn in_memory(clean: Vec<Encoded>, rot: Vec<Encoded>, quotas: (usize, usize), seed: u64) -> Result<TrainSet> {
+        let has_target = |v: &[Encoded], quota: usize| quota > 0 && v.iter().any(|e| e.mask.iter().any(|m| *m));
+        if !has_target(&clean, quotas.0) && !has_target(&rot, quotas.1) {
+            return Err(Error::NoData(
+                "no sample has a target token (check the window budgets and the RoT target policy)".into(),
+            ));
+        }
+        Ok(TrainSet {
+            clean: Box::new(InMemory::new(clean, seed)),
+            rot: Box::new(InMemory::new(rot, seed ^ crate::stream::ROT_SEED)),
+            quotas,
+        })
+    }
 }
 
 /// Trains `model` for `cfg.steps` optimizer steps (from `start_step` after a resume), calling
@@ -271,12 +291,6 @@ pub fn train<B: AutodiffBackend>(
     mut on_step: impl FnMut(&StepLog),
 ) -> Result<(Qwen2<B>, Vec<StepLog>)> {
     let device = model.embed_tokens.weight.device();
-    let has_target = |v: &[Encoded], quota: usize| quota > 0 && v.iter().any(|e| e.mask.iter().any(|m| *m));
-    if !has_target(&train.clean, train.quotas.0) && !has_target(&train.rot, train.quotas.1) {
-        return Err(Error::NoData(
-            "no sample has a target token (check the window budgets and the RoT target policy)".into(),
-        ));
-    }
     let adamw = AdamWConfig::new()
         .with_beta_1(cfg.beta1)
         .with_beta_2(cfg.beta2)
@@ -295,7 +309,8 @@ pub fn train<B: AutodiffBackend>(
         optim = optim.load_record(record);
         start = step;
     }
-    let batcher = Batcher::spawn(train.clean, train.rot, train.quotas, cfg.seed, start * cfg.grad_accum as u64, pad);
+    let batcher =
+        Batcher::spawn_sources(train.clean, train.rot, train.quotas, cfg.seed, start * cfg.grad_accum as u64, pad);
     let mut logs = Vec::new();
     for step in start..cfg.steps {
         let t0 = Instant::now();

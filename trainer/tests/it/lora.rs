@@ -13,11 +13,12 @@ use regrpo_datasets::{Repository, snapshot};
 use regrpo_formats::ingest::{self, Format, IngestOptions};
 
 use crate::every_row_trains;
-use regrpo_trainer::data::{self, DataConfig, RotTarget};
+use regrpo_trainer::data::{self, DataConfig, RotTarget, SampleKind};
 use regrpo_trainer::hf::{self, StoredDtype};
 use regrpo_trainer::job::{self, DeviceKind, ModelSource, SftJob};
 use regrpo_trainer::lora::{self, LoraConfig, TARGETS};
 use regrpo_trainer::sft::{self, SftConfig};
+use regrpo_trainer::stream;
 use regrpo_trainer::tokenizer::ChatTokenizer;
 use regrpo_trainer::window::{ChatWindow, WindowConfig};
 use regrpo_trainer::{Qwen2, Qwen2Config};
@@ -142,9 +143,9 @@ async fn lora_sft_of_smollm2_lowers_the_loss_and_changes_only_adapted_weights() 
 
     // The loss on the training rows falls.
     let tk = ChatTokenizer::load(&imported.join("tokenizer.json")).unwrap();
-    let rows = data::load(&repo, Some("s1"), &data_cfg).await.unwrap();
+    let rows = stream::training_samples(&repo, Some("s1"), &data_cfg, SampleKind::Rot).await.unwrap();
     let (encoded, _) =
-        data::encode_all(&rows.rot, &ChatWindow::new(tk.clone(), window).unwrap(), RotTarget::Reflection).unwrap();
+        data::encode_all(&rows, &ChatWindow::new(tk.clone(), window).unwrap(), RotTarget::Reflection).unwrap();
     let (base_loss, lora_loss) = (loss_of(&imported, &encoded, tk.pad), loss_of(&trained, &encoded, tk.pad));
     eprintln!(
         "loss on the RoT rows: base {base_loss:.4}, LoRA {lora_loss:.4} ({:.0} s in)",

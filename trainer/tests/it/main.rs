@@ -5,6 +5,7 @@ mod formulas;
 mod gguf;
 mod lora;
 mod parity;
+mod streaming;
 mod training;
 
 /// A split that puts every trajectory in `train`: these tests train on a handful of rows.

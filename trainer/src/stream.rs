@@ -1,0 +1,728 @@
+//! Training samples streamed from a snapshot, in bounded memory.
+//!
+//! ```text
+//!  snapshot ── SELECT * FROM trajectories | rot ── one query per kind and epoch, one partition,
+//!              │                                   so rows come in the snapshot's own order
+//!              ▼ Arrow batches of 1,024 rows
+//!  rows ── split · source · reflection · mixture ──▶ samples ──context window──▶ token windows
+//!              ▼ blocks of up to 65,536 windows, each shuffled by (seed, epoch, block)
+//!  a kind's endless stream ──▶ the batcher's buckets of similar lengths ──▶ batches
+//! ```
+//!
+//! Nothing holds a table: a run holds one Arrow batch of rows, one block of token windows per
+//! kind, and the validation samples its held-out loss uses. Before training, one pass counts the
+//! training rows of each kind and collects those validation samples; when a RoT share calls for
+//! the mixture rule ([`regrpo_schemas::mixture`]), a second pass finds which rows it keeps (the
+//! same rows `mixture::keep` keeps, found without holding them). A block is ordered by row id
+//! before it is shuffled, so a snapshot no larger than a block is shuffled exactly as one
+//! in-memory permutation of its id-sorted rows would be, whatever order its files hold them in.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use regrpo_datasets::Repository;
+use regrpo_queries::{At, BatchStream, Session};
+use regrpo_schemas::mixture::{self, Selection};
+use regrpo_schemas::react::{opens_with_reflection, trajectory_messages};
+use regrpo_schemas::{Record, Rot, Split, SplitSpec, Trajectory, conform, from_batch};
+
+use crate::data::{Batch, DataConfig, RotTarget, Sample, SampleKind, collate, epoch_order};
+use crate::error::{Error, Result};
+use crate::window::{ChatWindow, Encoded, Truncations};
+
+/// Rows per Arrow batch of the training scans.
+const ROWS_PER_BATCH: usize = 1024;
+
+/// Token windows shuffled together: the look-ahead of the stream.
+pub const BLOCK: usize = 1 << 16;
+
+/// A kind's samples, one epoch after another, in training order. `None` ends an epoch.
+pub trait Source: Send {
+    /// Starts epoch `e` (from its first sample).
+    fn start(&mut self, epoch: u64) -> Result<()>;
+    /// The epoch's next window and its position in the epoch's unshuffled order.
+    fn next(&mut self) -> Result<Option<(usize, Encoded)>>;
+}
+
+/// Windows held in memory (tests, benchmarks, small runs): epoch `e` is a seeded permutation.
+pub struct InMemory {
+    items: Vec<Encoded>,
+    seed: u64,
+    order: Vec<usize>,
+    at: usize,
+}
+
+impl InMemory {
+    pub fn new(items: Vec<Encoded>, seed: u64) -> InMemory {
+        InMemory { items, seed, order: Vec::new(), at: 0 }
+    }
+}
+
+impl Source for InMemory {
+    fn start(&mut self, epoch: u64) -> Result<()> {
+        self.order = epoch_order(self.items.len(), self.seed, epoch);
+        self.at = 0;
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Option<(usize, Encoded)>> {
+        let Some(&i) = self.order.get(self.at) else { return Ok(None) };
+        self.at += 1;
+        Ok(Some((i, self.items[i].clone())))
+    }
+}
+
+/// Which rows of a kind a run trains on (or validates on), decided row by row.
+#[derive(Clone)]
+pub struct RowFilter {
+    pub kind: SampleKind,
+    pub split: SplitSpec,
+    pub sources: Option<Vec<String>>,
+    pub rot_target: RotTarget,
+    /// The mixture's seed and the largest key it keeps (`None`: no mixture; `Some(None)`: the
+    /// mixture keeps none of this kind).
+    pub mixture: Option<(u64, Option<u64>)>,
+}
+
+impl RowFilter {
+    /// The samples of a batch of rows, with their split, before the mixture.
+    fn samples(&self, batch: &RecordBatch) -> Result<Vec<(Split, Sample)>> {
+        Ok(match self.kind {
+            SampleKind::Clean => {
+                let rows: Vec<Trajectory> = from_batch(&conform(batch, &Trajectory::schema())?)?;
+                rows.into_iter()
+                    .filter(|t| self.sources.as_ref().is_none_or(|s| s.contains(&t.source)))
+                    .filter(|t| t.steps.iter().any(|s| s.action.is_some()))
+                    .map(|t| {
+                        let split = self.split.of(&t.trajectory_id);
+                        let messages = trajectory_messages(&t);
+                        (
+                            split,
+                            Sample {
+                                id: t.trajectory_id.clone(),
+                                trajectory_id: t.trajectory_id,
+                                kind: SampleKind::Clean,
+                                messages,
+                            },
+                        )
+                    })
+                    .collect()
+            }
+            SampleKind::Rot => {
+                let rows: Vec<Rot> = from_batch(&conform(batch, &Rot::schema())?)?;
+                rows.into_iter()
+                    .filter(|r| r.conversation.iter().any(|m| opens_with_reflection(&m.content)))
+                    .map(|r| {
+                        let split = self.split.of(&r.trajectory_id);
+                        (
+                            split,
+                            Sample {
+                                id: r.rot_id,
+                                trajectory_id: r.trajectory_id,
+                                kind: SampleKind::Rot,
+                                messages: r.conversation,
+                            },
+                        )
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// Whether the mixture keeps a training row.
+    fn kept(&self, id: &str) -> bool {
+        match self.mixture {
+            None => true,
+            Some((_, None)) => false,
+            Some((seed, Some(max))) => mixture::order_key64(seed, id) <= max,
+        }
+    }
+
+    /// The query of this kind's rows: the whole table, or RoT rows of the chosen sources.
+    fn sql(&self) -> String {
+        match (self.kind, &self.sources) {
+            (SampleKind::Clean, _) => "SELECT * FROM trajectories".into(),
+            (SampleKind::Rot, None) => "SELECT * FROM rot".into(),
+            (SampleKind::Rot, Some(sources)) => {
+                let list: Vec<String> = sources.iter().map(|s| format!("'{}'", s.replace('\'', "''"))).collect();
+                format!(
+                    "SELECT * FROM rot WHERE trajectory_id IN (SELECT trajectory_id FROM trajectories WHERE source IN ({}))",
+                    list.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// A session over the snapshot for scans whose row order must be the snapshot's own: one
+/// partition, small batches.
+pub async fn scan_session(repo: &Repository, snapshot: Option<&str>) -> Result<Session> {
+    Ok(Session::open_ordered(repo, At::from_option(snapshot), ROWS_PER_BATCH).await?)
+}
+
+async fn scan(session: &Session, sql: &str) -> Result<BatchStream> {
+    Ok(session.stream(sql).await?)
+}
+
+/// What the pass before training learns of a kind.
+#[derive(Debug, Default)]
+pub struct Census {
+    /// Training rows (before the mixture).
+    pub train_rows: usize,
+    /// The first validation samples, in stream order, up to the cap asked for.
+    pub validation: Vec<Sample>,
+}
+
+/// Counts a kind's training rows and keeps its first `validation_cap` validation samples; feeds
+/// every training row's key to `selection` when there is one.
+pub async fn census(
+    session: &Session,
+    filter: &RowFilter,
+    validation_cap: usize,
+    mut selection: Option<(&mut Selection, u64)>,
+) -> Result<Census> {
+    let mut stream = scan(session, &filter.sql()).await?;
+    let mut out = Census::default();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(regrpo_queries::Error::from)?;
+        for (split, sample) in filter.samples(&batch)? {
+            match split {
+                Split::Train => {
+                    out.train_rows += 1;
+                    if let Some((sel, seed)) = selection.as_mut() {
+                        sel.count(mixture::order_key64(*seed, &sample.id));
+                    }
+                }
+                Split::Validation if out.validation.len() < validation_cap => out.validation.push(sample),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The second pass of the mixture: every training row's key again.
+pub async fn refine(session: &Session, filter: &RowFilter, selection: &mut Selection, seed: u64) -> Result<()> {
+    let mut stream = scan(session, &filter.sql()).await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(regrpo_queries::Error::from)?;
+        for (split, sample) in filter.samples(&batch)? {
+            if split == Split::Train {
+                selection.refine(mixture::order_key64(seed, &sample.id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A run's training data, found before training: what each kind's stream reads, how many
+/// training rows each kind has, and the validation samples of the held-out loss.
+pub struct Prepared {
+    pub session: Session,
+    /// The clean and RoT filters, in that order.
+    pub filters: [RowFilter; 2],
+    /// Training rows of each kind before the mixture, and after it.
+    pub train_rows: [usize; 2],
+    pub kept_rows: [usize; 2],
+    /// Validation samples (clean ones first), at most the cap asked for.
+    pub validation: Vec<Sample>,
+    pub versions: std::collections::BTreeMap<String, i64>,
+}
+
+/// Counts, collects and (with a mixture) selects, in one or two streaming passes per kind.
+/// Only the kinds with a quota are read.
+pub async fn prepare(
+    repo: &Repository,
+    snapshot: Option<&str>,
+    cfg: &DataConfig,
+    quotas: (usize, usize),
+    validation_cap: usize,
+) -> Result<Prepared> {
+    let session = scan_session(repo, snapshot).await?;
+    let split = session.split();
+    let filter =
+        |kind| RowFilter { kind, split, sources: cfg.sources.clone(), rot_target: cfg.rot_target, mixture: None };
+    let mut filters = [filter(SampleKind::Clean), filter(SampleKind::Rot)];
+    let wanted = [quotas.0 > 0, quotas.1 > 0];
+    // A RoT share (not rows added on top of full clean batches) is a mixture: the one rule,
+    // rows dropped in seeded hash order, as `regrpo publish --rot-fraction` applies it.
+    let mixed = cfg.rot_extra.is_none() && wanted == [true, true];
+    let mut counted = [0usize; 2];
+    let mut validation = Vec::new();
+    let mut selections: [Option<Selection>; 2] = [None, None];
+    // Without a mixture one pass each; with one, the counts come first (the quotas need both).
+    for k in 0..2 {
+        if !wanted[k] {
+            continue;
+        }
+        let cap = validation_cap.saturating_sub(validation.len());
+        let c = census(&session, &filters[k], cap, None).await?;
+        counted[k] = c.train_rows;
+        validation.extend(c.validation);
+    }
+    let mut kept = counted;
+    if mixed {
+        let (keep_rot, keep_clean) = mixture::share_quotas(counted[1], counted[0], cfg.rot_fraction);
+        kept = [keep_clean, keep_rot];
+        for k in 0..2 {
+            if kept[k] == counted[k] {
+                continue;
+            }
+            let mut sel = Selection::new(kept[k]);
+            census(&session, &filters[k], 0, Some((&mut sel, split.seed))).await?;
+            if sel.locate().is_some() {
+                refine(&session, &filters[k], &mut sel, split.seed).await?;
+            }
+            selections[k] = Some(sel);
+        }
+    }
+    for (k, sel) in selections.into_iter().enumerate() {
+        if let Some(sel) = sel {
+            filters[k].mixture = Some((split.seed, sel.threshold()));
+        }
+    }
+    let versions = session.versions().clone();
+    Ok(Prepared { session, filters, train_rows: counted, kept_rows: kept, validation, versions })
+}
+
+impl Prepared {
+    /// The two training streams (clean, RoT) through a context window, and what the window
+    /// cut of each over the first epoch.
+    pub fn sources(&self, window: &ChatWindow, seed: u64) -> ([Box<dyn Source>; 2], [Arc<Mutex<Truncations>>; 2]) {
+        let make = |k: usize, seed: u64| {
+            let s = Streamed::new(self.session.clone(), self.filters[k].clone(), window.clone(), seed);
+            let cuts = s.truncations();
+            (Box::new(s) as Box<dyn Source>, cuts)
+        };
+        let (clean, clean_cuts) = make(0, seed);
+        let (rot, rot_cuts) = make(1, seed ^ ROT_SEED);
+        ([clean, rot], [clean_cuts, rot_cuts])
+    }
+}
+
+/// A kind's training samples, collected (for small snapshots: tests, tools); training streams
+/// them instead.
+pub async fn training_samples(
+    repo: &Repository,
+    snapshot: Option<&str>,
+    cfg: &DataConfig,
+    kind: SampleKind,
+) -> Result<Vec<Sample>> {
+    let session = scan_session(repo, snapshot).await?;
+    let filter = RowFilter {
+        kind,
+        split: session.split(),
+        sources: cfg.sources.clone(),
+        rot_target: cfg.rot_target,
+        mixture: None,
+    };
+    let mut stream = scan(&session, &filter.sql()).await?;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(regrpo_queries::Error::from)?;
+        out.extend(filter.samples(&batch)?.into_iter().filter(|(s, _)| *s == Split::Train).map(|(_, x)| x));
+    }
+    Ok(out)
+}
+
+/// Every text of a snapshot a tokenizer should see — the chats of trajectories, then those of
+/// RoT rows — produced by a reader thread while the consumer trains on them.
+pub async fn texts(repo: &Repository, snapshot: Option<&str>) -> Result<std::sync::mpsc::IntoIter<String>> {
+    let session = scan_session(repo, snapshot).await?;
+    let handle = tokio::runtime::Handle::current();
+    let (tx, rx) = sync_channel::<String>(4096);
+    std::thread::Builder::new()
+        .name("corpus-reader".into())
+        .spawn(move || {
+            let read = |sql: &str, each: &mut dyn FnMut(&RecordBatch) -> Result<bool>| {
+                handle.block_on(async {
+                    let mut stream = scan(&session, sql).await?;
+                    while let Some(batch) = stream.next().await {
+                        if !each(&batch.map_err(regrpo_queries::Error::from)?)? {
+                            break;
+                        }
+                    }
+                    Ok::<_, Error>(())
+                })
+            };
+            let send_all = |texts: Vec<String>| texts.into_iter().all(|t| tx.send(t).is_ok());
+            let _ = read("SELECT * FROM trajectories", &mut |b| {
+                let rows: Vec<Trajectory> = from_batch(&conform(b, &Trajectory::schema())?)?;
+                Ok(send_all(rows.iter().flat_map(|t| trajectory_messages(t).into_iter().map(|m| m.content)).collect()))
+            });
+            let _ = read("SELECT * FROM rot", &mut |b| {
+                let rows: Vec<Rot> = from_batch(&conform(b, &Rot::schema())?)?;
+                Ok(send_all(rows.into_iter().flat_map(|r| r.conversation.into_iter().map(|m| m.content)).collect()))
+            });
+        })
+        .map_err(|e| Error::Internal(format!("starting the corpus reader: {e}")))?;
+    Ok(rx.into_iter())
+}
+
+/// The training split's rows ReGRPO builds its states from, streamed: every RoT row of the
+/// chosen sources whose trajectory is in the training split, and the trajectories they and the
+/// clean states need — at most `cap` RoT rows and `cap` more trajectories, the first in a seeded
+/// hash order, so a table of any size is read in bounded memory. Below the cap every row is
+/// read, as a whole-table read would (each list sorted by id).
+pub async fn regrpo_rows(
+    repo: &Repository,
+    snapshot: Option<&str>,
+    sources: Option<&[String]>,
+    cap: usize,
+) -> Result<(Vec<Trajectory>, Vec<Rot>, std::collections::BTreeMap<String, i64>)> {
+    use std::collections::{BTreeMap, HashSet};
+    let session = scan_session(repo, snapshot).await?;
+    let split = session.split();
+    let filter = RowFilter {
+        kind: SampleKind::Rot,
+        split,
+        sources: sources.map(<[String]>::to_vec),
+        rot_target: RotTarget::Reflection,
+        mixture: None,
+    };
+    // The `cap` RoT rows with the smallest keys, by key.
+    let mut rots: BTreeMap<(u64, String), Rot> = BTreeMap::new();
+    let mut stream = scan(&session, &filter.sql()).await?;
+    while let Some(batch) = stream.next().await {
+        let rows: Vec<Rot> = from_batch(&conform(&batch.map_err(regrpo_queries::Error::from)?, &Rot::schema())?)?;
+        for r in rows.into_iter().filter(|r| split.of(&r.trajectory_id) == Split::Train) {
+            rots.insert((mixture::order_key64(split.seed, &r.rot_id), r.rot_id.clone()), r);
+            if rots.len() > cap {
+                rots.pop_last();
+            }
+        }
+    }
+    let needed: HashSet<String> = rots.values().map(|r| r.trajectory_id.clone()).collect();
+    let mut needed_ts = Vec::new();
+    let mut clean: BTreeMap<(u64, String), Trajectory> = BTreeMap::new();
+    let mut stream = scan(&session, "SELECT * FROM trajectories").await?;
+    while let Some(batch) = stream.next().await {
+        let rows: Vec<Trajectory> =
+            from_batch(&conform(&batch.map_err(regrpo_queries::Error::from)?, &Trajectory::schema())?)?;
+        for t in rows {
+            if sources.is_some_and(|s| !s.contains(&t.source)) || split.of(&t.trajectory_id) != Split::Train {
+                continue;
+            }
+            if needed.contains(&t.trajectory_id) {
+                needed_ts.push(t);
+            } else {
+                clean.insert((mixture::order_key64(split.seed, &t.trajectory_id), t.trajectory_id.clone()), t);
+                if clean.len() > cap {
+                    clean.pop_last();
+                }
+            }
+        }
+    }
+    let mut trajectories: Vec<Trajectory> = needed_ts.into_iter().chain(clean.into_values()).collect();
+    trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+    let mut rots: Vec<Rot> = rots.into_values().collect();
+    rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+    Ok((trajectories, rots, session.versions().clone()))
+}
+
+/// Training windows of one kind, scanned from the snapshot epoch after epoch.
+pub struct Streamed {
+    handle: tokio::runtime::Handle,
+    session: Session,
+    filter: RowFilter,
+    window: ChatWindow,
+    seed: u64,
+    epoch: u64,
+    rows: Option<BatchStream>,
+    /// Windows read but not yet shuffled, with their row's id and their place in the row.
+    pending: Vec<(String, usize, Encoded)>,
+    /// The current block, shuffled.
+    block: VecDeque<(usize, Encoded)>,
+    blocks: u64,
+    position: usize,
+    /// Whether the epoch had a window with a target token (else training has nothing to learn).
+    targets: bool,
+    /// What the window cut, counted over the first epoch.
+    cuts: Arc<Mutex<Truncations>>,
+}
+
+impl Streamed {
+    pub fn new(session: Session, filter: RowFilter, window: ChatWindow, seed: u64) -> Streamed {
+        Streamed {
+            handle: tokio::runtime::Handle::current(),
+            session,
+            filter,
+            window,
+            seed,
+            epoch: 0,
+            rows: None,
+            pending: Vec::new(),
+            block: VecDeque::new(),
+            blocks: 0,
+            position: 0,
+            targets: false,
+            cuts: Arc::default(),
+        }
+    }
+
+    /// What the context window cut of the samples seen in the first epoch.
+    pub fn truncations(&self) -> Arc<Mutex<Truncations>> {
+        Arc::clone(&self.cuts)
+    }
+
+    /// Reads rows until a block is full or the epoch's rows end; shuffles it.
+    fn fill(&mut self) -> Result<()> {
+        let Some(rows) = self.rows.as_mut() else { return Ok(()) };
+        while self.pending.len() < BLOCK {
+            let Some(batch) = self.handle.block_on(rows.next()) else {
+                self.rows = None;
+                break;
+            };
+            let batch = batch.map_err(regrpo_queries::Error::from)?;
+            for (split, sample) in self.filter.samples(&batch)? {
+                if split != Split::Train || !self.filter.kept(&sample.id) {
+                    continue;
+                }
+                let policy = self.filter.rot_target;
+                let (windows, cuts) = self.window.samples(&sample.messages, |i, _| sample.is_target(i, policy))?;
+                if self.epoch == 0 {
+                    self.cuts.lock().unwrap_or_else(|p| p.into_inner()).add(&cuts);
+                }
+                for (i, w) in windows.into_iter().enumerate() {
+                    self.targets |= w.mask.iter().any(|m| *m);
+                    self.pending.push((sample.id.clone(), i, w));
+                }
+            }
+        }
+        // A block is put in the order of its rows' ids (not the order the files happen to store
+        // them in), numbered, then permuted: the first block as the whole epoch would be in
+        // memory, later ones by their own seeds.
+        self.pending.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let first = self.position;
+        self.position += self.pending.len();
+        let seed = self.seed ^ self.blocks.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let order = epoch_order(self.pending.len(), seed, self.epoch);
+        let mut taken: Vec<Option<Encoded>> = self.pending.drain(..).map(|(_, _, w)| Some(w)).collect();
+        self.block = order.into_iter().filter_map(|i| taken[i].take().map(|w| (first + i, w))).collect();
+        self.blocks += 1;
+        Ok(())
+    }
+}
+
+impl Source for Streamed {
+    fn start(&mut self, epoch: u64) -> Result<()> {
+        if epoch > 0 && !self.targets {
+            return Err(Error::NoData(
+                "no training sample has a target token (check the window budgets and the RoT target policy)".into(),
+            ));
+        }
+        self.epoch = epoch;
+        self.rows = Some(self.handle.block_on(scan(&self.session, &self.filter.sql()))?);
+        self.pending.clear();
+        self.block.clear();
+        self.blocks = 0;
+        self.position = 0;
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Option<(usize, Encoded)>> {
+        if self.block.is_empty() {
+            self.fill()?;
+        }
+        Ok(self.block.pop_front())
+    }
+}
+
+/// Batches that are bucketed together: their samples are sorted by length and dealt out in
+/// a seeded order, so a batch pads to lengths close to its own.
+const BUCKET: u64 = 8;
+
+/// A kind's samples one epoch after another, without end (or none at all, for an empty kind).
+struct Endless {
+    source: Box<dyn Source>,
+    epoch: u64,
+    started: bool,
+    seen: bool,
+}
+
+impl Endless {
+    fn new(source: Box<dyn Source>) -> Endless {
+        Endless { source, epoch: 0, started: false, seen: false }
+    }
+
+    fn next(&mut self) -> Result<Option<(usize, Encoded)>> {
+        if !self.started {
+            self.source.start(0)?;
+            self.started = true;
+        }
+        loop {
+            if let Some(item) = self.source.next()? {
+                self.seen = true;
+                return Ok(Some(item));
+            }
+            if !self.seen {
+                return Ok(None);
+            }
+            self.epoch += 1;
+            self.source.start(self.epoch)?;
+            self.seen = false;
+        }
+    }
+}
+
+/// Deals a kind's share of each batch: bucket `b` takes the next `BUCKET · quota` samples of
+/// the kind's stream, sorts them by length (ties by their place in the epoch) and hands them
+/// out as `BUCKET` batches in an order seeded by `b`.
+struct Dealer {
+    stream: Endless,
+    quota: usize,
+    seed: u64,
+    bucket: Option<u64>,
+    items: Vec<(usize, Encoded)>,
+}
+
+impl Dealer {
+    fn new(source: Box<dyn Source>, quota: usize, seed: u64) -> Dealer {
+        Dealer { stream: Endless::new(source), quota, seed, bucket: None, items: Vec::new() }
+    }
+
+    /// The kind's part of micro-batch `k` (`k` never decreases).
+    fn batch(&mut self, k: u64) -> Result<Vec<&Encoded>> {
+        if self.quota == 0 {
+            return Ok(vec![]);
+        }
+        let (bucket, slot) = (k / BUCKET, k % BUCKET);
+        while self.bucket != Some(bucket) {
+            let want = BUCKET as usize * self.quota;
+            let mut items = Vec::with_capacity(want);
+            while items.len() < want {
+                match self.stream.next()? {
+                    Some(item) => items.push(item),
+                    None => return Ok(vec![]),
+                }
+            }
+            items.sort_by_key(|(i, e)| (e.ids.len(), *i));
+            self.items = items;
+            self.bucket = Some(self.bucket.map_or(0, |b| b + 1));
+        }
+        let order = epoch_order(BUCKET as usize, self.seed ^ 0xb0c4e7, bucket);
+        let at = order[slot as usize] * self.quota;
+        Ok(self.items[at..at + self.quota].iter().map(|(_, e)| e).collect())
+    }
+}
+
+/// Produces batches on a background thread, starting at micro-batch `start`.
+///
+/// Each batch takes `quotas.0` clean and `quotas.1` RoT samples, each kind from its own endless
+/// stream of epochs (bucketed by length, see [`Dealer`]): the clean rows of a batch do not
+/// depend on how many RoT rows it has. A batch comes as one padded part per kind. Reading and
+/// tokenising rows happen on this thread too, ahead of the model.
+pub struct Batcher {
+    rx: Receiver<Result<Vec<Batch>>>,
+}
+
+/// The seed of the RoT stream, apart from the clean one.
+pub const ROT_SEED: u64 = 0x5eed_0f0a;
+
+impl Batcher {
+    /// Batches of windows held in memory.
+    pub fn spawn(
+        clean: Vec<Encoded>,
+        rot: Vec<Encoded>,
+        quotas: (usize, usize),
+        seed: u64,
+        start: u64,
+        pad: u32,
+    ) -> Self {
+        let clean = Box::new(InMemory::new(clean, seed));
+        let rot = Box::new(InMemory::new(rot, seed ^ ROT_SEED));
+        Self::spawn_sources(clean, rot, quotas, seed, start, pad)
+    }
+
+    /// Batches of windows from any sources (streamed from a snapshot, or in memory); `rot` is
+    /// seeded by `seed ^ ROT_SEED` by whoever built it.
+    pub fn spawn_sources(
+        clean: Box<dyn Source>,
+        rot: Box<dyn Source>,
+        quotas: (usize, usize),
+        seed: u64,
+        start: u64,
+        pad: u32,
+    ) -> Self {
+        let (tx, rx) = sync_channel(4);
+        std::thread::Builder::new()
+            .name("sft-batcher".into())
+            .spawn(move || {
+                let mut kinds = [Dealer::new(clean, quotas.0, seed), Dealer::new(rot, quotas.1, seed ^ ROT_SEED)];
+                let mut k = start;
+                loop {
+                    let mut parts = Vec::new();
+                    for d in &mut kinds {
+                        match d.batch(k) {
+                            Ok(p) if p.is_empty() => {}
+                            Ok(p) => parts.push(collate(&p, pad)),
+                            Err(e) => {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                    }
+                    if tx.send(Ok(parts)).is_err() {
+                        return;
+                    }
+                    k += 1;
+                }
+            })
+            .expect("spawning the batcher thread");
+        Batcher { rx }
+    }
+
+    /// The next batch, one part per kind of sample in it.
+    pub fn next(&self) -> Result<Vec<Batch>> {
+        self.rx.recv().map_err(|_| Error::Internal("the batcher thread stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_rows_do_not_depend_on_the_rot_quota() {
+        let clean: Vec<Encoded> = (0..7).map(|i| Encoded { ids: vec![i, i + 1], mask: vec![true; 2] }).collect();
+        let rot: Vec<Encoded> = (0..5).map(|i| Encoded { ids: vec![100 + i, 1, 2], mask: vec![true; 3] }).collect();
+        let a = Batcher::spawn(clean.clone(), vec![], (3, 0), 9, 0, 0);
+        let b = Batcher::spawn(clean, rot, (3, 2), 9, 0, 0);
+        for _ in 0..6 {
+            let (x, y) = (a.next().unwrap(), b.next().unwrap());
+            assert_eq!((x.len(), y.len()), (1, 2));
+            assert_eq!(x[0], y[0], "the same clean part");
+            assert_eq!((y[1].batch, y[1].len), (2, 2), "RoT rows padded on their own");
+            assert!((0..2).all(|r| y[1].ids[r * y[1].len] >= 100));
+        }
+    }
+
+    #[test]
+    fn buckets_deal_every_sample_once_per_epoch_in_batches_of_similar_length() {
+        let lengths: Vec<usize> = (0..64).map(|i| 1 + (i * 37) % 101).collect();
+        let items: Vec<Encoded> = lengths.iter().map(|n| Encoded { ids: vec![0; *n], mask: vec![true; *n] }).collect();
+        let mut d = Dealer::new(Box::new(InMemory::new(items, 3)), 8, 3);
+        let mut seen = Vec::new();
+        for k in 0..8 {
+            let b: Vec<usize> = d.batch(k).unwrap().iter().map(|e| e.ids.len()).collect();
+            assert!(b.iter().max().unwrap() - b.iter().min().unwrap() < 40, "batch {k}: {b:?}");
+            seen.extend(b);
+        }
+        let mut want = lengths.clone();
+        seen.sort();
+        want.sort();
+        assert_eq!(seen, want, "one epoch deals every sample once");
+    }
+
+    #[test]
+    fn batcher_resumes_where_it_left_off() {
+        let enc: Vec<Encoded> = (0..10).map(|i| Encoded { ids: vec![i, i + 1, i + 2], mask: vec![true; 3] }).collect();
+        let a = Batcher::spawn(enc.clone(), vec![], (3, 0), 7, 0, 0);
+        let all: Vec<Vec<Batch>> = (0..9).map(|_| a.next().unwrap()).collect();
+        let b = Batcher::spawn(enc, vec![], (3, 0), 7, 5, 0);
+        assert_eq!(b.next().unwrap(), all[5]);
+    }
+}
