@@ -17,5 +17,10 @@ echo "toolworld: $tasks tasks in $(echo "$s $e" | awk '{printf "%.1f", $2-$1}')s
 s=$(date +%s.%N); "$bin" engine run "$work/repo" | tail -25; e=$(date +%s.%N)
 rows=$("$bin" sql "$work/repo" "SELECT count(*) FROM rot" --format csv | tail -1)
 secs=$(echo "$s $e" | awk '{print $2-$1}')
-echo "engine: $rows RoT rows in ${secs}s = $(echo "$rows $secs" | awk '{printf "%.0f", $1/$2}') rows/s (whole process: log replay, execution, judge, reflect, verify, commits)"
-"$target/release/examples/engine_micro" 200000
+rate=$(echo "$rows $secs" | awk '{printf "%.0f", $1/$2}')
+echo "engine: $rows RoT rows in ${secs}s = $rate rows/s (whole process: log replay, execution, judge, reflect, verify, commits)"
+"$target/release/examples/engine_micro" 200000 | tee "$work/micro.txt"
+if [ -n "${BENCH_SUMMARY:-}" ]; then
+  echo "{\"bench\": \"engine\", \"tasks\": $tasks, \"rot_rows\": $rows, \"seconds\": $secs, \"rows_per_s\": $rate}" >> "$BENCH_SUMMARY"
+  grep '^{' "$work/micro.txt" >> "$BENCH_SUMMARY"
+fi

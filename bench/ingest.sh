@@ -21,5 +21,9 @@ bytes=$(stat -c %s "$corpus")
 peak_kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}' "$work/time.txt")
 wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
 echo "corpus: $((bytes / 1000000)) MB; wall: $wall; peak RSS: $((peak_kb / 1024)) MiB"
+secs=$(echo "$wall" | awk -F: '{s=0; for (i=1;i<=NF;i++) s=s*60+$i; print s}')
+if [ -n "${BENCH_SUMMARY:-}" ]; then
+  echo "{\"bench\": \"ingest\", \"mb\": $((bytes / 1000000)), \"seconds\": $secs, \"mb_per_s\": $(echo "$bytes $secs" | awk '{printf "%.1f", $1/1e6/$2}'), \"peak_rss_mib\": $((peak_kb / 1024))}" >> "$BENCH_SUMMARY"
+fi
 "$bin" sql "$work/repo" "SELECT count(*) AS rows FROM trajectories"
 du -sh "$work/repo/tables/trajectories"

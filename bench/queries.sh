@@ -65,15 +65,36 @@ import json, sys
 ours = [json.loads(l) for l in open(sys.argv[1])]
 duck = {d["query"]: d for d in map(json.loads, open(sys.argv[2]))}
 print(f"session open (Delta log replay of every table): {ours[0]['seconds']:.3f}s; {next(iter(duck.values()))['system']}")
-print(f"{'query':12} {'regrpo s':>10} {'duckdb s':>10} {'ratio':>8} {'rows':>8}")
+raw = {o["query"]: o for o in ours if o["phase"] == "raw_parquet"}
+print(f"{'query':12} {'regrpo s':>10} {'duckdb s':>10} {'ratio':>8} {'rows':>8} {'plain DF s':>11}")
 for o in (o for o in ours if o["phase"] == "in_process"):
     d = duck[o["query"]]
     assert o["rows"] == d["rows"], f"{o['query']}: {o['rows']} rows vs DuckDB's {d['rows']}"
-    print(f"{o['query']:12} {o['best_s']:10.3f} {d['best_s']:10.3f} {o['best_s'] / d['best_s']:8.2f} {o['rows']:8}")
+    r = raw.get(o["query"], {}).get("best_s", float("nan"))
+    print(f"{o['query']:12} {o['best_s']:10.3f} {d['best_s']:10.3f} {o['best_s'] / d['best_s']:8.2f} {o['rows']:8} {r:11.3f}")
+print("(plain DF: DataFusion's own Parquet listing over the same files, no Delta provider)")
 print("== Flight SQL server (queries round-robin, each answer's row count checked) ==")
 for o in (o for o in ours if o["phase"] == "flight_sql"):
     print(f"{o['clients']:2} client(s): {o['queries']} queries, p50 {o['p50_s']:.3f}s p95 {o['p95_s']:.3f}s p99 {o['p99_s']:.3f}s, {o['queries_per_s']:.1f} queries/s")
 PY
+
+if [ -n "${BENCH_SUMMARY:-}" ]; then
+  "$py" - "$work/latency.jsonl" "$work/duckdb.jsonl" "$nm" "$rot" >> "$BENCH_SUMMARY" <<'PY'
+import json, sys
+ours = [json.loads(l) for l in open(sys.argv[1])]
+duck = {d["query"]: d for d in map(json.loads, open(sys.argv[2]))}
+out = {"bench": "queries", "near_misses": int(sys.argv[3]), "rot": int(sys.argv[4])}
+for o in ours:
+    if o["phase"] == "in_process":
+        out[o["query"] + "_s"] = o["best_s"]
+        out[o["query"] + "_duckdb_s"] = duck[o["query"]]["best_s"]
+        out[o["query"] + "_ratio"] = o["best_s"] / duck[o["query"]]["best_s"]
+    if o["phase"] == "flight_sql":
+        out[f"flight_{o['clients']}_p99_s"] = o["p99_s"]
+        out[f"flight_{o['clients']}_p50_s"] = o["p50_s"]
+print(json.dumps(out))
+PY
+fi
 
 # Bytes the selective filter read (DataFusion's scan metrics) against the table's size.
 "$bin" sql "$work/repo" "EXPLAIN ANALYZE ${Q[rare_filter]}" --format csv > "$work/analyze.txt"

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use regrpo_datasets::Repository;
 use regrpo_schemas::id::content_id;
+use regrpo_schemas::react::{Reflection, format_observation};
 use regrpo_schemas::{ActionRecord, Execution, Message, NearMiss, Rot};
 
 const TYPES: [(&str, f64); 6] = [
@@ -116,13 +117,29 @@ fn rot(rng: &mut Mix, i: u64) -> Rot {
         evidence_start: Some(0),
         evidence_end: Some(60),
         fix_plan: format!("Call {} again with the path the task names (files/doc_{}.txt).", n.tool, i % 5000),
-        failed_observation: obs,
+        failed_observation: obs.clone(),
         corrected_observation: Some(format!("row {}: 42", i % 977)),
         verified: rng.unit() < 0.8,
         derivable: None,
+        // The layout the engine writes: the failed step, its observation, the reflection with
+        // the corrected action (so SFT trains on these rows too).
         conversation: vec![
             Message { role: "user".into(), content: format!("Task {i}: find the value of item {}", i % 977) },
-            Message { role: "assistant".into(), content: n.failed_action.raw.clone() },
+            Message { role: "assistant".into(), content: format!("Code:\n```py\n{}\n```", n.failed_action.raw) },
+            Message { role: "user".into(), content: format_observation(0, &obs) },
+            Message {
+                role: "assistant".into(),
+                content: format!(
+                    "{}Code:\n```py\n{}\n```",
+                    Reflection {
+                        error_type: n.error_type.clone(),
+                        evidence: format!("The tool said \"{}\"", &obs[..obs.len().min(60)]),
+                        fix_plan: format!("Use files/doc_{}.txt.", i % 5000),
+                    }
+                    .to_text(),
+                    n.original_action.raw
+                ),
+            },
         ],
         gates: vec![],
         generator: "template-v1".into(),

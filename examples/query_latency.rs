@@ -100,6 +100,29 @@ async fn main() -> anyhow::Result<()> {
     let session = Session::open(&repo, At::Latest).await?;
     println!("{}", json!({"phase": "open", "seconds": t.elapsed().as_secs_f64()}));
 
+    // The same files as a plain Parquet listing (no Delta provider): what the table provider
+    // adds per query, for the report.
+    let raw = datafusion::prelude::SessionContext::new();
+    for table in ["near_misses", "rot"] {
+        let dir = repo.table_path(table);
+        raw.register_parquet(table, dir.to_string_lossy().as_ref(), datafusion::prelude::ParquetReadOptions::default())
+            .await?;
+    }
+    for (name, sql) in QUERIES {
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            raw.sql(sql).await?.collect().await?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        println!(
+            "{}",
+            json!({"phase": "raw_parquet", "query": name, "best_s": times[0].as_secs_f64(),
+                   "median_s": times[times.len() / 2].as_secs_f64()})
+        );
+    }
+
     let mut expected = Vec::new();
     for (name, sql) in QUERIES {
         let mut times = Vec::new();

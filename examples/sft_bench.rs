@@ -171,7 +171,7 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Val
     let mut times = Vec::new();
     let mut last = Instant::now();
     // `on_step` runs after the step's loss was read back, so every step is complete when timed.
-    let train = sft::TrainSet { clean: samples(a, a.batch * 4), rot: vec![], quotas: (a.batch, 0) };
+    let train = sft::TrainSet::in_memory(samples(a, a.batch * 4), vec![], (a.batch, 0), cfg.seed)?;
     let (model, logs) = sft::train(model, train, &[], 0, &cfg, run.path(), false, |_| {
         let now = Instant::now();
         times.push(now.duration_since(last).as_secs_f64());
