@@ -33,6 +33,9 @@ use crate::data::{Batch, DataConfig, RotTarget, Sample, SampleKind, collate, epo
 use crate::error::{Error, Result};
 use crate::window::{ChatWindow, Encoded, Truncations};
 
+/// What a context window cut of a stream's samples, counted while the stream is read.
+pub type Cuts = Arc<Mutex<Truncations>>;
+
 /// Rows per Arrow batch of the training scans.
 const ROWS_PER_BATCH: usize = 1024;
 
@@ -291,7 +294,7 @@ pub async fn prepare(
 impl Prepared {
     /// The two training streams (clean, RoT) through a context window, and what the window
     /// cut of each over the first epoch.
-    pub fn sources(&self, window: &ChatWindow, seed: u64) -> ([Box<dyn Source>; 2], [Arc<Mutex<Truncations>>; 2]) {
+    pub fn sources(&self, window: &ChatWindow, seed: u64) -> ([Box<dyn Source>; 2], [Cuts; 2]) {
         let make = |k: usize, seed: u64| {
             let s = Streamed::new(self.session.clone(), self.filters[k].clone(), window.clone(), seed);
             let cuts = s.truncations();
@@ -441,7 +444,7 @@ pub struct Streamed {
     /// Whether the epoch had a window with a target token (else training has nothing to learn).
     targets: bool,
     /// What the window cut, counted over the first epoch.
-    cuts: Arc<Mutex<Truncations>>,
+    cuts: Cuts,
 }
 
 impl Streamed {
@@ -464,7 +467,7 @@ impl Streamed {
     }
 
     /// What the context window cut of the samples seen in the first epoch.
-    pub fn truncations(&self) -> Arc<Mutex<Truncations>> {
+    pub fn truncations(&self) -> Cuts {
         Arc::clone(&self.cuts)
     }
 
