@@ -12,6 +12,10 @@
 //!
 //! Prints JSON lines.
 
+/// The binary's allocator, so in-process figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
