@@ -28,8 +28,8 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use regrpo_schemas::Record;
 use regrpo_schemas::table::all_tables;
-use regrpo_schemas::{Record, conform};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -186,10 +186,8 @@ impl Repository {
 
     /// Reads every row of a record table (at `version`, or the latest).
     pub async fn read<R: Record>(&self, version: Option<i64>) -> Result<Vec<R>> {
-        let schema = R::schema();
         let mut out = Vec::new();
         for batch in self.read_batches(R::TABLE, version, None).await? {
-            let batch = conform(&batch, &schema)?;
             out.extend(regrpo_schemas::from_batch::<R>(&batch)?);
         }
         Ok(out)

@@ -29,7 +29,7 @@ pub enum Error {
     #[error("column `{column}` is missing from the batch read back")]
     MissingColumn { column: String },
 
-    /// An Arrow kernel (a cast while conforming a batch) failed.
+    /// An Arrow kernel (a cast while reading a batch back) failed.
     #[error("Arrow: {0}")]
     Compute(#[from] arrow::error::ArrowError),
 }

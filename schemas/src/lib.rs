@@ -34,4 +34,4 @@ pub use io::{IoContext, IoError};
 pub use records::*;
 pub use split::{Split, SplitSpec};
 pub use status::ExecStatus;
-pub use table::{Record, conform, from_batch, to_batch};
+pub use table::{Record, from_batch, to_batch};

@@ -26,9 +26,11 @@ pub fn order_key64(seed: u64, id: &str) -> u64 {
 /// Finds the rows [`keep`] would keep without holding them: the `n` smallest keys of a stream,
 /// in two passes over it with bounded memory (a histogram of the keys' top 20 bits, then the
 /// keys of the one bucket where the `n`-th falls). A row is kept when its key is at most the
-/// threshold.
+/// threshold. The first pass needs no `n`, so it can ride along with a pass that counts the
+/// rows `n` is computed from.
 #[derive(Debug, Clone)]
 pub struct Selection {
+    /// How many keys are selected (set by [`Selection::locate`]).
     n: usize,
     histogram: Vec<u32>,
     /// The bucket holding the `n`-th smallest key, and how many keys lie in buckets below it.
@@ -38,10 +40,16 @@ pub struct Selection {
 
 const SELECT_BITS: u32 = 20;
 
+impl Default for Selection {
+    fn default() -> Selection {
+        Selection::new()
+    }
+}
+
 impl Selection {
-    /// Selects the `n` smallest keys.
-    pub fn new(n: usize) -> Selection {
-        Selection { n, histogram: vec![0; 1 << SELECT_BITS], bucket: None, in_bucket: Vec::new() }
+    /// A selection before its first pass.
+    pub fn new() -> Selection {
+        Selection { n: 0, histogram: vec![0; 1 << SELECT_BITS], bucket: None, in_bucket: Vec::new() }
     }
 
     /// First pass: every key.
@@ -49,8 +57,10 @@ impl Selection {
         self.histogram[(key >> (64 - SELECT_BITS)) as usize] += 1;
     }
 
-    /// Between the passes: where the `n`-th key lies. `None` when every key is kept.
-    pub fn locate(&mut self) -> Option<()> {
+    /// Between the passes: selects the `n` smallest keys and finds where the `n`-th lies.
+    /// `None` when every key is kept.
+    pub fn locate(&mut self, n: usize) -> Option<()> {
+        self.n = n;
         let mut below = 0usize;
         for (b, c) in self.histogram.iter().enumerate() {
             let c = *c as usize;
@@ -138,9 +148,9 @@ mod tests {
     fn two_passes_keep_the_rows_keep_keeps() {
         let rows: Vec<String> = (0..5000).map(|i| format!("row{i}")).collect();
         for n in [0, 1, 17, 2500, 4999, 5000, 7000] {
-            let mut sel = Selection::new(n);
+            let mut sel = Selection::new();
             rows.iter().for_each(|r| sel.count(order_key64(3, r)));
-            if sel.locate().is_some() {
+            if sel.locate(n).is_some() {
                 rows.iter().for_each(|r| sel.refine(order_key64(3, r)));
             }
             let kept: Vec<String> = match sel.threshold() {

@@ -35,15 +35,17 @@ pub fn to_batch<R: Record>(records: &[R]) -> Result<RecordBatch> {
     serde_arrow::to_record_batch(schema.fields(), &records).map_err(|source| Error::Arrow { table: R::TABLE, source })
 }
 
-/// Converts a batch read from the table back into records.
+/// Converts a batch read from the table back into records, whichever reader typed it (see
+/// [`conform`]).
 pub fn from_batch<R: Record>(batch: &RecordBatch) -> Result<Vec<R>> {
-    serde_arrow::from_record_batch(batch).map_err(|source| Error::Arrow { table: R::TABLE, source })
+    let batch = conform(batch, &R::schema())?;
+    serde_arrow::from_record_batch(&batch).map_err(|source| Error::Arrow { table: R::TABLE, source })
 }
 
 /// A batch read back from a table, in the table's own schema: columns picked by name and in
 /// the schema's order, each cast where the reader typed it differently (a view or dictionary
-/// string, a large list), so it converts with [`from_batch`].
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// string, a large list). Columns already of the schema's type are shared, not copied.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let mut cols = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let col = batch

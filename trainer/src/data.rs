@@ -9,7 +9,7 @@
 use regrpo_datasets::Repository;
 use regrpo_queries::{At, Session};
 use regrpo_schemas::react::opens_with_reflection;
-use regrpo_schemas::{Message, Record, SplitSpec, Trajectory, conform};
+use regrpo_schemas::{Message, Record, SplitSpec, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -59,10 +59,9 @@ impl Sample {
 
 /// Reads every row of a record table through a session.
 pub async fn read_table<R: Record>(session: &Session) -> Result<Vec<R>> {
-    let schema = R::schema();
     let mut out = Vec::new();
     for b in session.query(&format!("SELECT * FROM {}", R::TABLE)).await? {
-        out.extend(regrpo_schemas::from_batch::<R>(&conform(&b, &schema)?)?);
+        out.extend(regrpo_schemas::from_batch::<R>(&b)?);
     }
     Ok(out)
 }

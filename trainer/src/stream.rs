@@ -12,8 +12,9 @@
 //! Nothing holds a table: a run holds one Arrow batch of rows, one block of token windows per
 //! kind, and the validation samples its held-out loss uses. Before training, one pass counts the
 //! training rows of each kind and collects those validation samples; when a RoT share calls for
-//! the mixture rule ([`regrpo_schemas::mixture`]), a second pass finds which rows it keeps (the
-//! same rows `mixture::keep` keeps, found without holding them). A block is ordered by row id
+//! the mixture rule ([`regrpo_schemas::mixture`]), that pass also histograms the rows' keys and a
+//! second pass finds which rows it keeps (the same rows `mixture::keep` keeps, found without
+//! holding them). A block is ordered by row id
 //! before it is shuffled, so a snapshot no larger than a block is shuffled exactly as one
 //! in-memory permutation of its id-sorted rows would be, whatever order its files hold them in.
 
@@ -27,7 +28,7 @@ use regrpo_datasets::Repository;
 use regrpo_queries::{At, BatchStream, Session};
 use regrpo_schemas::mixture::{self, Selection};
 use regrpo_schemas::react::{opens_with_reflection, trajectory_messages};
-use regrpo_schemas::{Record, Rot, Split, SplitSpec, Trajectory, conform, from_batch};
+use regrpo_schemas::{Rot, Split, SplitSpec, Trajectory, from_batch};
 
 use crate::data::{Batch, DataConfig, RotTarget, Sample, SampleKind, collate, epoch_order};
 use crate::error::{Error, Result};
@@ -95,7 +96,7 @@ impl RowFilter {
     fn samples(&self, batch: &RecordBatch) -> Result<Vec<(Split, Sample)>> {
         Ok(match self.kind {
             SampleKind::Clean => {
-                let rows: Vec<Trajectory> = from_batch(&conform(batch, &Trajectory::schema())?)?;
+                let rows: Vec<Trajectory> = from_batch(batch)?;
                 rows.into_iter()
                     .filter(|t| self.sources.as_ref().is_none_or(|s| s.contains(&t.source)))
                     .filter(|t| t.steps.iter().any(|s| s.action.is_some()))
@@ -115,7 +116,7 @@ impl RowFilter {
                     .collect()
             }
             SampleKind::Rot => {
-                let rows: Vec<Rot> = from_batch(&conform(batch, &Rot::schema())?)?;
+                let rows: Vec<Rot> = from_batch(batch)?;
                 rows.into_iter()
                     .filter(|r| r.conversation.iter().any(|m| opens_with_reflection(&m.content)))
                     .map(|r| {
@@ -166,8 +167,16 @@ pub async fn scan_session(repo: &Repository, snapshot: Option<&str>) -> Result<S
     Ok(Session::open_ordered(repo, At::from_option(snapshot), ROWS_PER_BATCH).await?)
 }
 
-async fn scan(session: &Session, sql: &str) -> Result<BatchStream> {
-    Ok(session.stream(sql).await?)
+/// Hands each batch of a statement's rows to `each`, in order, until the rows end or `each`
+/// returns `false`.
+async fn each_batch(session: &Session, sql: &str, mut each: impl FnMut(&RecordBatch) -> Result<bool>) -> Result<()> {
+    let mut stream = session.stream(sql).await?;
+    while let Some(batch) = stream.next().await {
+        if !each(&batch.map_err(regrpo_queries::Error::from)?)? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// What the pass before training learns of a kind.
@@ -187,11 +196,9 @@ pub async fn census(
     validation_cap: usize,
     mut selection: Option<(&mut Selection, u64)>,
 ) -> Result<Census> {
-    let mut stream = scan(session, &filter.sql()).await?;
     let mut out = Census::default();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(regrpo_queries::Error::from)?;
-        for (split, sample) in filter.samples(&batch)? {
+    each_batch(session, &filter.sql(), |batch| {
+        for (split, sample) in filter.samples(batch)? {
             match split {
                 Split::Train => {
                     out.train_rows += 1;
@@ -203,22 +210,23 @@ pub async fn census(
                 _ => {}
             }
         }
-    }
+        Ok(true)
+    })
+    .await?;
     Ok(out)
 }
 
 /// The second pass of the mixture: every training row's key again.
 pub async fn refine(session: &Session, filter: &RowFilter, selection: &mut Selection, seed: u64) -> Result<()> {
-    let mut stream = scan(session, &filter.sql()).await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(regrpo_queries::Error::from)?;
-        for (split, sample) in filter.samples(&batch)? {
+    each_batch(session, &filter.sql(), |batch| {
+        for (split, sample) in filter.samples(batch)? {
             if split == Split::Train {
                 selection.refine(mixture::order_key64(seed, &sample.id));
             }
         }
-    }
-    Ok(())
+        Ok(true)
+    })
+    .await
 }
 
 /// A run's training data, found before training: what each kind's stream reads, how many
@@ -235,7 +243,8 @@ pub struct Prepared {
     pub versions: std::collections::BTreeMap<String, i64>,
 }
 
-/// Counts, collects and (with a mixture) selects, in one or two streaming passes per kind.
+/// Counts, collects and (with a mixture) selects, in one streaming pass per kind, and a second
+/// for a kind the mixture drops rows of.
 /// Only the kinds with a quota are read.
 pub async fn prepare(
     repo: &Repository,
@@ -255,14 +264,16 @@ pub async fn prepare(
     let mixed = cfg.rot_extra.is_none() && wanted == [true, true];
     let mut counted = [0usize; 2];
     let mut validation = Vec::new();
-    let mut selections: [Option<Selection>; 2] = [None, None];
-    // Without a mixture one pass each; with one, the counts come first (the quotas need both).
+    // One pass each counts the rows and, with a mixture, also takes the first pass of its
+    // selection (which needs no count); the quotas need both counts.
+    let mut selections = if mixed { [Some(Selection::new()), Some(Selection::new())] } else { [None, None] };
     for k in 0..2 {
         if !wanted[k] {
             continue;
         }
         let cap = validation_cap.saturating_sub(validation.len());
-        let c = census(&session, &filters[k], cap, None).await?;
+        let selection = selections[k].as_mut().map(|sel| (sel, split.seed));
+        let c = census(&session, &filters[k], cap, selection).await?;
         counted[k] = c.train_rows;
         validation.extend(c.validation);
     }
@@ -270,20 +281,11 @@ pub async fn prepare(
     if mixed {
         let (keep_rot, keep_clean) = mixture::share_quotas(counted[1], counted[0], cfg.rot_fraction);
         kept = [keep_clean, keep_rot];
-        for k in 0..2 {
-            if kept[k] == counted[k] {
-                continue;
-            }
-            let mut sel = Selection::new(kept[k]);
-            census(&session, &filters[k], 0, Some((&mut sel, split.seed))).await?;
-            if sel.locate().is_some() {
+        for (k, sel) in selections.into_iter().enumerate() {
+            let Some(mut sel) = sel.filter(|_| kept[k] != counted[k]) else { continue };
+            if sel.locate(kept[k]).is_some() {
                 refine(&session, &filters[k], &mut sel, split.seed).await?;
             }
-            selections[k] = Some(sel);
-        }
-    }
-    for (k, sel) in selections.into_iter().enumerate() {
-        if let Some(sel) = sel {
             filters[k].mixture = Some((split.seed, sel.threshold()));
         }
     }
@@ -322,12 +324,12 @@ pub async fn training_samples(
         rot_target: cfg.rot_target,
         mixture: None,
     };
-    let mut stream = scan(&session, &filter.sql()).await?;
     let mut out = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(regrpo_queries::Error::from)?;
-        out.extend(filter.samples(&batch)?.into_iter().filter(|(s, _)| *s == Split::Train).map(|(_, x)| x));
-    }
+    each_batch(&session, &filter.sql(), |batch| {
+        out.extend(filter.samples(batch)?.into_iter().filter(|(s, _)| *s == Split::Train).map(|(_, x)| x));
+        Ok(true)
+    })
+    .await?;
     Ok(out)
 }
 
@@ -340,26 +342,15 @@ pub async fn texts(repo: &Repository, snapshot: Option<&str>) -> Result<std::syn
     std::thread::Builder::new()
         .name("corpus-reader".into())
         .spawn(move || {
-            let read = |sql: &str, each: &mut dyn FnMut(&RecordBatch) -> Result<bool>| {
-                handle.block_on(async {
-                    let mut stream = scan(&session, sql).await?;
-                    while let Some(batch) = stream.next().await {
-                        if !each(&batch.map_err(regrpo_queries::Error::from)?)? {
-                            break;
-                        }
-                    }
-                    Ok::<_, Error>(())
-                })
-            };
             let send_all = |texts: Vec<String>| texts.into_iter().all(|t| tx.send(t).is_ok());
-            let _ = read("SELECT * FROM trajectories", &mut |b| {
-                let rows: Vec<Trajectory> = from_batch(&conform(b, &Trajectory::schema())?)?;
+            let _ = handle.block_on(each_batch(&session, "SELECT * FROM trajectories", |b| {
+                let rows: Vec<Trajectory> = from_batch(b)?;
                 Ok(send_all(rows.iter().flat_map(|t| trajectory_messages(t).into_iter().map(|m| m.content)).collect()))
-            });
-            let _ = read("SELECT * FROM rot", &mut |b| {
-                let rows: Vec<Rot> = from_batch(&conform(b, &Rot::schema())?)?;
+            }));
+            let _ = handle.block_on(each_batch(&session, "SELECT * FROM rot", |b| {
+                let rows: Vec<Rot> = from_batch(b)?;
                 Ok(send_all(rows.into_iter().flat_map(|r| r.conversation.into_iter().map(|m| m.content)).collect()))
-            });
+            }));
         })
         .map_err(|e| Error::Internal(format!("starting the corpus reader: {e}")))?;
     Ok(rx.into_iter())
@@ -388,24 +379,21 @@ pub async fn regrpo_rows(
     };
     // The `cap` RoT rows with the smallest keys, by key.
     let mut rots: BTreeMap<(u64, String), Rot> = BTreeMap::new();
-    let mut stream = scan(&session, &filter.sql()).await?;
-    while let Some(batch) = stream.next().await {
-        let rows: Vec<Rot> = from_batch(&conform(&batch.map_err(regrpo_queries::Error::from)?, &Rot::schema())?)?;
-        for r in rows.into_iter().filter(|r| split.of(&r.trajectory_id) == Split::Train) {
+    each_batch(&session, &filter.sql(), |batch| {
+        for r in from_batch::<Rot>(batch)?.into_iter().filter(|r| split.of(&r.trajectory_id) == Split::Train) {
             rots.insert((mixture::order_key64(split.seed, &r.rot_id), r.rot_id.clone()), r);
             if rots.len() > cap {
                 rots.pop_last();
             }
         }
-    }
+        Ok(true)
+    })
+    .await?;
     let needed: HashSet<String> = rots.values().map(|r| r.trajectory_id.clone()).collect();
     let mut needed_ts = Vec::new();
     let mut clean: BTreeMap<(u64, String), Trajectory> = BTreeMap::new();
-    let mut stream = scan(&session, "SELECT * FROM trajectories").await?;
-    while let Some(batch) = stream.next().await {
-        let rows: Vec<Trajectory> =
-            from_batch(&conform(&batch.map_err(regrpo_queries::Error::from)?, &Trajectory::schema())?)?;
-        for t in rows {
+    each_batch(&session, "SELECT * FROM trajectories", |batch| {
+        for t in from_batch::<Trajectory>(batch)? {
             if sources.is_some_and(|s| !s.contains(&t.source)) || split.of(&t.trajectory_id) != Split::Train {
                 continue;
             }
@@ -418,7 +406,9 @@ pub async fn regrpo_rows(
                 }
             }
         }
-    }
+        Ok(true)
+    })
+    .await?;
     let mut trajectories: Vec<Trajectory> = needed_ts.into_iter().chain(clean.into_values()).collect();
     trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
     let mut rots: Vec<Rot> = rots.into_values().collect();
@@ -518,7 +508,7 @@ impl Source for Streamed {
             ));
         }
         self.epoch = epoch;
-        self.rows = Some(self.handle.block_on(scan(&self.session, &self.filter.sql()))?);
+        self.rows = Some(self.handle.block_on(self.session.stream(&self.filter.sql()))?);
         self.pending.clear();
         self.block.clear();
         self.blocks = 0;

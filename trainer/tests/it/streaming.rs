@@ -8,7 +8,7 @@ use futures::StreamExt;
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_queries::{At, Session};
-use regrpo_schemas::{Record, Rot, Split, SplitSpec, Trajectory, conform, from_batch, mixture};
+use regrpo_schemas::{Record, Rot, Split, SplitSpec, Trajectory, from_batch, mixture};
 use regrpo_trainer::data::{DataConfig, SampleKind, encode_all};
 use regrpo_trainer::stream;
 use regrpo_trainer::tokenizer::ChatTokenizer;
@@ -34,7 +34,7 @@ async fn streamed<R: Record>(repo: &Repository, sql: &str) -> (Vec<R>, usize) {
     while let Some(batch) = rows.next().await {
         let batch = batch.unwrap();
         largest = largest.max(batch.num_rows());
-        out.extend(from_batch::<R>(&conform(&batch, &R::schema()).unwrap()).unwrap());
+        out.extend(from_batch::<R>(&batch).unwrap());
     }
     (out, largest)
 }
@@ -68,7 +68,7 @@ async fn the_stream_returns_exactly_the_rows_of_select_star_at_the_snapshot() {
 }
 
 fn from_batches<R: Record>(batches: &[arrow::array::RecordBatch]) -> Vec<R> {
-    batches.iter().flat_map(|b| from_batch::<R>(&conform(b, &R::schema()).unwrap()).unwrap()).collect()
+    batches.iter().flat_map(|b| from_batch::<R>(b).unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
