@@ -317,13 +317,7 @@ pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
         o.train_samples,
         o.eval_samples
     );
-    println!("model (Hugging Face files): {}", o.model_dir.display());
-    if let Some(a) = &o.adapter_dir {
-        println!("LoRA adapter (PEFT): {}", a.display());
-    }
-    for f in &o.files {
-        println!("wrote {}", f.display());
-    }
+    print_written(&o.model_dir, o.adapter_dir.as_deref(), &o.files);
     Ok(o)
 }
 
@@ -351,12 +345,17 @@ pub async fn regrpo(dir: &Path, job: RegrpoJob, quiet: bool) -> Result<RegrpoOut
         o.rollouts_added,
         o.policy_near_misses_added
     );
-    println!("model (Hugging Face files): {}", o.model_dir.display());
-    if let Some(a) = &o.adapter_dir {
+    print_written(&o.model_dir, o.adapter_dir.as_deref(), &o.files);
+    Ok(o)
+}
+
+/// What a training job wrote: the model folder, the adapter (LoRA runs) and the other files.
+fn print_written(model_dir: &Path, adapter_dir: Option<&Path>, files: &[PathBuf]) {
+    println!("model (Hugging Face files): {}", model_dir.display());
+    if let Some(a) = adapter_dir {
         println!("LoRA adapter (PEFT): {}", a.display());
     }
-    for f in &o.files {
+    for f in files {
         println!("wrote {}", f.display());
     }
-    Ok(o)
 }
