@@ -10,13 +10,14 @@ use std::sync::Arc;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use regrpo_datasets::{Repository, Snapshot, snapshot};
 use regrpo_schemas::SplitSpec;
 
 use crate::error::{Error, Result};
+use crate::runs::RunCount;
 
 /// Which versions of the tables a session reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +93,12 @@ impl Session {
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
-        let mut ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(RunCount))
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
         register_tables(&ctx, repo, &versions, None).await?;
         crate::udf::register_all(&mut ctx)?;
         Ok(Session { ctx, snapshot, versions })
