@@ -19,6 +19,9 @@ use serde_json::{Map, Value, json};
 /// A judged failure, with what the reflection may draw on.
 pub struct Failure<'a> {
     pub trajectory: &'a Trajectory,
+    /// The trajectory's system turn ([`regrpo_schemas::react::system_message`]), rendered once
+    /// for all its failures.
+    pub system: &'a str,
     pub step_index: usize,
     pub original: &'a Action,
     pub failed: &'a Action,
@@ -217,8 +220,7 @@ pub async fn teacher(client: &reqwest::Client, cfg: &TeacherConfig, f: &Failure<
 pub fn conversation(f: &Failure<'_>, r: &Reflection) -> Vec<Message> {
     let t = f.trajectory;
     let msg = |role: &str, content: String| Message { role: role.into(), content };
-    let mut out =
-        vec![msg("system", regrpo_schemas::react::system_message(t)), msg("user", format!("Task: {}", t.task))];
+    let mut out = vec![msg("system", f.system.to_string()), msg("user", format!("Task: {}", t.task))];
     let last = t.steps.len().saturating_sub(1);
     for (i, step) in t.steps.iter().enumerate() {
         let Some(action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -103,6 +103,8 @@ struct Job {
     planned: Planned,
     sandbox: Option<PathBuf>,
     is_final: bool,
+    /// The trajectory's system message, rendered by the first of its jobs that needs it.
+    system: Arc<OnceLock<String>>,
 }
 
 /// What every job of a run shares, owned, so jobs can run as tasks on every worker thread.
@@ -186,6 +188,7 @@ pub async fn run(
         let declared: Vec<Arc<Vec<ToolSpec>>> = chunk.iter().map(|t| Arc::new(declared_specs(t))).collect();
         for (ti, t) in chunk.iter().enumerate() {
             let sandbox = sandbox_of(&root, t);
+            let system = Arc::new(OnceLock::new());
             let last = t.steps.len().saturating_sub(1);
             let mut candidates = Vec::new();
             for (i, step) in t.steps.iter().enumerate() {
@@ -212,6 +215,7 @@ pub async fn run(
                     planned,
                     sandbox: sandbox.clone(),
                     is_final,
+                    system: Arc::clone(&system),
                 });
             }
         }
@@ -322,6 +326,7 @@ async fn process(shared: &Shared, job: &Job) -> Outcome {
     if reason.is_none() {
         let failure = Failure {
             trajectory: t,
+            system: job.system.get_or_init(|| regrpo_schemas::react::system_message(t)),
             step_index: job.planned.step_index,
             original: &original,
             failed,

@@ -305,9 +305,11 @@ pub fn system_message(t: &Trajectory) -> String {
         .next()
         .unwrap_or(Surface::Python);
     let base = t.system_prompt.clone().unwrap_or_else(|| default_system_prompt(surface).to_string());
-    let names = declared_tool_names(&t.tool_specs);
-    match render_tools(&t.tool_specs) {
-        Some(tools) if names.iter().any(|n| !base.contains(n.as_str())) => format!("{base}\n{tools}"),
+    let decls = declarations(&t.tool_specs);
+    let named =
+        |f: &serde_json::Value| f.get("name").and_then(serde_json::Value::as_str).is_some_and(|n| base.contains(n));
+    match rendered(&decls) {
+        Some(tools) if !decls.iter().all(named) => format!("{base}\n{tools}"),
         _ => base,
     }
 }
@@ -338,10 +340,6 @@ fn declarations(tool_specs: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn declared_tool_names(tool_specs: &str) -> Vec<String> {
-    declarations(tool_specs).iter().filter_map(|f| Some(f.get("name")?.as_str()?.to_string())).collect()
-}
-
 /// Longest tool description kept in a rendering, in characters.
 const TOOL_DESCRIPTION_CHARS: usize = 120;
 
@@ -350,12 +348,16 @@ const TOOL_DESCRIPTION_CHARS: usize = 120;
 /// keeps its first sentence, at most 120 characters. The trainer's context window budgets the
 /// system turn as a whole (and counts a cut). `None` when nothing is declared.
 pub fn render_tools(tool_specs: &str) -> Option<String> {
-    let decls = declarations(tool_specs);
+    rendered(&declarations(tool_specs))
+}
+
+/// [`render_tools`] of parsed declarations.
+fn rendered(decls: &[serde_json::Value]) -> Option<String> {
     if decls.is_empty() {
         return None;
     }
     let mut out = String::from("Tools:");
-    for f in &decls {
+    for f in decls {
         let name = f.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
         let params = f.get("parameters");
         let required: Vec<&str> = params

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use regrpo_schemas::ErrorType;
@@ -17,9 +19,14 @@ use crate::tool::{CallContext, Tool, ToolOutput, ToolSpec};
 /// Rows printed at most; more are summarised.
 const MAX_ROWS: usize = 50;
 
+/// Files up to this size are read once into memory when the sandbox's context is made: a query
+/// then plans against a table already in memory instead of listing, opening and parsing its
+/// file again (the larger share of a call's time on small task tables). Larger files stay on disk.
+const IN_MEMORY_BYTES: u64 = 8 << 20;
+
 pub struct SqlQuery {
     spec: ToolSpec,
-    /// One context per sandbox: registering files infers schemas, which is the slow part.
+    /// One context per sandbox: registering files infers schemas (and reads small ones).
     contexts: Mutex<HashMap<PathBuf, SessionContext>>,
 }
 
@@ -66,8 +73,13 @@ impl SqlQuery {
                 continue;
             };
             let file = path.to_string_lossy().into_owned();
+            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= IN_MEMORY_BYTES);
             let registered = match ext {
-                "csv" => ctx.register_csv(stem, &file, CsvReadOptions::new().has_header(true)).await,
+                "csv" if small => in_memory(&ctx, stem, ctx.read_csv(&file, csv_options()).await).await,
+                "parquet" if small => {
+                    in_memory(&ctx, stem, ctx.read_parquet(&file, ParquetReadOptions::default()).await).await
+                }
+                "csv" => ctx.register_csv(stem, &file, csv_options()).await,
                 "parquet" => ctx.register_parquet(stem, &file, ParquetReadOptions::default()).await,
                 _ => continue,
             };
@@ -82,6 +94,23 @@ impl SqlQuery {
         cache.insert(root.clone(), ctx.clone());
         Ok(ctx)
     }
+}
+
+fn csv_options() -> CsvReadOptions<'static> {
+    CsvReadOptions::new().has_header(true)
+}
+
+/// Registers the rows `read` returns as the in-memory table `name` (same schema, same order).
+async fn in_memory(
+    ctx: &SessionContext,
+    name: &str,
+    read: datafusion::error::Result<DataFrame>,
+) -> datafusion::error::Result<()> {
+    let df = read?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    Ok(())
 }
 
 /// Renders batches as CSV-like text: a header line, then one line per row.
