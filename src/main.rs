@@ -11,7 +11,9 @@ mod progress;
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc: the engine's many small JSON values and DataFusion's
-/// aggregation buffers made malloc/free a quarter of `engine run`'s profile.
+/// aggregation buffers made malloc/free a quarter of `engine run`'s profile. (Feature
+/// `mimalloc`, on by default; off for heap profilers that hook malloc.)
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
