@@ -28,11 +28,17 @@ pub struct SqlQuery {
     spec: ToolSpec,
     /// One context per sandbox: registering files infers schemas (and reads small ones).
     contexts: Mutex<HashMap<PathBuf, SessionContext>>,
+    /// Files up to this many bytes are read into memory ([`IN_MEMORY_BYTES`]).
+    in_memory_bytes: u64,
 }
 
 impl SqlQuery {
     pub fn tool() -> Arc<dyn Tool> {
-        Arc::new(SqlQuery {
+        Arc::new(SqlQuery::new(IN_MEMORY_BYTES))
+    }
+
+    fn new(in_memory_bytes: u64) -> SqlQuery {
+        SqlQuery {
             spec: ToolSpec {
                 name: "sql_query".into(),
                 description: "Run a read-only SQL query over the task's tables (each CSV/Parquet file is a table named by its file name without extension).".into(),
@@ -51,7 +57,8 @@ impl SqlQuery {
                 ],
             },
             contexts: Mutex::new(HashMap::new()),
-        })
+            in_memory_bytes,
+        }
     }
 
     async fn context(&self, root: &PathBuf) -> Result<SessionContext, ToolOutput> {
@@ -73,7 +80,7 @@ impl SqlQuery {
                 continue;
             };
             let file = path.to_string_lossy().into_owned();
-            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= IN_MEMORY_BYTES);
+            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= self.in_memory_bytes);
             let registered = match ext {
                 "csv" if small => in_memory(&ctx, stem, ctx.read_csv(&file, csv_options()).await).await,
                 "parquet" if small => {
@@ -219,5 +226,74 @@ fn error_code(msg: &str) -> &'static str {
         "sql_not_supported"
     } else {
         "sql_error"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regrpo_schemas::ExecStatus;
+
+    /// A sandbox with a CSV table and a Parquet table.
+    fn sandbox() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("region,amount\n");
+        for i in 0..200 {
+            csv.push_str(&format!("{},{}\n", ["north", "south", "east"][i % 3], i));
+        }
+        std::fs::write(dir.path().join("sales.csv"), csv).unwrap();
+        let batch = datafusion::arrow::array::RecordBatch::try_from_iter([(
+            "name",
+            Arc::new(datafusion::arrow::array::StringArray::from(vec!["b", "a"])) as _,
+        )])
+        .unwrap();
+        let file = std::fs::File::create(dir.path().join("names.parquet")).unwrap();
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        dir
+    }
+
+    async fn answers(in_memory_bytes: u64, dir: &std::path::Path) -> Vec<ToolOutput> {
+        let tool = SqlQuery::new(in_memory_bytes);
+        let ctx = CallContext::new(Some(dir.to_path_buf()));
+        let mut out = Vec::new();
+        for q in [
+            "SELECT region, count(*) AS n, sum(amount) AS total FROM sales GROUP BY region ORDER BY region",
+            "SELECT * FROM sales",
+            "SELECT name FROM names ORDER BY name",
+            "SELECT nope FROM sales",
+            "SELECT * FROM missing",
+            "SELEC 1",
+            "SELECT * FROM sales WHERE amount > 1000",
+        ] {
+            let args = Map::from_iter([("query".to_string(), Value::from(q))]);
+            out.push(tool.call(&args, &ctx).await);
+        }
+        out
+    }
+
+    /// Every answer — rows, empty results, each kind of error — is the same whether the task's
+    /// tables were read into memory or are scanned from their files.
+    #[tokio::test]
+    async fn tables_in_memory_answer_as_files_do() {
+        let dir = sandbox();
+        let in_memory = answers(IN_MEMORY_BYTES, dir.path()).await;
+        let on_disk = answers(0, dir.path()).await;
+        assert_eq!(in_memory, on_disk);
+        assert_eq!(in_memory[0].text, "region,n,total\neast,66,6567\nnorth,67,6633\nsouth,67,6700");
+        assert!(in_memory[1].text.ends_with("[150 more rows not shown]"), "{}", in_memory[1].text);
+        assert_eq!(in_memory[2].text, "name\na\nb");
+        let codes: Vec<_> = in_memory[3..].iter().map(|o| (o.status, o.error_code.as_deref())).collect();
+        assert_eq!(
+            codes,
+            [
+                (ExecStatus::ToolError, Some("sql_unknown_name")),
+                (ExecStatus::ToolError, Some("sql_unknown_name")),
+                (ExecStatus::ToolError, Some("sql_syntax_error")),
+                (ExecStatus::Empty, Some("no_rows")),
+            ]
+        );
+        assert!(in_memory[4].text.contains("Tables: names, sales."), "{}", in_memory[4].text);
     }
 }
