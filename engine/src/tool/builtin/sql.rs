@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::dataframe::DataFrame;
 use datafusion::datasource::MemTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
@@ -80,15 +79,15 @@ impl SqlQuery {
                 continue;
             };
             let file = path.to_string_lossy().into_owned();
-            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= self.in_memory_bytes);
             let registered = match ext {
-                "csv" if small => in_memory(&ctx, stem, ctx.read_csv(&file, csv_options()).await).await,
-                "parquet" if small => {
-                    in_memory(&ctx, stem, ctx.read_parquet(&file, ParquetReadOptions::default()).await).await
-                }
-                "csv" => ctx.register_csv(stem, &file, csv_options()).await,
+                "csv" => ctx.register_csv(stem, &file, CsvReadOptions::new().has_header(true)).await,
                 "parquet" => ctx.register_parquet(stem, &file, ParquetReadOptions::default()).await,
                 _ => continue,
+            };
+            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= self.in_memory_bytes);
+            let registered = match registered {
+                Ok(()) if small => into_memory(&ctx, stem).await,
+                other => other,
             };
             if let Err(e) = registered {
                 return Err(ToolOutput::error("bad_table", format!("Error: cannot read {stem}.{ext}: {e}")));
@@ -103,19 +102,12 @@ impl SqlQuery {
     }
 }
 
-fn csv_options() -> CsvReadOptions<'static> {
-    CsvReadOptions::new().has_header(true)
-}
-
-/// Registers the rows `read` returns as the in-memory table `name` (same schema, same order).
-async fn in_memory(
-    ctx: &SessionContext,
-    name: &str,
-    read: datafusion::error::Result<DataFrame>,
-) -> datafusion::error::Result<()> {
-    let df = read?;
+/// Replaces the registered table `name` by its rows in memory (same schema, same order).
+async fn into_memory(ctx: &SessionContext, name: &str) -> datafusion::error::Result<()> {
+    let df = ctx.table(name).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
+    ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
     Ok(())
 }
