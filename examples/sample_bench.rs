@@ -4,7 +4,8 @@
 //! One prompt of `--prompt` deterministic token ids, `--group` completions of exactly `--new`
 //! tokens each (no stop token, so both sides generate the same number), temperature 1, top-p
 //! 0.95, through `sampling::sample` itself — the sampler ReGRPO and eval use: the prompt is
-//! prefilled once, its KV cache copied to the group's rows, then one batched forward per token.
+//! prefilled once and its keys and values shared by the group's rows (never copied), then one
+//! batched forward of the rows per token, their own keys kept in a block cache.
 //! Prints one JSON line: completions/s and generated tokens/s (median of `--runs`).
 //!
 //!     cargo run --release --example sample_bench -- --model DIR [--group 8 --prompt 256 \
@@ -71,30 +72,23 @@ fn bench<B: Backend>(a: &Args, device: &B::Device) -> anyhow::Result<Value> {
     times.sort_by(f64::total_cmp);
     let s = times[times.len() / 2];
 
-    // Where a step's time goes: the prefill, one batched decoding forward of the group (with
-    // the prompt's cache), and — for the record — the tied output projection as a 3-D
-    // broadcast matmul, which the model no longer uses (see `model::matmul_rows`).
+    // Where a step's time goes: the prefill, and one batched decoding forward of the group over
+    // the shared prompt (with the output projection).
     use burn::tensor::{Int, Tensor, TensorData};
     let t = Instant::now();
-    let mut cache = regrpo_trainer::KvCache::new(model.layers.len());
     let p: Vec<i64> = ids.iter().map(|i| i64::from(*i)).collect();
-    let _ = model
-        .forward_cached(Tensor::<B, 2, Int>::from_data(TensorData::new(p, [1, a.prompt]), device), &mut cache)
-        .into_data();
+    let (last, prefix) = model.prefix(Tensor::<B, 2, Int>::from_data(TensorData::new(p, [1, a.prompt]), device), &[0]);
+    let _ = last.into_data();
     let prefill_s = t.elapsed().as_secs_f64();
-    let mut cache = cache.select_rows(Tensor::<B, 1, Int>::zeros([a.group], device));
+    let mut cache = regrpo_trainer::model::RowCache::new(&model);
     let mut steps = Vec::new();
     for _ in 0..5 {
         let next = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![5i64; a.group], [a.group, 1]), device);
         let t = Instant::now();
-        let _ = model.forward_cached(next, &mut cache).into_data();
+        let _ = model.head(model.rows(next, &prefix, a.group, Some(&mut cache))).into_data();
         steps.push(t.elapsed().as_secs_f64());
     }
     steps.sort_by(f64::total_cmp);
-    let x = Tensor::<B, 3>::ones([a.group, 1, config.hidden_size], device);
-    let t = Instant::now();
-    let _ = x.matmul(model.embed_tokens.weight.val().transpose().unsqueeze::<3>()).into_data();
-    let head_s = t.elapsed().as_secs_f64();
     Ok(json!({
         "system": format!("burn 0.21 {}", a.backend),
         "model": dir, "params": config.num_params(),
@@ -104,7 +98,6 @@ fn bench<B: Backend>(a: &Args, device: &B::Device) -> anyhow::Result<Value> {
         "tokens_per_s": (a.group * a.new) as f64 / s,
         "prefill_s": prefill_s,
         "decode_forward_s": steps[steps.len() / 2],
-        "tied_head_s": head_s,
     }))
 }
 

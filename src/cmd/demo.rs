@@ -35,7 +35,7 @@ use regrpo_trainer::rl::{LossConfig, RewardConfig};
 use regrpo_trainer::rollout::{self, StateKind};
 use regrpo_trainer::sampling::SampleConfig;
 use regrpo_trainer::sft::SftConfig;
-use regrpo_trainer::stats::Paired;
+use regrpo_trainer::stats::{Paired, wilcoxon};
 use regrpo_trainer::window::{Truncations, WindowConfig};
 use serde_json::{Value, json};
 
@@ -79,6 +79,10 @@ pub struct Args {
     /// Held-out toolworld tasks the agent loop runs per policy.
     #[arg(long, default_value_t = DemoConfig::default().eval_tasks)]
     eval_tasks: usize,
+    /// Completions sampled per held-out failure state (temperature 1) for sampled recovery and
+    /// pass@k (0: greedy only).
+    #[arg(long, default_value_t = DemoConfig::default().eval_samples)]
+    eval_samples: usize,
     #[arg(long, default_value_t = DemoConfig::default().seed)]
     seed: u64,
     /// Decode freely instead of under the tools' grammar (rollouts and evaluation).
@@ -99,6 +103,7 @@ impl Args {
             regrpo_steps: self.regrpo_steps,
             eval_states: self.eval_states,
             eval_tasks: self.eval_tasks,
+            eval_samples: self.eval_samples,
             seed: self.seed,
             constrained: !self.unconstrained,
             ..Default::default()
@@ -128,6 +133,8 @@ pub struct DemoConfig {
     pub eval_states: usize,
     /// Held-out toolworld tasks the agent loop runs per policy.
     pub eval_tasks: usize,
+    /// Completions sampled per held-out failure state for sampled recovery and pass@k.
+    pub eval_samples: usize,
     pub seed: u64,
     /// Decode under the tools' grammar (rollouts and evaluation).
     pub constrained: bool,
@@ -146,6 +153,7 @@ impl Default for DemoConfig {
             lr: 1e-2,
             eval_states: 120,
             eval_tasks: 14,
+            eval_samples: 8,
             seed: 7,
             constrained: true,
             device: job::DeviceKind::Cpu,
@@ -210,6 +218,11 @@ fn lower_per_state(a: &[Option<f64>], b: &[Option<f64>]) -> Paired {
         .map(|(x, y)| (*x < *y - 1e-6, *y < *x - 1e-6))
         .unzip();
     Paired::of(&a_lower, &b_lower)
+}
+
+/// A number, or null where it is not one.
+fn finite(v: f64) -> Value {
+    if v.is_finite() { json!(v) } else { Value::Null }
 }
 
 fn rate_json(r: &Rate) -> Value {
@@ -288,6 +301,9 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         batch: 16,
         split: Split::Test,
         device: cfg.device,
+        samples: cfg.eval_samples,
+        // Every arm samples with the same seeds: their per-state comparison shares its random numbers.
+        sample_seed: cfg.seed,
     };
     let rows = regrpo_trainer::data::snapshot_rows(&repo, Some(&snap.name)).await?;
     let candidates = regrpo_trainer::eval::held_out(&rows, repo.root(), &eval_cfg);
@@ -445,6 +461,11 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let recov = |i: usize| reports[i].successes(StateKind::Failure);
     let rot_vs_clean = Paired::of(&recov(1), &recov(0));
     let rl_vs_rot = Paired::of(&recov(2), &recov(1));
+    let rates =
+        |i: usize| -> Vec<f64> { reports[i].sampled_rates().into_iter().map(|r| r.unwrap_or(f64::NAN)).collect() };
+    let sampled_rl_vs_rot = wilcoxon(&rates(2), &rates(1));
+    let sampled_rot_vs_clean = wilcoxon(&rates(1), &rates(0));
+    let sampled_rl_vs_eta0 = wilcoxon(&rates(2), &rates(3));
     let eta_refl = Paired::of(&reports[2].clean_reflections(), &reports[3].clean_reflections());
     let eta_leaning =
         lower_per_state(&reports[2].clean_reflection_probabilities(), &reports[3].clean_reflection_probabilities());
@@ -465,6 +486,8 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
     let rows: Vec<(&str, Cell)> = vec![
         ("recovery", Box::new(|r| cell(&r.recovery))),
         ("recovery (derivable)", Box::new(|r| cell(&r.recovery_derivable))),
+        ("sampled recovery", Box::new(|r| num(r.sampled_recovery))),
+        ("pass@k", Box::new(|r| num(r.pass_at_k))),
         ("first-try success", Box::new(|r| cell(&r.first_try))),
         ("unnecessary reflection", Box::new(|r| cell(&r.unnecessary_reflection))),
         ("  sampled (temperature 1)", Box::new(|r| num(r.sampled_unnecessary_reflection))),
@@ -489,6 +512,21 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         eta_refl.only_a,
         eta_refl.only_b,
     );
+    if cfg.eval_samples > 0 {
+        println!(
+            "Wilcoxon signed-rank (paired, per failure state, share of {} sampled completions that succeed): ReGRPO vs RoT SFT p = {} (higher on {} of {} states that differ); RoT SFT vs clean SFT p = {} ({} of {}); ReGRPO η=0.1 vs η=0 p = {} ({} of {})",
+            cfg.eval_samples,
+            p_value(sampled_rl_vs_rot.p),
+            sampled_rl_vs_rot.positive,
+            sampled_rl_vs_rot.n,
+            p_value(sampled_rot_vs_clean.p),
+            sampled_rot_vs_clean.positive,
+            sampled_rot_vs_clean.n,
+            p_value(sampled_rl_vs_eta0.p),
+            sampled_rl_vs_eta0.positive,
+            sampled_rl_vs_eta0.n,
+        );
+    }
     println!(
         "sign test, per clean state, probability of opening with a reflection: η=0.1 lower on {} states, higher on {}, p = {}",
         eta_leaning.only_a,
@@ -584,6 +622,8 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
                     "recovery": r.recovery.rate,
                     "recovery_ci": [r.recovery.ci.0, r.recovery.ci.1],
                     "recovery_derivable": rate_json(&r.recovery_derivable),
+                    "sampled_recovery": finite(r.sampled_recovery),
+                    "pass_at_k": finite(r.pass_at_k),
                     "first_try_success": r.first_try.rate,
                     "first_try_success_ci": [r.first_try.ci.0, r.first_try.ci.1],
                     "unnecessary_reflection": r.unnecessary_reflection.rate,
@@ -612,6 +652,7 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
                 "lr": cfg.lr,
                 "eval_states": cfg.eval_states,
                 "eval_tasks": cfg.eval_tasks,
+                "eval_samples": cfg.eval_samples,
                 "constrained": cfg.constrained,
             },
             "window": window(),
@@ -635,6 +676,25 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
                 "regrpo_vs_sft_rot": [rl_vs_rot.only_a, rl_vs_rot.only_b],
                 "unnecessary_reflection_regrpo_vs_regrpo_eta0": [eta_refl.only_a, eta_refl.only_b],
             },
+        },
+        "paired": {
+            "regrpo_vs_sft_rot": {
+                "mcnemar_p": rl_vs_rot.p_value(),
+                "discordant": [rl_vs_rot.only_a, rl_vs_rot.only_b],
+                "sampled_p": sampled_rl_vs_rot.p,
+                "sampled_higher_lower": [sampled_rl_vs_rot.positive, sampled_rl_vs_rot.n - sampled_rl_vs_rot.positive],
+            },
+            "sft_rot_vs_sft_clean": {
+                "mcnemar_p": rot_vs_clean.p_value(),
+                "discordant": [rot_vs_clean.only_a, rot_vs_clean.only_b],
+                "sampled_p": sampled_rot_vs_clean.p,
+                "sampled_higher_lower": [sampled_rot_vs_clean.positive, sampled_rot_vs_clean.n - sampled_rot_vs_clean.positive],
+            },
+            "regrpo_vs_regrpo_eta0": {
+                "sampled_p": sampled_rl_vs_eta0.p,
+                "sampled_higher_lower": [sampled_rl_vs_eta0.positive, sampled_rl_vs_eta0.n - sampled_rl_vs_eta0.positive],
+            },
+            "test": "McNemar's exact test on greedy recovery; Wilcoxon signed-rank (normal approximation, tie and continuity corrections) on each failure state's share of sampled completions that succeed",
         },
         "sign_test": {
             "sampled_unnecessary_reflection_regrpo_vs_regrpo_eta0": eta_leaning.p_value(),

@@ -1,13 +1,16 @@
 //! `regrpo eval`: a policy on a split of the snapshot — recovery, first-try success, reflection
 //! use, answers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use regrpo_datasets::Repository;
 use regrpo_schemas::Split;
-use regrpo_trainer::eval::{EvalConfig, EvalReport};
+use regrpo_trainer::eval::{EvalConfig, EvalReport, StateOutcome};
 use regrpo_trainer::job;
+use regrpo_trainer::rollout::StateKind;
+use regrpo_trainer::stats::{Paired, wilcoxon};
 
 use crate::args::{DeviceArgs, WindowArgs};
 use crate::progress;
@@ -40,6 +43,17 @@ pub struct Args {
     /// Decode freely instead of under the tools' grammar.
     #[arg(long)]
     unconstrained: bool,
+    /// Another evaluation's report.json on the same split (e.g. the policy this one started
+    /// from): print paired tests against it — McNemar on greedy recovery, Wilcoxon signed-rank on
+    /// each failure state's sampled success rate.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Completions sampled per failure state (temperature 1) for sampled recovery and pass@k (0: off).
+    #[arg(long, default_value_t = 0)]
+    samples: usize,
+    /// Seed of the sampled completions (the same seed gives two policies the same random numbers).
+    #[arg(long, default_value_t = 0)]
+    sample_seed: u64,
     #[command(flatten)]
     window: WindowArgs,
     #[command(flatten)]
@@ -57,9 +71,69 @@ pub async fn run(a: Args, quiet: bool) -> Result<()> {
         constrained: !a.unconstrained,
         split: a.split,
         device: a.device.device,
+        samples: a.samples,
+        sample_seed: a.sample_seed,
         ..Default::default()
     };
-    eval(&a.dir, a.snapshot.as_deref(), &a.model, &out, &cfg, quiet).await.map(|_| ())
+    let baseline = match &a.compare {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let r: EvalReport = serde_json::from_str(&text).with_context(|| {
+                format!("{}: not an evaluation report (report.json of `regrpo eval`)", path.display())
+            })?;
+            Some((path.clone(), r))
+        }
+        None => None,
+    };
+    let r = eval(&a.dir, a.snapshot.as_deref(), &a.model, &out, &cfg, quiet).await?;
+    if let Some((path, base)) = baseline {
+        compare(&r, &base, &path)?;
+    }
+    Ok(())
+}
+
+/// Paired tests of `r` against `base` on the failure states both evaluated.
+fn compare(r: &EvalReport, base: &EvalReport, path: &Path) -> Result<()> {
+    let theirs: HashMap<&str, &StateOutcome> = base.outcomes.iter().map(|o| (o.state_id.as_str(), o)).collect();
+    let pairs: Vec<(&StateOutcome, &StateOutcome)> = r
+        .outcomes
+        .iter()
+        .filter(|o| o.kind == StateKind::Failure.as_str())
+        .filter_map(|o| Some((o, *theirs.get(o.state_id.as_str())?)))
+        .collect();
+    if pairs.is_empty() {
+        bail!("{} shares no failure state with this evaluation (same snapshot and split?)", path.display());
+    }
+    let (a, b): (Vec<bool>, Vec<bool>) = pairs.iter().map(|(x, y)| (x.success, y.success)).unzip();
+    let p = Paired::of(&a, &b);
+    println!(
+        "against {} ({} failure states in both): greedy recovery {:.3} vs {:.3}, {} gained, {} lost, McNemar p = {:.4}",
+        path.display(),
+        pairs.len(),
+        a.iter().filter(|x| **x).count() as f64 / a.len() as f64,
+        b.iter().filter(|x| **x).count() as f64 / b.len() as f64,
+        p.only_a,
+        p.only_b,
+        p.p_value()
+    );
+    let rate = |o: &StateOutcome, n: usize| o.sampled_successes.map(|k| k as f64 / n.max(1) as f64);
+    let sampled: Vec<(f64, f64)> =
+        pairs.iter().filter_map(|(x, y)| Some((rate(x, r.samples)?, rate(y, base.samples)?))).collect();
+    if !sampled.is_empty() {
+        let (x, y): (Vec<f64>, Vec<f64>) = sampled.iter().copied().unzip();
+        let w = wilcoxon(&x, &y);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!(
+            "  sampled recovery {:.3} vs {:.3} ({} states): higher on {} of {} states that differ, Wilcoxon p = {:.4}",
+            mean(&x),
+            mean(&y),
+            sampled.len(),
+            w.positive,
+            w.n,
+            w.p
+        );
+    }
+    Ok(())
 }
 
 async fn eval(

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use regrpo_datasets::Repository;
 use regrpo_trainer::data::{DataConfig, RotTarget};
 use regrpo_trainer::job::{self, ModelSource, RegrpoJob, RegrpoOutcome, SftJob, SftOutcome};
-use regrpo_trainer::regrpo::RegrpoConfig;
+use regrpo_trainer::regrpo::{GroupFilter, RegrpoConfig};
 use regrpo_trainer::rl::{AdvantageConfig, KlMode, LossConfig, RewardConfig};
 use regrpo_trainer::sampling::SampleConfig;
 use regrpo_trainer::sft::SftConfig;
@@ -225,6 +225,19 @@ pub struct RegrpoArgs {
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Which groups are trained on: `success` (their executed outcomes differ; or, while η > 0,
+    /// clean groups that all succeed but differ in reflection) or `reward` (their rewards differ).
+    #[arg(long, value_enum, default_value_t = GroupFilter::Success)]
+    filter: GroupFilter,
+    /// Draw failure states among all of them, not only those whose fix is derivable from the prompt.
+    #[arg(long)]
+    all_failures: bool,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// Groups per forward/backward pass of the update (bounds memory; same gradient).
+    #[arg(long, default_value_t = 4)]
+    update_groups: usize,
     #[command(flatten)]
     lora: LoraArgs,
     #[command(flatten)]
@@ -267,6 +280,10 @@ impl RegrpoArgs {
             },
             updates_per_batch: a.updates,
             seed: a.seed,
+            filter: a.filter,
+            derivable_only: !a.all_failures,
+            warmup_steps: a.warmup_steps,
+            update_groups: a.update_groups,
             ..Default::default()
         };
         RegrpoJob {

@@ -14,9 +14,9 @@ use regrpo_schemas::Message;
 use regrpo_schemas::action::Surface;
 
 use crate::error::Result;
-use crate::grammar::{Grammar, TokenTrie};
-use crate::model::{KvCache, Qwen2};
-use crate::sampling::{Completion, Constraint, SampleConfig, sample, sample_each};
+use crate::grammar::{Grammar, Masks, TokenTrie};
+use crate::model::Qwen2;
+use crate::sampling::{Completion, Constraint, Draws, Request, SampleConfig, sample_groups};
 use crate::tokenizer::ChatTokenizer;
 use crate::window::{ChatWindow, Truncations};
 
@@ -26,7 +26,13 @@ pub struct Decoder {
     trie: Option<TokenTrie>,
     /// First byte of each token (`None`: special tokens), when constrained.
     first_bytes: Vec<Option<u8>>,
-    grammars: Mutex<HashMap<String, Arc<Grammar>>>,
+    grammars: Mutex<HashMap<String, Arc<TurnGrammar>>>,
+}
+
+/// The grammar of a turn for one set of tools, and the memo of the tokens its states allow.
+pub struct TurnGrammar {
+    pub grammar: Grammar,
+    pub masks: Masks,
 }
 
 /// A prompt and what was sampled from it.
@@ -37,6 +43,16 @@ pub struct Generated {
     /// Whether the grammar constrained this generation (it does not when the state declares no
     /// tools).
     pub constrained: bool,
+}
+
+/// A state to decode at: the chat so far, the tools it declares, the surface form of their
+/// calls, and text the turn starts with (prefilled; not in the completions).
+#[derive(Clone, Copy)]
+pub struct Turn<'a> {
+    pub messages: &'a [Message],
+    pub specs: &'a [ToolSpec],
+    pub surface: Surface,
+    pub prefix: &'a str,
 }
 
 impl Decoder {
@@ -57,7 +73,7 @@ impl Decoder {
 
     /// The grammar of turns calling `specs` in `surface` form (cached), or `None` when decoding
     /// is free or there are no tools to call.
-    pub fn grammar(&self, surface: Surface, specs: &[ToolSpec]) -> Option<Arc<Grammar>> {
+    pub fn grammar(&self, surface: Surface, specs: &[ToolSpec]) -> Option<Arc<TurnGrammar>> {
         self.trie.as_ref()?;
         if specs.is_empty() {
             return None;
@@ -66,7 +82,9 @@ impl Decoder {
         names.sort();
         let key = format!("{}\u{0}{}", surface.as_str(), names.join("\u{0}"));
         let mut cache = self.grammars.lock().unwrap_or_else(|p| p.into_inner());
-        Some(Arc::clone(cache.entry(key).or_insert_with(|| Arc::new(Grammar::new(surface, specs)))))
+        Some(Arc::clone(cache.entry(key).or_insert_with(|| {
+            Arc::new(TurnGrammar { grammar: Grammar::new(surface, specs), masks: Masks::default() })
+        })))
     }
 
     /// Samples `g` completions of the next assistant turn after `messages` (whose tools are
@@ -84,20 +102,8 @@ impl Decoder {
         cfg: &SampleConfig,
         rng: &mut ChaCha8Rng,
     ) -> Result<Generated> {
-        let tk = &self.window.tk;
-        let (mut prompt, truncations) = self.window.prompt(messages)?;
-        prompt.extend(tk.encode(prefix)?);
-        let grammar = self.grammar(surface, specs);
-        let constraint = match (&grammar, &self.trie) {
-            (Some(grammar), Some(trie)) => {
-                let mut start = grammar.start();
-                // A prefix the grammar refuses leaves the turn unconstrained.
-                start.feed_all(grammar, prefix.as_bytes()).then_some(Constraint { grammar, trie, start })
-            }
-            _ => None,
-        };
-        let completions = sample(model, &prompt, g, cfg, tk.im_end, tk.pad, rng, constraint);
-        Ok(Generated { prompt, completions, truncations, constrained: constraint.is_some() })
+        let turn = Turn { messages, specs, surface, prefix };
+        Ok(self.generate_groups(model, &[turn], g, cfg, Draws::Shared(rng))?.remove(0))
     }
 
     /// One completion for each of several states, decoded together in one batch (greedy
@@ -109,33 +115,63 @@ impl Decoder {
         cfg: &SampleConfig,
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<Generated>> {
+        let turns: Vec<Turn<'_>> = requests
+            .iter()
+            .map(|(messages, specs, surface)| Turn { messages, specs, surface: *surface, prefix: "" })
+            .collect();
+        self.generate_groups(model, &turns, 1, cfg, Draws::Shared(rng))
+    }
+
+    /// `g` completions at each of several states, decoded together in one batch: each prompt
+    /// is run once and shared by its group's rows (see [`sample_groups`]).
+    pub fn generate_groups<B: Backend>(
+        &self,
+        model: &Qwen2<B>,
+        turns: &[Turn<'_>],
+        g: usize,
+        cfg: &SampleConfig,
+        draws: Draws<'_>,
+    ) -> Result<Vec<Generated>> {
         let tk = &self.window.tk;
-        let mut prompts = Vec::with_capacity(requests.len());
-        let mut cuts = Vec::with_capacity(requests.len());
-        let mut grammars = Vec::with_capacity(requests.len());
-        for (messages, specs, surface) in requests {
-            let (prompt, t) = self.window.prompt(messages)?;
+        let mut prompts = Vec::with_capacity(turns.len());
+        let mut cuts = Vec::with_capacity(turns.len());
+        let mut grammars = Vec::with_capacity(turns.len());
+        for t in turns {
+            let (mut prompt, c) = self.window.prompt(t.messages)?;
+            prompt.extend(tk.encode(t.prefix)?);
             prompts.push(prompt);
-            cuts.push(t);
-            grammars.push(self.grammar(*surface, specs));
+            cuts.push(c);
+            grammars.push(self.grammar(t.surface, t.specs));
         }
         let constraints: Vec<Option<Constraint<'_>>> = grammars
             .iter()
-            .map(|g| match (g, &self.trie) {
-                (Some(grammar), Some(trie)) => Some(Constraint { grammar, trie, start: grammar.start() }),
+            .zip(turns)
+            .map(|(g, t)| match (g, &self.trie) {
+                (Some(tg), Some(trie)) => {
+                    let mut start = tg.grammar.start();
+                    // A prefix the grammar refuses leaves the turn unconstrained.
+                    start.feed_all(&tg.grammar, t.prefix.as_bytes()).then_some(Constraint {
+                        grammar: &tg.grammar,
+                        masks: &tg.masks,
+                        trie,
+                        start,
+                    })
+                }
                 _ => None,
             })
             .collect();
+        let requests: Vec<Request<'_>> =
+            prompts.iter().zip(&constraints).map(|(p, c)| Request { prompt: p, constraint: *c }).collect();
+        let completions = sample_groups(model, &requests, g, cfg, tk.im_end, tk.pad, draws);
         let constrained: Vec<bool> = constraints.iter().map(Option::is_some).collect();
-        let completions = sample_each(model, &prompts, cfg, tk.im_end, tk.pad, rng, constraints);
         Ok(prompts
             .into_iter()
             .zip(completions)
             .zip(cuts)
             .zip(constrained)
-            .map(|(((prompt, c), truncations), constrained)| Generated {
+            .map(|(((prompt, completions), truncations), constrained)| Generated {
                 prompt,
-                completions: vec![c],
+                completions,
                 truncations,
                 constrained,
             })
@@ -173,25 +209,24 @@ impl Decoder {
                 })
                 .collect();
             let n = prompts.len();
-            let logits = model.forward_padded(
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device),
-                &mut KvCache::new(model.layers.len()),
-                &pads,
-            );
-            let [_, p, v] = logits.dims();
-            let logp: Vec<f32> = log_softmax(logits.narrow(1, p - 1, 1).reshape([n, v]), 1)
+            let (last, _) =
+                model.prefix(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device), &pads);
+            let v = model.vocab_size();
+            let logp: Vec<f32> = log_softmax(model.head(last.unsqueeze_dim::<3>(1)).reshape([n, v]), 1)
                 .into_data()
                 .convert::<f32>()
                 .to_vec()
                 .unwrap_or_default();
             for (i, (_, specs, surface)) in chunk.iter().enumerate() {
-                let (Some(grammar), Some(trie)) = (self.grammar(*surface, specs), &self.trie) else {
+                let (Some(tg), Some(trie)) = (self.grammar(*surface, specs), &self.trie) else {
                     out.push(None);
                     continue;
                 };
                 let row = &logp[i * v..(i + 1) * v];
                 let (mut all, mut reflect) = (0.0f64, 0.0f64);
-                for (t, _) in trie.allowed(&grammar, &grammar.start(), budget, tk.im_end) {
+                let start = tg.grammar.start();
+                let allowed = tg.masks.allowed(&tg.grammar, trie, &start, budget, tk.im_end);
+                for t in allowed.iter().flat_map(|a| a.iter()) {
                     let q = f64::from(row[t as usize]).exp();
                     all += q;
                     if self.first_bytes.get(t as usize).copied().flatten() == Some(b'R') {

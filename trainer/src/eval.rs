@@ -11,10 +11,15 @@
 //! | `evidence_grounding_rate` | failure states with a reflection | its evidence quotes the observation |
 //! | `parse_rate` | all | the completion parsed into an action |
 //! | `answer_accuracy` | held-out toolworld tasks | the agent loop's final answer (GAIA scorer) |
+//! | `sampled_recovery` | failure states | share of `samples` completions at temperature 1 that succeed |
+//! | `pass_at_k` | failure states | at least one of the `samples` completions succeeds |
 //!
-//! Every state is decoded greedily by the same [`Decoder`], and every outcome is kept per state
-//! ([`StateOutcome`]), so two policies evaluated on one [`EvalSet`] can be compared pair by
-//! pair (see [`crate::stats`]). Rates carry 95% Wilson intervals.
+//! Every state is decoded greedily by the same [`Decoder`] (the headline figures); with
+//! `samples > 0` each failure state also gets that many sampled completions, drawn with
+//! per-state seeds so that two policies see the same random numbers. Every outcome is kept per
+//! state ([`StateOutcome`]), so two policies evaluated on one [`EvalSet`] can be compared pair
+//! by pair (McNemar on greedy outcomes, Wilcoxon on sampled rates; see [`crate::stats`]).
+//! Rates carry 95% Wilson intervals.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,17 +27,18 @@ use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use regrpo_engine::ToolSuite;
+use regrpo_schemas::id::content_id;
 use regrpo_schemas::{Rot, Split, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentConfig, run_episode};
 use crate::data::SnapshotRows;
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, Turn};
 use crate::error::Result;
 use crate::metrics::gaia_score;
 use crate::model::Qwen2;
-use crate::rollout::{State, StateKind, States, clean_states, failure_states, score};
-use crate::sampling::SampleConfig;
+use crate::rollout::{State, StateKind, States, clean_states, failure_states, score, spread_list};
+use crate::sampling::{Draws, SampleConfig};
 use crate::stats::wilson;
 use crate::window::{Truncations, WindowConfig};
 
@@ -61,6 +67,15 @@ pub struct EvalConfig {
     /// Where the policy runs (the agent loop's episodes too).
     #[serde(default)]
     pub device: crate::backend::DeviceKind,
+    /// Completions sampled per failure state (temperature 1, under the grammar) for sampled
+    /// recovery and pass@k; 0 turns it off.
+    #[serde(default)]
+    pub samples: usize,
+    /// Seed of the sampled completions: completion `j` of a state draws from a generator seeded
+    /// by this, the state and `j`, so two policies evaluated with one seed share their random
+    /// numbers (their paired comparison is sharper) and batching changes nothing.
+    #[serde(default)]
+    pub sample_seed: u64,
 }
 
 fn test_split() -> Split {
@@ -87,6 +102,8 @@ impl Default for EvalConfig {
             batch: default_batch(),
             split: Split::Test,
             device: Default::default(),
+            samples: 0,
+            sample_seed: 0,
         }
     }
 }
@@ -108,6 +125,9 @@ pub struct StateOutcome {
     pub reflection_probability: Option<f64>,
     /// What the policy wrote.
     pub completion: String,
+    /// Failure states with sampled completions: how many of them succeeded.
+    #[serde(default)]
+    pub sampled_successes: Option<usize>,
 }
 
 /// A rate with its 95% Wilson interval.
@@ -115,8 +135,20 @@ pub struct StateOutcome {
 pub struct Rate {
     pub k: usize,
     pub n: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub rate: f64,
+    #[serde(deserialize_with = "nan_pair_if_null")]
     pub ci: (f64, f64),
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, and a report read back gets NaN again.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nan_pair_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(f64, f64), D::Error> {
+    let (a, b) = <(Option<f64>, Option<f64>)>::deserialize(d)?;
+    Ok((a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN)))
 }
 
 impl Rate {
@@ -139,15 +171,31 @@ pub struct EvalReport {
     /// over clean states of the probability that the turn opens with a reflection (NaN
     /// unconstrained). Greedy decoding shows a reflection only where that probability passes
     /// one half; this shows how far the policy leans before it does.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nan_if_null")]
     pub sampled_unnecessary_reflection: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean_reflection_tokens: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub error_type_accuracy: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub evidence_grounding_rate: f64,
     pub parse: Rate,
+    #[serde(deserialize_with = "nan_if_null")]
     pub answer_accuracy: f64,
     /// Recovery by the failure's ErrorType.
     pub recovery_by_error_type: BTreeMap<String, Rate>,
+    /// Completions sampled per failure state (0: none).
+    #[serde(default)]
+    pub samples: usize,
+    /// Sampled recovery: the mean over failure states of the share of `samples` completions
+    /// (temperature 1) that succeed — the expected recovery of the sampling policy RL trains,
+    /// which greedy decoding shows only where a top token flips (NaN without samples).
+    #[serde(default, deserialize_with = "nan_if_null")]
+    pub sampled_recovery: f64,
+    /// pass@k, `k = samples`: the share of failure states where at least one of the sampled
+    /// completions succeeds (NaN without samples).
+    #[serde(default, deserialize_with = "nan_if_null")]
+    pub pass_at_k: f64,
     pub truncations: Truncations,
     pub outcomes: Vec<StateOutcome>,
 }
@@ -166,7 +214,19 @@ impl EvalReport {
             ("evidence_grounding_rate", self.evidence_grounding_rate),
             ("parse_rate", self.parse.rate),
             ("answer_accuracy", self.answer_accuracy),
+            ("sampled_recovery", self.sampled_recovery),
+            ("pass_at_k", self.pass_at_k),
         ]
+    }
+
+    /// The share of sampled completions that succeeded, per failure state, in evaluation order
+    /// (`None` without samples).
+    pub fn sampled_rates(&self) -> Vec<Option<f64>> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.kind == StateKind::Failure.as_str())
+            .map(|o| o.sampled_successes.map(|k| k as f64 / self.samples.max(1) as f64))
+            .collect()
     }
 
     /// Success per state of one kind, in evaluation order (for paired tests).
@@ -196,22 +256,6 @@ pub struct EvalSet {
     pub tasks: Vec<Trajectory>,
 }
 
-/// Up to `n` states spread over the list (every k-th), so a cap does not take one family only.
-pub(crate) fn spread(mut v: Vec<State>, n: usize) -> Vec<State> {
-    if v.len() <= n {
-        return v;
-    }
-    let step = v.len() as f64 / n as f64;
-    let keep: Vec<usize> = (0..n).map(|i| (i as f64 * step) as usize).collect();
-    let mut i = 0;
-    v.retain(|_| {
-        let k = keep.binary_search(&i).is_ok();
-        i += 1;
-        k
-    });
-    v
-}
-
 /// The states and tasks of the snapshot's `cfg.split` (the test split unless told otherwise).
 pub fn held_out(rows: &SnapshotRows, root: &std::path::Path, cfg: &EvalConfig) -> EvalSet {
     let wanted = |t: &Trajectory| cfg.sources.as_ref().is_none_or(|s| s.contains(&t.source));
@@ -223,10 +267,55 @@ pub fn held_out(rows: &SnapshotRows, root: &std::path::Path, cfg: &EvalConfig) -
         .collect();
     let by_id: HashMap<String, Trajectory> = test.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
     let test_rots: Vec<Rot> = rows.rots.iter().filter(|r| by_id.contains_key(&r.trajectory_id)).cloned().collect();
-    let failures = spread(failure_states(&test_rots, &by_id, root), cfg.max_failure_states);
-    let cleans = spread(clean_states(&test, root), cfg.max_clean_states);
+    let failures = spread_list(failure_states(&test_rots, &by_id, root), cfg.max_failure_states);
+    let cleans = spread_list(clean_states(&test, root), cfg.max_clean_states);
     let tasks: Vec<Trajectory> = test.into_iter().filter(|t| t.source == "toolworld").take(cfg.max_tasks).collect();
     EvalSet { states: States { failures, cleans }, tasks }
+}
+
+/// States whose completions are sampled together (each with `samples` rows).
+const SAMPLED_STATES_PER_BATCH: usize = 8;
+
+/// For each failure state, how many of `cfg.samples` completions sampled at temperature 1
+/// (under the grammar, no nucleus cut) succeed; each completion draws from its own generator
+/// seeded by `cfg.sample_seed`, the state and its index.
+async fn sampled_successes<B: Backend>(
+    model: &Qwen2<B>,
+    decoder: &Decoder,
+    suite: &ToolSuite,
+    failures: &[State],
+    cfg: &EvalConfig,
+) -> Result<HashMap<String, usize>> {
+    let mut out = HashMap::new();
+    if cfg.samples == 0 {
+        return Ok(out);
+    }
+    let sample = SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: cfg.window.max_target_tokens };
+    for chunk in failures.chunks(SAMPLED_STATES_PER_BATCH) {
+        let turns: Vec<Turn<'_>> = chunk
+            .iter()
+            .map(|s| Turn { messages: &s.messages, specs: &s.specs, surface: s.gt_action.surface, prefix: "" })
+            .collect();
+        let seeds = chunk
+            .iter()
+            .flat_map(|s| {
+                (0..cfg.samples).map(move |j| {
+                    let id =
+                        content_id([s.state_id.as_bytes(), &cfg.sample_seed.to_le_bytes(), &(j as u64).to_le_bytes()]);
+                    ChaCha8Rng::seed_from_u64(u64::from_str_radix(&id[..16], 16).unwrap_or_default())
+                })
+            })
+            .collect();
+        let generated = decoder.generate_groups(model, &turns, cfg.samples, &sample, Draws::PerRow(seeds))?;
+        for (state, g) in chunk.iter().zip(generated) {
+            let mut k = 0;
+            for c in &g.completions {
+                k += usize::from(score(&decoder.text(c)?, state, suite).await.success);
+            }
+            out.insert(state.state_id.clone(), k);
+        }
+    }
+    Ok(out)
 }
 
 /// Evaluates a model (greedy decoding) on held-out states and tasks.
@@ -262,6 +351,7 @@ pub async fn evaluate<B: Backend>(
             on_state();
         }
     }
+    let sampled = sampled_successes(model, decoder, suite, failures, cfg).await?;
     let clean_requests: Vec<_> =
         cleans.iter().map(|s| (s.messages.as_slice(), s.specs.as_slice(), s.gt_action.surface)).collect();
     let mut probabilities =
@@ -295,8 +385,17 @@ pub async fn evaluate<B: Backend>(
             reflection_tokens,
             reflection_probability: if state.kind == StateKind::Clean { probabilities.next().flatten() } else { None },
             completion: text,
+            sampled_successes: sampled.get(&state.state_id).copied(),
         });
     }
+    r.samples = cfg.samples;
+    let rates: Vec<f64> = r.sampled_rates().into_iter().flatten().collect();
+    (r.sampled_recovery, r.pass_at_k) = if rates.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        let n = rates.len() as f64;
+        (rates.iter().sum::<f64>() / n, rates.iter().filter(|x| **x > 0.0).count() as f64 / n)
+    };
     let count = |f: &dyn Fn(&StateOutcome) -> bool| r.outcomes.iter().filter(|o| f(o)).count();
     let failure = |o: &StateOutcome| o.kind == StateKind::Failure.as_str();
     let clean = |o: &StateOutcome| o.kind == StateKind::Clean.as_str();
@@ -331,4 +430,26 @@ pub async fn evaluate<B: Backend>(
     }
     r.answer_accuracy = ratio(correct, tasks.len());
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_with_nan_figures_reads_back_as_written() {
+        let report = EvalReport {
+            recovery: Rate::of(0, 0),
+            answer_accuracy: f64::NAN,
+            sampled_recovery: 0.25,
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(text.contains("\"answer_accuracy\":null"), "{text}");
+        let back: EvalReport = serde_json::from_str(&text).unwrap();
+        assert!(back.answer_accuracy.is_nan() && back.recovery.rate.is_nan());
+        assert!(back.recovery.ci.0.is_finite() || back.recovery.ci.0.is_nan());
+        assert_eq!(back.sampled_recovery, 0.25);
+        assert_eq!(back.recovery.n, 0);
+    }
 }

@@ -32,6 +32,8 @@ use regrpo_schemas::react::{
     ACTION_CLOSE, EVIDENCE_OPEN, FIX_PLAN_OPEN, REFLECTION_OPEN, THOUGHT_END, THOUGHT_OPEN, action_open,
 };
 use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Longest free-text line (thought, evidence, fix plan), in bytes.
 const MAX_LINE: u16 = 400;
@@ -462,7 +464,7 @@ fn escape_json(s: &str) -> String {
     v[1..v.len() - 1].to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ArgPhase {
     /// Just opened: a parameter name or the close.
     Open,
@@ -477,7 +479,7 @@ enum ArgPhase {
 }
 
 /// Where a bracketed sequence (array, object) is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum SeqPhase {
     /// After the opening bracket: an item or the close.
     Open,
@@ -489,7 +491,7 @@ enum SeqPhase {
     NeedItem,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Frame {
     /// An empty slot.
     Empty,
@@ -569,7 +571,7 @@ fn more(list: &[Frame]) -> More {
 }
 
 /// The state of a turn being decoded: a stack of frames, cheap to copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Recognizer {
     stack: [Frame; STACK],
     len: u8,
@@ -631,6 +633,24 @@ impl Recognizer {
     /// Fewest bytes that complete the turn from here.
     pub fn min_to_finish(&self, g: &Grammar) -> u32 {
         self.stack[..self.len as usize].iter().map(|f| frame_min(g, f)).sum()
+    }
+
+    /// The state as a memo key for the tokens it allows: slots above the stack cleared, and the
+    /// length of a free-text line or string on top forgotten while no token of `longest` bytes
+    /// can reach its limit — from such states the same tokens are allowed, with the same
+    /// shortest finish after each (a line costs nothing to finish, a string its closing quote).
+    fn memo_key(&self, longest: usize) -> Recognizer {
+        let n = self.len as usize;
+        let mut key = Recognizer { stack: [Frame::Empty; STACK], len: self.len };
+        key.stack[..n].copy_from_slice(&self.stack[..n]);
+        if let Some(top) = key.stack[..n].last_mut() {
+            match top {
+                Frame::Line { len } if usize::from(*len) + longest <= usize::from(MAX_LINE) => *len = 0,
+                Frame::Str { len, .. } if usize::from(*len) + longest + 2 <= usize::from(MAX_STRING) => *len = 0,
+                _ => {}
+            }
+        }
+        key
     }
 }
 
@@ -954,17 +974,100 @@ pub struct TokenTrie {
     children: Vec<Vec<(u8, u32)>>,
     /// Tokens whose bytes end at each node.
     tokens: Vec<Vec<u32>>,
-    /// Byte length of each token (0 for special tokens, which are not in the trie).
-    lengths: Vec<u16>,
+    /// The bytes of each token (empty for special tokens, which are not in the trie).
+    bytes: Vec<Vec<u8>>,
+    /// Bytes of the longest token.
+    longest: usize,
+}
+
+/// The tokens a grammar state accepts, by id, each with the fewest bytes that finish the turn
+/// after it (what the remaining token budget is checked against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    tokens: Vec<u32>,
+    finish: Vec<u32>,
+}
+
+/// The tokens allowed at one step: those of a state's [`Accepted`] whose shortest finish fits
+/// in `room` bytes. Cheap to keep per generated token (a shared list and a number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    accepted: Arc<Accepted>,
+    room: u32,
+}
+
+impl Allowed {
+    /// The allowed token ids, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + Clone + '_ {
+        self.accepted.tokens.iter().zip(&self.accepted.finish).filter(|(_, f)| **f <= self.room).map(|(t, _)| *t)
+    }
+}
+
+/// The tokens each state of one grammar allows, remembered per state: decoding visits the same
+/// few states again and again (every byte of free text is one state), and walking the trie
+/// costs a pass over much of the vocabulary. The memo is emptied when it holds more than
+/// [`Masks::CAPACITY`] token ids in all, so a long run over many grammars stays bounded.
+#[derive(Debug, Default)]
+pub struct Masks {
+    memo: Mutex<(HashMap<Recognizer, Arc<Accepted>>, usize)>,
+}
+
+impl Masks {
+    /// Token ids held by the memo at most (8 bytes each): 256 MiB.
+    pub const CAPACITY: usize = 32 << 20;
+
+    /// The tokens allowed from `state` when at most `budget` tokens may still be generated, the
+    /// stop token included (it is allowed, alone, once the turn is complete); `None` when no
+    /// token can be, because the budget cannot finish the turn.
+    pub fn allowed(
+        &self,
+        g: &Grammar,
+        trie: &TokenTrie,
+        state: &Recognizer,
+        budget: usize,
+        stop: u32,
+    ) -> Option<Allowed> {
+        if state.is_done() {
+            return Some(Allowed { accepted: Arc::new(Accepted { tokens: vec![stop], finish: vec![0] }), room: 0 });
+        }
+        if budget < 2 {
+            return None;
+        }
+        // After a token, `budget - 1` remain, one of which the stop token needs.
+        let room = (budget - 2) as u32;
+        let key = state.memo_key(trie.longest);
+        let accepted = {
+            let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            let (memo, held) = &mut *memo;
+            match memo.get(&key) {
+                Some(a) => Arc::clone(a),
+                None => {
+                    let a = Arc::new(trie.accepted(g, state));
+                    if *held + a.tokens.len() > Self::CAPACITY {
+                        memo.clear();
+                        *held = 0;
+                    }
+                    *held += a.tokens.len();
+                    memo.insert(key, Arc::clone(&a));
+                    a
+                }
+            }
+        };
+        let allowed = Allowed { accepted, room };
+        let any = allowed.iter().next().is_some();
+        any.then_some(allowed)
+    }
 }
 
 impl TokenTrie {
     /// A trie of `bytes[id]` for every token that has bytes.
     pub fn new(bytes: &[Option<Vec<u8>>]) -> TokenTrie {
-        let mut t = TokenTrie { children: vec![vec![]], tokens: vec![vec![]], lengths: vec![0; bytes.len()] };
+        let mut t =
+            TokenTrie { children: vec![vec![]], tokens: vec![vec![]], bytes: vec![vec![]; bytes.len()], longest: 0 };
         for (id, b) in bytes.iter().enumerate() {
             let Some(b) = b.as_ref().filter(|b| !b.is_empty()) else { continue };
-            t.lengths[id] = b.len() as u16;
+            t.bytes[id] = b.clone();
+            t.longest = t.longest.max(b.len());
             let mut node = 0usize;
             for &c in b {
                 node = match t.children[node].binary_search_by_key(&c, |x| x.0) {
@@ -983,9 +1086,37 @@ impl TokenTrie {
         t
     }
 
+    /// The bytes of a token (empty for a special token).
+    pub fn bytes(&self, token: u32) -> &[u8] {
+        self.bytes.get(token as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every token the grammar accepts from `state` (the stop token aside), with the shortest
+    /// finish after each, by one walk of the trie that prunes every branch the grammar refuses.
+    fn accepted(&self, g: &Grammar, state: &Recognizer) -> Accepted {
+        let mut found: Vec<(u32, u32)> = Vec::new();
+        let mut stack: Vec<(u32, Recognizer)> = vec![(0, *state)];
+        while let Some((node, st)) = stack.pop() {
+            for &(b, child) in &self.children[node as usize] {
+                let mut next = st;
+                if !next.feed(g, b) {
+                    continue;
+                }
+                if !self.tokens[child as usize].is_empty() {
+                    let finish = next.min_to_finish(g);
+                    found.extend(self.tokens[child as usize].iter().map(|t| (*t, finish)));
+                }
+                stack.push((child, next));
+            }
+        }
+        found.sort_unstable();
+        let (tokens, finish) = found.into_iter().unzip();
+        Accepted { tokens, finish }
+    }
+
     /// The tokens allowed from `state` when at most `budget` tokens may still be generated,
     /// the stop token included (it is allowed, alone, once the turn is complete), with the
-    /// state each leads to.
+    /// state each leads to: the plain walk, without [`Masks`]' memo.
     pub fn allowed(&self, g: &Grammar, state: &Recognizer, budget: usize, stop: u32) -> Vec<(u32, Recognizer)> {
         if state.is_done() {
             return vec![(stop, *state)];
@@ -1119,5 +1250,58 @@ mod tests {
         assert_eq!(ids.iter().copied().collect::<std::collections::BTreeSet<_>>(), [0, 4].into_iter().collect());
         // Too little budget left for the shortest call: nothing fits.
         assert!(trie.allowed(&g, &g.start(), 10, 10).is_empty());
+    }
+
+    #[test]
+    fn the_memo_allows_what_the_walk_allows_at_every_prefix_and_budget() {
+        let g = python();
+        // Every byte, and longer tokens that cross frames (a literal into a line, a value into
+        // the argument list).
+        let mut vocab: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
+        for w in [
+            "Code:\n",
+            "```py\n",
+            "Reflection:\n",
+            "- Evidence: ",
+            "crop(",
+            "image_path=\"",
+            "\", box=[",
+            ", ",
+            "32",
+            "]",
+            ")\n```",
+            "aaaaaaaa",
+            "a\nb",
+            "Thought: ",
+        ] {
+            vocab.push(Some(w.as_bytes().to_vec()));
+        }
+        vocab.push(None);
+        let stop = (vocab.len() - 1) as u32;
+        let trie = TokenTrie::new(&vocab);
+        let masks = Masks::default();
+        let long_line = format!(
+            "Thought: {}\n\nCode:\n```py\nimage_info(image_path=\"{}\")\n```",
+            "a".repeat(398),
+            "b".repeat(197)
+        );
+        for text in [turn("crop(image_path=\"shapes.png\", box=[0, 0, 32, 32])", true), long_line] {
+            let mut r = g.start();
+            for (i, b) in text.bytes().enumerate() {
+                for budget in [0, 1, 2, 3, 8, 40, 500] {
+                    let want: Vec<u32> = {
+                        let mut v: Vec<u32> = trie.allowed(&g, &r, budget, stop).into_iter().map(|(t, _)| t).collect();
+                        v.sort_unstable();
+                        v
+                    };
+                    let got: Vec<u32> =
+                        masks.allowed(&g, &trie, &r, budget, stop).map(|a| a.iter().collect()).unwrap_or_default();
+                    assert_eq!(got, want, "byte {i} of {text:?}, budget {budget}");
+                }
+                assert!(r.feed(&g, b));
+            }
+            assert!(r.is_done());
+            assert_eq!(masks.allowed(&g, &trie, &r, 1, stop).unwrap().iter().collect::<Vec<_>>(), vec![stop]);
+        }
     }
 }

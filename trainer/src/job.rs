@@ -459,24 +459,24 @@ async fn run_regrpo_on<B: AutodiffBackend>(
     let decoder = Decoder::new(ChatWindow::new(tk.clone(), job.cfg.window)?, job.cfg.constrained);
     let (train_ts, train_rots, versions) =
         crate::stream::regrpo_rows(repo, job.snapshot.as_deref(), job.sources.as_deref(), REGRPO_READ_CAP).await?;
-    let states = crate::rollout::States::of(&train_rots, &train_ts, repo.root());
-    // States whose gold completion does not succeed (no sandbox, no executor) teach nothing.
-    let (mut states, check) = crate::rollout::self_check(states, suite).await;
+    // States whose gold completion does not succeed (no sandbox, no executor) teach nothing: the
+    // run self-checks each state it draws, once, and draws again where one fails.
+    let mut states = crate::rollout::StatePool::new(train_rots, train_ts, repo.root());
+    if job.cfg.derivable_only {
+        states.keep_derivable();
+    }
     if let Some(n) = job.cfg.max_states {
-        states.failures = crate::eval::spread(states.failures, n);
-        states.cleans = crate::eval::spread(states.cleans, n);
+        states.keep_spread(n);
     }
     if states.is_empty() {
-        return Err(Error::NoData(
-            "no failure or clean states in the training split whose ground truth executes".into(),
-        ));
+        return Err(Error::NoData("no failure or clean states in the training split".into()));
     }
     let mut log = RunLog::new(
         "regrpo",
         &job.out,
         job.snapshot.clone(),
         versions,
-        json!({"job": job, "init_params": config.num_params(), "trainable_params": trainable, "self_check": check}),
+        json!({"job": job, "init_params": config.num_params(), "trainable_params": trainable}),
     )?;
     let run_id = log.run_id.clone();
     let result = crate::regrpo::train(policy, &decoder, suite, &states, &job.cfg, &run_id, |s| on_step(s)).await?;
@@ -517,6 +517,7 @@ async fn run_regrpo_on<B: AutodiffBackend>(
         "update_s": result.steps.iter().map(|s| s.update_s).sum::<f64>() / n,
         "rollouts": rollouts_added,
         "truncations": result.truncations,
+        "self_check": result.self_check,
     });
     let files = log
         .finish(

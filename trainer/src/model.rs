@@ -88,19 +88,6 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Keeps only the given batch rows (e.g. to expand one prompt into G samples).
-    pub fn select_rows(&self, rows: Tensor<B, 1, Int>) -> Self {
-        KvCache {
-            layers: self
-                .layers
-                .iter()
-                .map(|l| {
-                    l.as_ref().map(|(k, v)| (k.clone().select(0, rows.clone()), v.clone().select(0, rows.clone())))
-                })
-                .collect(),
-        }
-    }
 }
 
 /// Draws initial weights from a generator of its own, so initialisation depends on the seed
@@ -192,6 +179,11 @@ impl<B: Backend> Qwen2<B> {
         Qwen2 { embed_tokens, layers, norm, lm_head, inv_freq: c.rope_inv_freq() }
     }
 
+    /// Key/value heads, and query heads per key/value head.
+    fn kv_groups(&self) -> (usize, usize) {
+        self.layers.first().map_or((1, 1), |l| (l.self_attn.n_kv_heads, l.self_attn.n_heads / l.self_attn.n_kv_heads))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.embed_tokens.weight.dims()[0]
     }
@@ -210,33 +202,35 @@ impl<B: Backend> Qwen2<B> {
         self.forward_masked(ids, cache, mask)
     }
 
-    /// Like [`Qwen2::forward_cached`] for rows left-padded with `pads[r]` padding tokens: no
-    /// real token attends to a row's padding (a padding position attends to itself only, so
-    /// it stays finite). Rotary embeddings make attention depend on relative positions only,
-    /// so a padded row computes what it would alone.
-    pub fn forward_padded(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, pads: &[usize]) -> Tensor<B, 3> {
-        let [rows, seq] = ids.dims();
-        let past = cache.len();
-        let total = past + seq;
-        let mut masked = Vec::with_capacity(rows * seq * total);
-        for r in 0..rows {
-            let pad = pads.get(r).copied().unwrap_or(0);
-            for i in 0..seq {
-                let q = past + i;
-                masked.extend((0..total).map(|k| k > q || (k < pad && k != q)));
-            }
-        }
-        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(masked, [rows, 1, seq, total]), &ids.device());
-        self.forward_masked(ids, cache, mask)
-    }
-
     /// The forward pass with an attention mask `[1 | rows, 1, seq, past + seq]` (true: hidden).
     fn forward_masked(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+        self.head(self.hidden_masked(ids, cache, mask))
+    }
+
+    /// The output projection: logits `[batch, seq, vocab]` of final hidden states `[batch, seq, hidden]`.
+    pub fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => matmul_rows(x, head.weight.val()),
+            None => matmul_rows(x, self.embed_tokens.weight.val().transpose()),
+        }
+    }
+
+    /// The final hidden states (after the last norm) of [`Qwen2::forward_masked`].
+    fn hidden_masked(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
         let device = ids.device();
         let [_, seq] = ids.dims();
         let past = cache.len();
         let head_dim = self.layers.first().map_or(0, |l| l.self_attn.head_dim);
         let rope = Rope::new(past, seq, head_dim, &self.inv_freq, &device);
+        let (nkv, rep) = self.kv_groups();
+        // The mask at the scores' full shape [b, kv, rep, seq, keys], once for every layer: filling
+        // through a broadcast mask would materialise it element by element in each layer.
+        let [batch, _] = ids.dims();
+        let mut mask = mask.unsqueeze_dim::<5>(2);
+        if mask.dims()[0] != batch {
+            mask = mask.repeat_dim(0, batch);
+        }
+        let mask = mask.repeat_dim(1, nkv).repeat_dim(2, rep);
         let mut x = self.embed_tokens.forward(ids);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.input_layernorm.forward(x.clone());
@@ -249,11 +243,129 @@ impl<B: Backend> Qwen2<B> {
                 .forward(silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h));
             x = x + h;
         }
-        let x = self.norm.forward(x);
-        match &self.lm_head {
-            Some(head) => matmul_rows(x, head.weight.val()),
-            None => matmul_rows(x, self.embed_tokens.weight.val().transpose()),
+        self.norm.forward(x)
+    }
+
+    /// Runs `s` prompts, left-padded to one length (`ids: [s, p]`, `pads[i]` padding tokens
+    /// before prompt `i`), and keeps their keys and values as a [`Prefix`] that the rows of each
+    /// prompt's group attend to without copying it. Returns the final hidden state of each
+    /// prompt's last position `[s, hidden]` (what predicts every row's first token) and the prefix.
+    pub fn prefix(&self, ids: Tensor<B, 2, Int>, pads: &[usize]) -> (Tensor<B, 2>, Prefix<B>) {
+        let [s, p] = ids.dims();
+        let device = ids.device();
+        let mut cache = KvCache::new(self.layers.len());
+        let mut hidden = Vec::with_capacity(s * p * p);
+        for r in 0..s {
+            let pad = pads.get(r).copied().unwrap_or(0);
+            for q in 0..p {
+                hidden.extend((0..p).map(|k| k > q || (k < pad && k != q)));
+            }
         }
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [s, 1, p, p]), &device);
+        let h = self.hidden_masked(ids, &mut cache, mask);
+        let width = h.dims()[2];
+        let last = h.narrow(1, p - 1, 1).reshape([s, width]);
+        let padding: Vec<bool> =
+            (0..s).flat_map(|r| (0..p).map(move |k| k < pads.get(r).copied().unwrap_or(0))).collect();
+        let layers = cache.layers.into_iter().map(|l| l.expect("every layer ran")).collect();
+        let padding = padding
+            .iter()
+            .any(|x| *x)
+            .then(|| Tensor::<B, 4, Bool>::from_data(TensorData::new(padding, [s, 1, 1, p]), &device));
+        (last, Prefix { layers, len: p, padding, pads: pads.to_vec() })
+    }
+
+    /// Final hidden states `[rows, t, hidden]` of `t` new tokens of each row (`ids: [rows, t]`,
+    /// rows grouped by prompt: rows `i·group .. (i+1)·group` continue prompt `i` of `prefix`).
+    ///
+    /// Without a cache the `t` tokens are the rows' first tokens after their prompt (the update
+    /// of a whole completion); with one, they follow the `cache.len()` tokens already in it and
+    /// are written into it in place (decoding).
+    pub fn rows(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        prefix: &Prefix<B>,
+        group: usize,
+        mut cache: Option<&mut RowCache<B>>,
+    ) -> Tensor<B, 3> {
+        let device = ids.device();
+        let [_, t] = ids.dims();
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        assert!(cache.is_none() || t == 1, "a row cache takes one token per row at a time");
+        let (nkv, rep) = self.kv_groups();
+        let rows = ids.dims()[0];
+        // A whole completion attends causally to itself; a decoded token sees all the row's keys.
+        let mask = (cache.is_none() && t > 1).then(|| causal_mask::<B>(rows, (nkv, rep), t, &device));
+        // One token per row: every prompt in one product, the padding masked at the scores' full
+        // shape. Whole completions: prompt by prompt, each over its own keys (see `forward_rows`).
+        let padding = match &prefix.padding {
+            Some(p) if t == 1 => Some(p.clone().repeat_dim(1, nkv).repeat_dim(2, group * rep)),
+            _ => None,
+        };
+        let head_dim = self.layers.first().map_or(0, |l| l.self_attn.head_dim);
+        let rope = Rope::new(prefix.len + past, t, head_dim, &self.inv_freq, &device);
+        let mut x = self.embed_tokens.forward(ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(x.clone());
+            let (pk, pv) = &prefix.layers[i];
+            let slot = cache.as_mut().map(|c| &mut c.layers[i]);
+            let prompt = PromptKeys { keys: pk, values: pv, padding: padding.as_ref(), pads: &prefix.pads };
+            let h = layer.self_attn.forward_rows(h, &rope, prompt, mask.as_ref(), slot, group);
+            x = x + h;
+            let h = layer.post_attention_layernorm.forward(x.clone());
+            let h = layer
+                .mlp
+                .down_proj
+                .forward(silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h));
+            x = x + h;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        self.norm.forward(x)
+    }
+}
+
+/// The keys and values of `s` prompts left-padded to one length, `[s, kv_heads, len, head_dim]`
+/// per layer, shared by the rows that continue each prompt (see [`Qwen2::prefix`]).
+#[derive(Debug, Clone)]
+pub struct Prefix<B: Backend> {
+    pub layers: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
+    /// Padded prompt length.
+    pub len: usize,
+    /// Left padding of each prompt.
+    pub pads: Vec<usize>,
+    /// `[s, 1, 1, len]`: true at a prompt's padding (`None`: no prompt is padded).
+    padding: Option<Tensor<B, 4, Bool>>,
+}
+
+/// The keys and values of the tokens each row generated after its prompt, in blocks of at most
+/// [`RowCache::BLOCK`] tokens (`[rows, kv_heads, n, head_dim]` per block and layer). A token is
+/// appended to the last block only, so a step copies at most a block — growing one tensor by
+/// concatenation copies all of it at every token, and burn's CPU backend copies a tensor on
+/// every `slice_assign` — and attention reads the blocks where they lie.
+#[derive(Debug, Clone)]
+pub struct RowCache<B: Backend> {
+    layers: Vec<Vec<(Tensor<B, 4>, Tensor<B, 4>)>>,
+    len: usize,
+}
+
+impl<B: Backend> RowCache<B> {
+    /// Tokens per block.
+    pub const BLOCK: usize = 64;
+
+    /// An empty cache for `model`'s rows.
+    pub fn new(model: &Qwen2<B>) -> Self {
+        RowCache { layers: vec![Vec::new(); model.layers.len()], len: 0 }
+    }
+
+    /// Tokens already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -312,7 +424,7 @@ impl<B: Backend> Attention<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: &Tensor<B, 4, Bool>,
+        mask: &Tensor<B, 5, Bool>,
         cache: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -337,9 +449,154 @@ impl<B: Backend> Attention<B> {
         // [b, s, kv, rep, d] → [b, kv, rep, s, d] → [b, kv, rep·s, d]
         let q = q.reshape([b, s, nkv, rep, hd]).permute([0, 2, 3, 1, 4]).reshape([b, nkv, rep * s, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)).reshape([b, nkv, rep, s, total]);
-        let scores = scores.mask_fill(mask.clone().unsqueeze_dim::<5>(2), f32::NEG_INFINITY);
+        let scores = scores.mask_fill(mask.clone(), f32::NEG_INFINITY);
         let attn = softmax(scores, 4).reshape([b, nkv, rep * s, total]);
         let out = attn.matmul(v).reshape([b, nh, s, hd]).swap_dims(1, 2).reshape([b, s, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// The keys and values of the prompts a layer's rows continue (see [`Prefix`]).
+struct PromptKeys<'a, B: Backend> {
+    keys: &'a Tensor<B, 4>,
+    values: &'a Tensor<B, 4>,
+    padding: Option<&'a Tensor<B, 4, Bool>>,
+    pads: &'a [usize],
+}
+
+/// The causal mask of whole completions' scores against themselves, `[rows, kv, rep·t, t]`
+/// (true: hidden), at full shape so that filling it is one pass with no broadcasting (which
+/// would materialise it element by element in each layer).
+fn causal_mask<B: Backend>(
+    rows: usize,
+    (nkv, rep): (usize, usize),
+    t: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let one: Vec<bool> = (0..t).flat_map(|i| (0..t).map(move |k| k > i)).collect();
+    Tensor::<B, 4, Bool>::from_data(TensorData::new(one, [1, 1, t, t]), device)
+        .repeat_dim(2, rep)
+        .repeat_dim(1, nkv)
+        .repeat_dim(0, rows)
+}
+
+impl<B: Backend> Attention<B> {
+    /// Attention of `t` new tokens of grouped rows (`x: [rows, t, hidden]`, `group` rows per
+    /// prompt) over their prompt's keys in `prefix` — read in place by one matmul per prompt
+    /// and key head, never copied per row — and over the rows' own keys: the new tokens' when
+    /// `slot` is `None`, else the cache's, to whose last block the new keys are first appended.
+    /// `mask` `[rows, kv, rep·t, t]` (see [`causal_mask`]) hides a whole completion's future keys.
+    fn forward_rows(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        prompt: PromptKeys<'_, B>,
+        mask: Option<&Tensor<B, 4, Bool>>,
+        slot: Option<&mut Vec<(Tensor<B, 4>, Tensor<B, 4>)>>,
+        group: usize,
+    ) -> Tensor<B, 3> {
+        let [r, t, _] = x.dims();
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let rep = nh / nkv;
+        let s = r / group;
+        let p = prompt.keys.dims()[2];
+        let norm = |t: Tensor<B, 4>, n: &Option<RmsNorm<B>>| match n {
+            Some(n) => n.forward(t),
+            None => t,
+        };
+        let q = norm(self.q_proj.forward(x.clone()).reshape([r, t, nh, hd]), &self.q_norm);
+        let k = norm(self.k_proj.forward(x.clone()).reshape([r, t, nkv, hd]), &self.k_norm);
+        let q = apply_rope(q, &rope.cos_q, &rope.sin_q);
+        let k = apply_rope(k, &rope.cos, &rope.sin).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([r, t, nkv, hd]).swap_dims(1, 2);
+        // The rows' own keys and values, in blocks: the new tokens', or the cache's after the new
+        // token is appended to its last block.
+        let blocks: Vec<(Tensor<B, 4>, Tensor<B, 4>)> = match slot {
+            Some(cache) => {
+                match cache.pop() {
+                    Some((bk, bv)) if bk.dims()[2] < RowCache::<B>::BLOCK => {
+                        cache.push((Tensor::cat(vec![bk, k], 2), Tensor::cat(vec![bv, v], 2)))
+                    }
+                    Some(full) => cache.extend([full, (k, v)]),
+                    None => cache.push((k, v)),
+                }
+                cache.clone()
+            }
+            None => vec![(k, v)],
+        };
+        // The prompt part: the queries of a prompt's rows, stacked, against its keys:
+        // [r, t, kv, rep, d] → [s, kv, group·rep·t, d]. All prompts in one product, their
+        // padding masked by `prompt.padding` (one token per row); or, without that mask, prompt by
+        // prompt over its own keys — for whole completions a mask would cost passes over every
+        // score, forward and backward.
+        let qp = q.clone().reshape([s, group, t, nkv, rep, hd]).permute([0, 3, 1, 4, 2, 5]).reshape([
+            s,
+            nkv,
+            group * rep * t,
+            hd,
+        ]);
+        let padded = prompt.pads.iter().any(|p| *p > 0);
+        let parts: Vec<(Tensor<B, 4>, Tensor<B, 4>)> = match prompt.padding {
+            _ if !padded => vec![(qp.matmul(prompt.keys.clone().swap_dims(2, 3)), prompt.values.clone())],
+            Some(padding) => vec![(
+                qp.matmul(prompt.keys.clone().swap_dims(2, 3)).mask_fill(padding.clone(), f32::NEG_INFINITY),
+                prompt.values.clone(),
+            )],
+            None => (0..s)
+                .map(|i| {
+                    let pad = prompt.pads[i];
+                    let keys = prompt.keys.clone().narrow(0, i, 1).narrow(2, pad, p - pad);
+                    let values = prompt.values.clone().narrow(0, i, 1).narrow(2, pad, p - pad);
+                    (qp.clone().narrow(0, i, 1).matmul(keys.swap_dims(2, 3)), values)
+                })
+                .collect(),
+        };
+        // The rows' own part: [r, t, kv, rep, d] → [r, kv, rep·t, d], `mask` hiding future keys.
+        let qr = q.reshape([r, t, nkv, rep, hd]).permute([0, 2, 3, 1, 4]).reshape([r, nkv, rep * t, hd]);
+        let row_parts: Vec<(Tensor<B, 4>, Tensor<B, 4>)> = blocks
+            .into_iter()
+            .map(|(k, v)| {
+                let sr = qr.clone().matmul(k.swap_dims(2, 3));
+                let sr = match mask {
+                    Some(m) => sr.mask_fill(m.clone(), f32::NEG_INFINITY),
+                    None => sr,
+                };
+                (sr, v)
+            })
+            .collect();
+        // One softmax over both parts without moving either: each part keeps its layout, and
+        // only per-query statistics ([.., 1]) and outputs ([.., d]) change layout — the score
+        // tensors are the large ones. The shift (a maximum) carries no gradient: the softmax
+        // does not depend on it.
+        let to_rows = |x: Tensor<B, 4>, w: usize| {
+            x.reshape([s, nkv, group, rep * t, w]).swap_dims(1, 2).reshape([r, nkv, rep * t, w])
+        };
+        let to_prompts = |x: Tensor<B, 4>, w: usize| {
+            x.reshape([s, group, nkv, rep * t, w]).swap_dims(1, 2).reshape([s, nkv, group * rep * t, w])
+        };
+        let along_prompts = |xs: Vec<Tensor<B, 4>>| {
+            if xs.len() == 1 { xs.into_iter().next().expect("one") } else { Tensor::cat(xs, 0) }
+        };
+        let mp = along_prompts(parts.iter().map(|(sp, _)| sp.clone().max_dim(3)).collect());
+        let shift = row_parts.iter().fold(to_rows(mp, 1), |m, (sr, _)| m.max_pair(sr.clone().max_dim(3))).detach();
+        let shift_p = to_prompts(shift.clone(), 1);
+        let (mut zp, mut op) = (Vec::with_capacity(parts.len()), Vec::with_capacity(parts.len()));
+        let mut at = 0;
+        for (sp, values) in parts {
+            let n = sp.dims()[0];
+            let e = (sp - shift_p.clone().narrow(0, at, n)).exp();
+            zp.push(e.clone().sum_dim(3));
+            op.push(e.matmul(values));
+            at += n;
+        }
+        let mut z = to_rows(along_prompts(zp), 1);
+        let mut out = to_rows(along_prompts(op), hd);
+        for (sr, v) in row_parts {
+            let e = (sr - shift.clone()).exp();
+            z = z + e.clone().sum_dim(3);
+            out = out + e.matmul(v);
+        }
+        let out = (out / z).reshape([r, nkv, rep, t, hd]).permute([0, 3, 1, 2, 4]).reshape([r, t, nh * hd]);
         self.o_proj.forward(out)
     }
 }
@@ -371,30 +628,54 @@ mod tests {
         assert_eq!(last.dims(), [1, 1, 50]);
     }
 
+    /// Two prompts of different lengths (left-padded), each continued by a group of three
+    /// rows: the rows' hidden states over the shared prefix — whole completions at once, or
+    /// token by token through the row cache — equal a full forward of each prompt + row alone.
     #[test]
-    fn a_left_padded_row_computes_what_it_would_alone() {
+    fn rows_over_a_shared_prefix_compute_what_each_sequence_computes_alone() {
         let device = Default::default();
-        let model = Qwen2::<B>::init(&Qwen2Config::tiny(50), 2, &device);
-        let (a, b): (Vec<i64>, Vec<i64>) = (vec![3, 7, 11, 2, 9], vec![4, 8]);
-        let alone = |ids: &[i64]| {
-            let mut cache = KvCache::new(2);
-            let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
-            let prefill = model.forward_cached(t, &mut cache);
-            let next = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![5i64], [1, 1]), &device);
-            (prefill.narrow(1, ids.len() - 1, 1), model.forward_cached(next, &mut cache))
-        };
-        let mut cache = KvCache::new(2);
-        let ids: Vec<i64> = a.iter().copied().chain([0, 0, 0]).chain(b.iter().copied()).collect();
-        let pads = [0, 3];
-        let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, 5]), &device);
-        let prefill = model.forward_padded(t, &mut cache, &pads);
-        let next = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![5i64, 5], [2, 1]), &device);
-        let step = model.forward_padded(next, &mut cache, &pads);
-        for (row, ids) in [(0, &a), (1, &b)] {
-            let (p, s) = alone(ids);
-            let diff = |x: Tensor<B, 3>, y: Tensor<B, 3>| (x - y).abs().max().into_scalar();
-            assert!(diff(prefill.clone().narrow(0, row, 1).narrow(1, 4, 1), p) < 1e-5, "row {row} prefill");
-            assert!(diff(step.clone().narrow(0, row, 1), s) < 1e-5, "row {row} next token");
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(50), 3, &device);
+        let prompts: [Vec<i64>; 2] = [vec![3, 7, 11, 2, 9], vec![4, 8, 1]];
+        // Long enough to fill more than one block of the row cache.
+        let t = RowCache::<B>::BLOCK + 6;
+        let rows: Vec<Vec<i64>> = (0..6).map(|r| (0..t).map(|j| ((r * 7 + j * 3) % 49) as i64).collect()).collect();
+        let group = 3;
+        let ids: Vec<i64> = vec![3, 7, 11, 2, 9, 0, 0, 4, 8, 1];
+        let (last, prefix) =
+            model.prefix(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, 5]), &device), &[0, 2]);
+        let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+        let whole = model.rows(Tensor::from_data(TensorData::new(flat.clone(), [6, t]), &device), &prefix, group, None);
+        let mut cache = RowCache::new(&model);
+        let mut stepped = Vec::new();
+        for j in 0..t {
+            let col: Vec<i64> = rows.iter().map(|r| r[j]).collect();
+            stepped.push(model.rows(
+                Tensor::from_data(TensorData::new(col, [6, 1]), &device),
+                &prefix,
+                group,
+                Some(&mut cache),
+            ));
         }
+        assert_eq!(cache.len(), t);
+        let stepped = Tensor::cat(stepped, 1);
+        let diff = |x: Tensor<B, 3>, y: Tensor<B, 3>| (x - y).abs().max().into_scalar();
+        for (i, row) in rows.iter().enumerate() {
+            let prompt = &prompts[i / group];
+            let seq: Vec<i64> = prompt.iter().chain(row).copied().collect();
+            let n = seq.len();
+            let mut cache = KvCache::new(2);
+            let full = model.forward_cached(Tensor::from_data(TensorData::new(seq, [1, n]), &device), &mut cache);
+            let want = full.narrow(1, prompt.len(), t);
+            let got = model.head(whole.clone().narrow(0, i, 1));
+            assert!(diff(got, want.clone()) < 1e-5, "row {i}, whole");
+            let got = model.head(stepped.clone().narrow(0, i, 1));
+            assert!(diff(got, want) < 1e-5, "row {i}, token by token");
+        }
+        // The prompt's last position predicts each row's first token.
+        let mut cache = KvCache::new(2);
+        let alone =
+            model.forward_cached(Tensor::from_data(TensorData::new(prompts[1].clone(), [1, 3]), &device), &mut cache);
+        let got = model.head(last.narrow(0, 1, 1).unsqueeze_dim::<3>(1));
+        assert!(diff(got, alone.narrow(1, 2, 1)) < 1e-5);
     }
 }

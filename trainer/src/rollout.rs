@@ -83,32 +83,33 @@ impl States {
 
 /// Failure states from RoT rows whose trajectory is known.
 pub fn failure_states(rots: &[Rot], trajectories: &HashMap<String, Trajectory>, root: &Path) -> Vec<State> {
-    let mut out = Vec::new();
-    for r in rots {
-        let Some(t) = trajectories.get(&r.trajectory_id) else { continue };
-        let Some(at) = reflection_turn(&r.conversation) else { continue };
-        let Ok(gt_action) = r.corrected_action.parse() else { continue };
-        let step = r.step_index as usize;
-        let gt_observation =
-            t.steps.get(step).and_then(|s| s.observation.as_ref()).map(|o| o.text.clone()).unwrap_or_default();
-        out.push(State {
-            state_id: format!("f-{}", r.rot_id),
-            kind: StateKind::Failure,
-            trajectory_id: r.trajectory_id.clone(),
-            step_index: step,
-            messages: r.conversation[..at].to_vec(),
-            gt_action,
-            gt_observation,
-            error_type: r.error_type.parse().ok(),
-            failed_observation: Some(r.failed_observation.clone()),
-            gold: r.conversation[at].content.clone(),
-            derivable: r.derivable,
-            sandbox: toolworld::sandbox_of(root, t),
-            specs: declared_specs(t),
-            is_final: step + 1 == t.steps.len(),
-        });
-    }
-    out
+    rots.iter().filter_map(|r| failure_state(r, trajectories.get(&r.trajectory_id)?, root)).collect()
+}
+
+/// The failure state of a RoT row of trajectory `t` (`None` when the row has no reflection turn
+/// or its corrected action does not parse).
+fn failure_state(r: &Rot, t: &Trajectory, root: &Path) -> Option<State> {
+    let at = reflection_turn(&r.conversation)?;
+    let gt_action = r.corrected_action.parse().ok()?;
+    let step = r.step_index as usize;
+    let gt_observation =
+        t.steps.get(step).and_then(|s| s.observation.as_ref()).map(|o| o.text.clone()).unwrap_or_default();
+    Some(State {
+        state_id: format!("f-{}", r.rot_id),
+        kind: StateKind::Failure,
+        trajectory_id: r.trajectory_id.clone(),
+        step_index: step,
+        messages: r.conversation[..at].to_vec(),
+        gt_action,
+        gt_observation,
+        error_type: r.error_type.parse().ok(),
+        failed_observation: Some(r.failed_observation.clone()),
+        gold: r.conversation[at].content.clone(),
+        derivable: r.derivable,
+        sandbox: toolworld::sandbox_of(root, t),
+        specs: declared_specs(t),
+        is_final: step + 1 == t.steps.len(),
+    })
 }
 
 /// Clean states: every step of every trajectory that has an action and an observation.
@@ -116,35 +117,131 @@ pub fn clean_states(trajectories: &[Trajectory], root: &Path) -> Vec<State> {
     let mut out = Vec::new();
     for t in trajectories {
         let messages = trajectory_messages(t);
-        let mut assistant_seen = 0;
-        for (i, m) in messages.iter().enumerate() {
-            if m.role != "assistant" {
-                continue;
-            }
-            let k = assistant_seen;
-            assistant_seen += 1;
-            let Some(step) = t.steps.get(k) else { continue };
-            let Some(gt_action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };
-            let gt_observation = step.observation.as_ref().map(|o| o.text.clone()).unwrap_or_default();
-            out.push(State {
-                state_id: format!("c-{}-{k}", t.trajectory_id),
-                kind: StateKind::Clean,
-                trajectory_id: t.trajectory_id.clone(),
-                step_index: k,
-                messages: messages[..i].to_vec(),
-                gt_action,
-                gt_observation,
-                error_type: None,
-                failed_observation: None,
-                gold: m.content.clone(),
-                derivable: None,
-                sandbox: toolworld::sandbox_of(root, t),
-                specs: declared_specs(t),
-                is_final: k + 1 == t.steps.len(),
-            });
+        for (k, i) in assistant_turns(&messages).into_iter().enumerate() {
+            out.extend(clean_state(t, &messages, i, k, root));
         }
     }
     out
+}
+
+/// The index of each assistant message, in order (the `k`-th is step `k`'s turn).
+fn assistant_turns(messages: &[Message]) -> Vec<usize> {
+    messages.iter().enumerate().filter(|(_, m)| m.role == "assistant").map(|(i, _)| i).collect()
+}
+
+/// The clean state at step `k` of `t`, whose turn is `messages[i]` (`None` when the step has no
+/// action that parses).
+fn clean_state(t: &Trajectory, messages: &[Message], i: usize, k: usize, root: &Path) -> Option<State> {
+    let step = t.steps.get(k)?;
+    let gt_action = step.action.as_ref().and_then(|a| a.parse().ok())?;
+    let gt_observation = step.observation.as_ref().map(|o| o.text.clone()).unwrap_or_default();
+    Some(State {
+        state_id: format!("c-{}-{k}", t.trajectory_id),
+        kind: StateKind::Clean,
+        trajectory_id: t.trajectory_id.clone(),
+        step_index: k,
+        messages: messages[..i].to_vec(),
+        gt_action,
+        gt_observation,
+        error_type: None,
+        failed_observation: None,
+        gold: messages[i].content.clone(),
+        derivable: None,
+        sandbox: toolworld::sandbox_of(root, t),
+        specs: declared_specs(t),
+        is_final: k + 1 == t.steps.len(),
+    })
+}
+
+/// The states of a training split, built when drawn: a run draws a few hundred of the tens of
+/// thousands a split holds, and building one (its chat, its tools' specs) costs more than
+/// sampling from it. A state that cannot be built (no reflection turn, an action that does not
+/// parse) is `None`, and a run draws again.
+pub struct StatePool {
+    root: PathBuf,
+    rots: Vec<Rot>,
+    trajectories: Vec<Trajectory>,
+    /// Failure candidates: RoT rows (by index) whose trajectory is known, with its index.
+    failures: Vec<(usize, usize)>,
+    /// Clean candidates: (trajectory, step) of every step with an action.
+    cleans: Vec<(usize, usize)>,
+}
+
+impl StatePool {
+    pub fn new(rots: Vec<Rot>, trajectories: Vec<Trajectory>, root: &Path) -> StatePool {
+        let by_id: HashMap<&str, usize> =
+            trajectories.iter().enumerate().map(|(i, t)| (t.trajectory_id.as_str(), i)).collect();
+        let failures =
+            rots.iter().enumerate().filter_map(|(r, rot)| Some((r, *by_id.get(rot.trajectory_id.as_str())?))).collect();
+        let cleans = trajectories
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.steps.iter().enumerate().filter(|(_, s)| s.action.is_some()).map(move |(k, _)| (i, k)))
+            .collect();
+        StatePool { root: root.to_path_buf(), rots, trajectories, failures, cleans }
+    }
+
+    /// Failure candidates and clean candidates.
+    pub fn len(&self) -> (usize, usize) {
+        (self.failures.len(), self.cleans.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.cleans.is_empty()
+    }
+
+    /// Whether failure candidate `i`'s fix is derivable from its prompt (`None`: not known).
+    pub fn derivable(&self, i: usize) -> Option<bool> {
+        self.rots[self.failures[i].0].derivable
+    }
+
+    /// Keeps only the failure candidates whose fix the failure observation lets a policy
+    /// derive, where there are any (otherwise keeps all).
+    pub fn keep_derivable(&mut self) {
+        let rots = &self.rots;
+        if self.failures.iter().any(|(r, _)| rots[*r].derivable == Some(true)) {
+            self.failures.retain(|(r, _)| rots[*r].derivable == Some(true));
+        }
+    }
+
+    /// Keeps at most `n` failure and `n` clean candidates, spread over each list.
+    pub fn keep_spread(&mut self, n: usize) {
+        self.failures = spread_list(std::mem::take(&mut self.failures), n);
+        self.cleans = spread_list(std::mem::take(&mut self.cleans), n);
+    }
+
+    /// Builds a candidate state.
+    pub fn state(&self, kind: StateKind, i: usize) -> Option<State> {
+        match kind {
+            StateKind::Failure => {
+                let (r, t) = self.failures[i];
+                failure_state(&self.rots[r], &self.trajectories[t], &self.root)
+            }
+            StateKind::Clean => {
+                let (t, k) = self.cleans[i];
+                let t = &self.trajectories[t];
+                let messages = trajectory_messages(t);
+                let i = *assistant_turns(&messages).get(k)?;
+                clean_state(t, &messages, i, k, &self.root)
+            }
+        }
+    }
+}
+
+/// Up to `n` items spread over the list (every k-th), so a cap does not take one family only.
+pub(crate) fn spread_list<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    if v.len() <= n {
+        return v;
+    }
+    let step = v.len() as f64 / n as f64;
+    let keep: Vec<usize> = (0..n).map(|i| (i as f64 * step) as usize).collect();
+    let mut i = 0;
+    v.retain(|_| {
+        let k = keep.binary_search(&i).is_ok();
+        i += 1;
+        k
+    });
+    v
 }
 
 /// The scorer checked on a set of states before they are used: the gold completion must
@@ -171,6 +268,25 @@ impl SelfCheck {
     }
 }
 
+/// The self-check of one state: its own [`SelfCheck`] tally (one state, kept or not).
+pub async fn check_state(s: &State, suite: &ToolSuite) -> SelfCheck {
+    let mut c = SelfCheck { states: 1, ..Default::default() };
+    let gold = score(&s.gold, s, suite).await.success;
+    c.gold_success = usize::from(gold);
+    let mut repeat = false;
+    if s.kind == StateKind::Failure {
+        c.failure_states = 1;
+        let failed = s.messages.iter().rev().find(|m| m.role == "assistant").map(|m| m.content.clone());
+        repeat = match failed {
+            Some(text) => score(&text, s, suite).await.success,
+            None => false,
+        };
+        c.repeat_success = usize::from(repeat);
+    }
+    c.kept = usize::from(gold && !repeat);
+    c
+}
+
 /// Runs the self-check and keeps the states that pass it (a state without a sandbox or an
 /// executor for its tool can never succeed, and teaches or measures nothing).
 pub async fn self_check(states: States, suite: &ToolSuite) -> (States, SelfCheck) {
@@ -179,24 +295,12 @@ pub async fn self_check(states: States, suite: &ToolSuite) -> (States, SelfCheck
     for (list, failure) in [(states.failures, true), (states.cleans, false)] {
         let mut kept = Vec::with_capacity(list.len());
         for s in list {
-            c.states += 1;
-            let gold = score(&s.gold, &s, suite).await.success;
-            c.gold_success += usize::from(gold);
-            let mut repeat = false;
-            if failure {
-                c.failure_states += 1;
-                let failed = s.messages.iter().rev().find(|m| m.role == "assistant").map(|m| m.content.clone());
-                repeat = match failed {
-                    Some(text) => score(&text, &s, suite).await.success,
-                    None => false,
-                };
-                c.repeat_success += usize::from(repeat);
-            }
-            if gold && !repeat {
+            let one = check_state(&s, suite).await;
+            c.add(&one);
+            if one.kept == 1 {
                 kept.push(s);
             }
         }
-        c.kept += kept.len();
         if failure {
             out.failures = kept;
         } else {

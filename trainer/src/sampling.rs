@@ -1,25 +1,26 @@
-//! Sampling: G completions of one prompt with the KV cache, seeded.
+//! Sampling: G completions of each of several prompts, seeded.
 //!
-//! The prompt is run once (prefill, batch 1); its cache is copied to G rows; then all G
-//! continue one token at a time. Temperature, nucleus (top-p) filtering, a token budget, and
-//! a stop token (`<|im_end|>`, the end of the assistant turn, which is the end of an action).
-//! Temperature 0 is greedy. Each completion keeps the log-probability the sampling policy
-//! gave every chosen token (temperature 1, over the whole vocabulary), for a PPO ratio.
+//! The prompts are run once, together (prefill, left-padded to one length), and their keys and
+//! values are shared by their groups' rows, never copied ([`crate::model::Prefix`]); then all
+//! rows continue one token at a time, each row's own keys kept in a block cache
+//! ([`crate::model::RowCache`]). Temperature, nucleus (top-p) filtering, a token budget, and a
+//! stop token (`<|im_end|>`, the end of the assistant turn, which is the end of an action).
+//! Temperature 0 is greedy. Each completion keeps the log-probability the sampling policy gave
+//! every chosen token (temperature 1, over the tokens it could choose from), for a PPO ratio.
 //!
 //! Under a [`Constraint`] every row keeps a grammar state, and each step samples only among
 //! the tokens the grammar allows within the remaining budget (see [`crate::grammar`]), so every
 //! completion parses; a token that was the only one allowed is marked `forced` and carries no
 //! gradient in ReGRPO.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::grammar::{Grammar, Recognizer, TokenTrie};
-use crate::model::{KvCache, Qwen2};
+use crate::grammar::{Allowed, Grammar, Masks, Recognizer, TokenTrie};
+use crate::model::{Qwen2, RowCache};
 
 /// Sampling settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,27 +50,66 @@ pub struct Completion {
     /// Per token: the grammar allowed no other.
     pub forced: Vec<bool>,
     /// Per token: the tokens the grammar allowed there (`None`: every token, unconstrained).
-    pub allowed: Vec<Option<Vec<u32>>>,
+    pub allowed: Vec<Option<Allowed>>,
 }
 
-/// Grammar-constrained decoding: the grammar of a turn and the vocabulary's byte trie.
+/// Grammar-constrained decoding: the grammar of a turn, its memo of allowed tokens, and the
+/// vocabulary's byte trie.
 #[derive(Clone, Copy)]
 pub struct Constraint<'a> {
     pub grammar: &'a Grammar,
+    pub masks: &'a Masks,
     pub trie: &'a TokenTrie,
     /// The grammar state the completion starts in (after any prefilled text of the turn).
     pub start: Recognizer,
 }
 
-/// Picks a token from one row of logits (`-inf` marks a token that may not be chosen).
-fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> usize {
+/// Where the random numbers of a decode come from.
+pub enum Draws<'a> {
+    /// One generator, drawn from by every row in turn at each step (so a row's draws depend on
+    /// the rows decoded beside it).
+    Shared(&'a mut ChaCha8Rng),
+    /// One generator per row: a row's completion depends on its own seed only, whatever else is
+    /// in the batch — and two policies sampled with the same seeds share their random numbers,
+    /// which makes their paired comparison sharper.
+    PerRow(Vec<ChaCha8Rng>),
+}
+
+impl Draws<'_> {
+    fn rng(&mut self, row: usize) -> &mut ChaCha8Rng {
+        match self {
+            Draws::Shared(rng) => rng,
+            Draws::PerRow(rngs) => &mut rngs[row],
+        }
+    }
+}
+
+/// Picks a token among `candidates` (`(id, logit)`, ascending ids; a non-finite logit is never
+/// chosen).
+fn pick(candidates: impl Iterator<Item = (usize, f32)> + Clone, cfg: &SampleConfig, rng: &mut ChaCha8Rng) -> usize {
     if cfg.temperature <= 0.0 {
-        return logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+        return candidates.max_by(|a, b| a.1.total_cmp(&b.1)).map_or(0, |(i, _)| i);
     }
     let t = cfg.temperature as f32;
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = candidates.clone().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    if cfg.top_p >= 1.0 {
+        // No nucleus: one draw against the running mass in id order, no sorting. (The same
+        // distribution as the nucleus walk below at top_p = 1, which visits tokens by probability
+        // and so lands on another token for the same draw.)
+        let z: f32 = candidates.clone().filter(|(_, l)| l.is_finite()).map(|(_, l)| ((l - max) / t).exp()).sum();
+        let mut x = rng.random::<f32>() * z;
+        let mut last = 0;
+        for (i, l) in candidates.filter(|(_, l)| l.is_finite()) {
+            x -= ((l - max) / t).exp();
+            last = i;
+            if x <= 0.0 {
+                return i;
+            }
+        }
+        return last;
+    }
     let mut probs: Vec<(usize, f32)> =
-        logits.iter().enumerate().filter(|(_, l)| l.is_finite()).map(|(i, l)| (i, ((l - max) / t).exp())).collect();
+        candidates.filter(|(_, l)| l.is_finite()).map(|(i, l)| (i, ((l - max) / t).exp())).collect();
     let z: f32 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= z);
     // The nucleus is the shortest prefix, in (probability desc, id asc) order, whose mass
@@ -116,14 +156,14 @@ fn log_sum_exp(xs: impl Iterator<Item = f32> + Clone) -> f32 {
     max + xs.map(|x| (x - max).exp()).sum::<f32>().ln()
 }
 
-/// Rows of a `[rows, vocab]` tensor as vectors.
-fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
-    let [r, v] = t.dims();
-    let flat: Vec<f32> = t.into_data().convert::<f32>().to_vec().unwrap_or_default();
-    (0..r).map(|i| flat[i * v..(i + 1) * v].to_vec()).collect()
+/// A prompt to continue, and the grammar its completions follow.
+#[derive(Clone)]
+pub struct Request<'a> {
+    pub prompt: &'a [u32],
+    pub constraint: Option<Constraint<'a>>,
 }
 
-/// Samples `g` completions of `prompt`, under the grammar when `constraint` is given.
+/// Samples `g` completions of one prompt, under the grammar when `constraint` is given.
 #[allow(clippy::too_many_arguments)] // a sampler's settings, each used on every step
 pub fn sample<B: Backend>(
     model: &Qwen2<B>,
@@ -135,21 +175,11 @@ pub fn sample<B: Backend>(
     rng: &mut ChaCha8Rng,
     constraint: Option<Constraint<'_>>,
 ) -> Vec<Completion> {
-    let device = model.embed_tokens.weight.device();
-    let mut cache = KvCache::new(model.layers.len());
-    let ids: Vec<i64> = prompt.iter().map(|t| i64::from(*t)).collect();
-    let logits = model
-        .forward_cached(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, prompt.len()]), &device), &mut cache);
-    let [_, p, v] = logits.dims();
-    let last = logits.narrow(1, p - 1, 1).reshape([1, v]);
-    let cache = cache.select_rows(Tensor::<B, 1, Int>::zeros([g], &device));
-    let rows = Rows { constraints: vec![constraint; g], pads: None };
-    decode(model, cache, last.repeat_dim(0, g), rows, cfg, stop, pad, rng)
+    let request = Request { prompt, constraint };
+    sample_groups(model, &[request], g, cfg, stop, pad, Draws::Shared(rng)).remove(0)
 }
 
-/// One completion of each prompt, all decoded together: prompts are left-padded to one
-/// length and every step runs one forward pass for all of them (see
-/// [`Qwen2::forward_padded`]). `constraints[i]` constrains prompt `i`.
+/// One completion of each prompt, all decoded together (see [`sample_groups`]).
 #[allow(clippy::too_many_arguments)] // as `sample`
 pub fn sample_each<B: Backend>(
     model: &Qwen2<B>,
@@ -160,86 +190,85 @@ pub fn sample_each<B: Backend>(
     rng: &mut ChaCha8Rng,
     constraints: Vec<Option<Constraint<'_>>>,
 ) -> Vec<Completion> {
-    let device = model.embed_tokens.weight.device();
-    let n = prompts.len();
-    let len = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let pads: Vec<usize> = prompts.iter().map(|p| len - p.len()).collect();
-    let ids: Vec<i64> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(i64::from(pad), len - p.len()).chain(p.iter().map(|t| i64::from(*t))))
-        .collect();
-    let mut cache = KvCache::new(model.layers.len());
-    let logits = model.forward_padded(
-        Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, len]), &device),
-        &mut cache,
-        &pads,
-    );
-    let [_, p, v] = logits.dims();
-    let last = logits.narrow(1, p - 1, 1).reshape([n, v]);
-    decode(model, cache, last, Rows { constraints, pads: Some(pads) }, cfg, stop, pad, rng)
+    let requests: Vec<Request<'_>> =
+        prompts.iter().zip(constraints).map(|(p, constraint)| Request { prompt: p, constraint }).collect();
+    sample_groups(model, &requests, 1, cfg, stop, pad, Draws::Shared(rng)).into_iter().flatten().collect()
 }
 
-/// What each decoded row carries besides its tokens.
-struct Rows<'a> {
-    constraints: Vec<Option<Constraint<'a>>>,
-    /// Left padding of each row, for batches of different prompts.
-    pads: Option<Vec<usize>>,
-}
-
-/// Decodes every row from its first logits `next` `[rows, vocab]` and the prompt's cache.
-#[allow(clippy::too_many_arguments)] // as `sample`
-fn decode<B: Backend>(
+/// `g` completions of each request, all decoded together: the prompts are left-padded to one
+/// length and run once ([`Qwen2::prefix`]); the group of rows of each prompt attends to its
+/// keys without copying them, and keeps its own keys in a cache written in place
+/// ([`RowCache`]); every step is one forward pass of all rows. Under a constraint each row
+/// keeps a grammar state and samples among the tokens it allows ([`Masks`]).
+pub fn sample_groups<B: Backend>(
     model: &Qwen2<B>,
-    mut cache: KvCache<B>,
-    mut next: Tensor<B, 2>,
-    rows_of: Rows<'_>,
+    requests: &[Request<'_>],
+    g: usize,
     cfg: &SampleConfig,
     stop: u32,
     pad: u32,
-    rng: &mut ChaCha8Rng,
-) -> Vec<Completion> {
+    mut draws: Draws<'_>,
+) -> Vec<Vec<Completion>> {
     let device = model.embed_tokens.weight.device();
-    let [g, v] = next.dims();
-    let mut out: Vec<Completion> = (0..g)
+    let s = requests.len();
+    if s == 0 || g == 0 {
+        return vec![vec![]; s];
+    }
+    let rows = s * g;
+    let len = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0).max(1);
+    let pads: Vec<usize> = requests.iter().map(|r| len - r.prompt.len()).collect();
+    let ids: Vec<i64> = requests
+        .iter()
+        .flat_map(|r| {
+            std::iter::repeat_n(i64::from(pad), len - r.prompt.len()).chain(r.prompt.iter().map(|t| i64::from(*t)))
+        })
+        .collect();
+    let (last, prefix) = model.prefix(Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [s, len]), &device), &pads);
+    let first = model.head(last.unsqueeze_dim::<3>(1)).reshape([s, model.vocab_size()]);
+    let mut next: Vec<f32> = first.into_data().convert::<f32>().to_vec().unwrap_or_default();
+    let v = next.len() / s;
+    if g > 1 {
+        next = next.chunks(v).flat_map(|row| std::iter::repeat_n(row, g).flatten().copied()).collect();
+    }
+    let mut cache = RowCache::new(model);
+    let mut out: Vec<Completion> = (0..rows)
         .map(|_| Completion { tokens: vec![], logprobs: vec![], stopped: false, forced: vec![], allowed: vec![] })
         .collect();
-    let constraints = rows_of.constraints;
-    let mut states: Vec<Option<Recognizer>> = constraints.iter().map(|c| c.map(|c| c.start)).collect();
-    let mut dead = vec![false; g];
-    for _ in 0..cfg.max_new_tokens {
-        let logp = rows(log_softmax(next.clone(), 1));
-        let raw = rows(next);
-        let mut fed = Vec::with_capacity(g);
+    let mut states: Vec<Option<Recognizer>> = (0..rows).map(|i| requests[i / g].constraint.map(|c| c.start)).collect();
+    let mut dead = vec![false; rows];
+    let mut candidates: Vec<u32> = Vec::new();
+    for step in 0..cfg.max_new_tokens {
+        let mut fed = Vec::with_capacity(rows);
         for (i, c) in out.iter_mut().enumerate() {
             if c.stopped || dead[i] {
                 fed.push(i64::from(pad));
                 continue;
             }
-            let (tok, forced, lp, allowed_here) = match (constraints[i], &mut states[i]) {
+            let logits = &next[i * v..(i + 1) * v];
+            let (tok, forced, lp, allowed_here) = match (requests[i / g].constraint, &mut states[i]) {
                 (Some(con), Some(state)) => {
                     let budget = cfg.max_new_tokens - c.tokens.len();
-                    let allowed = con.trie.allowed(con.grammar, state, budget, stop);
-                    if allowed.is_empty() {
+                    let Some(allowed) = con.masks.allowed(con.grammar, con.trie, state, budget, stop) else {
                         // Only when the vocabulary cannot spell what the grammar needs.
                         dead[i] = true;
                         fed.push(i64::from(pad));
                         continue;
+                    };
+                    candidates.clear();
+                    candidates.extend(allowed.iter());
+                    let scored = candidates.iter().map(|t| (*t as usize, logits[*t as usize]));
+                    let tok = pick(scored.clone(), cfg, draws.rng(i));
+                    if tok as u32 != stop {
+                        state.feed_all(con.grammar, con.trie.bytes(tok as u32));
                     }
-                    let mut masked = vec![f32::NEG_INFINITY; raw[i].len()];
-                    for (t, _) in &allowed {
-                        masked[*t as usize] = raw[i][*t as usize];
-                    }
-                    let tok = pick(&masked, cfg, rng);
-                    if let Some((_, s)) = allowed.iter().find(|(t, _)| *t as usize == tok) {
-                        *state = *s;
-                    }
-                    let kept: Vec<u32> = allowed.iter().map(|(t, _)| *t).collect();
-                    let lq = logp[i][tok] - log_sum_exp(kept.iter().map(|t| logp[i][*t as usize]));
-                    (tok, kept.len() == 1, lq, (kept.len() < v).then_some(kept))
+                    // log q(t) = log π(t) − log Σ_allowed π = logit(t) − log Σ_allowed e^logit.
+                    let lq = logits[tok] - log_sum_exp(scored.map(|(_, l)| l));
+                    let n = candidates.len();
+                    (tok, n == 1, lq, (n < v).then_some(allowed))
                 }
                 _ => {
-                    let tok = pick(&raw[i], cfg, rng);
-                    (tok, false, logp[i][tok], None)
+                    let tok = pick(logits.iter().copied().enumerate(), cfg, draws.rng(i));
+                    (tok, false, logits[tok] - log_sum_exp(logits.iter().copied()), None)
                 }
             };
             c.tokens.push(tok as u32);
@@ -251,17 +280,15 @@ fn decode<B: Backend>(
             }
             fed.push(tok as i64);
         }
-        if out.iter().zip(&dead).all(|(c, d)| c.stopped || *d) {
+        if step + 1 == cfg.max_new_tokens || out.iter().zip(&dead).all(|(c, d)| c.stopped || *d) {
             break;
         }
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(fed, [g, 1]), &device);
-        let step = match &rows_of.pads {
-            Some(pads) => model.forward_padded(ids, &mut cache, pads),
-            None => model.forward_cached(ids, &mut cache),
-        };
-        next = step.reshape([g, v]);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(fed, [rows, 1]), &device);
+        let h = model.rows(ids, &prefix, g, Some(&mut cache));
+        next = model.head(h).into_data().convert::<f32>().to_vec().unwrap_or_default();
     }
-    out
+    let mut out = out.into_iter();
+    (0..s).map(|_| out.by_ref().take(g).collect()).collect()
 }
 
 #[cfg(test)]
@@ -319,6 +346,161 @@ mod tests {
         }
     }
 
+    /// A reference row: tokens, log q, forced flags and the allowed ids at each token.
+    type Row = (Vec<u32>, Vec<f32>, Vec<bool>, Vec<Option<Vec<u32>>>);
+
+    /// The sampler before issue 29, written plainly: a full forward pass of every row's whole
+    /// sequence at each step (no cache), the plain trie walk for the allowed tokens, a
+    /// vocabulary-sized masked row for the pick, and log-probabilities from the tensor's
+    /// log-softmax.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        model: &Qwen2<B>,
+        prompt: &[u32],
+        g: usize,
+        cfg: &SampleConfig,
+        stop: u32,
+        pad: u32,
+        draws: &mut Draws<'_>,
+        row0: usize,
+        constraint: Option<(&Grammar, &TokenTrie)>,
+    ) -> Vec<Row> {
+        use burn::tensor::activation::log_softmax;
+        let device = Default::default();
+        let mut seqs: Vec<Vec<i64>> = vec![prompt.iter().map(|t| i64::from(*t)).collect(); g];
+        let mut out = vec![(vec![], vec![], vec![], vec![]); g];
+        let mut states: Vec<Option<Recognizer>> = vec![constraint.map(|(gr, _)| gr.start()); g];
+        let mut stopped = vec![false; g];
+        for _ in 0..cfg.max_new_tokens {
+            let n = seqs[0].len();
+            let flat: Vec<i64> = seqs.iter().flatten().copied().collect();
+            let logits = model.forward(Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [g, n]), &device));
+            let v = logits.dims()[2];
+            let last = logits.narrow(1, n - 1, 1).reshape([g, v]);
+            let raw: Vec<f32> = last.clone().into_data().to_vec().unwrap();
+            let logp: Vec<f32> = log_softmax(last, 1).into_data().to_vec().unwrap();
+            for i in 0..g {
+                if stopped[i] {
+                    seqs[i].push(i64::from(pad));
+                    continue;
+                }
+                let (raw, logp) = (&raw[i * v..(i + 1) * v], &logp[i * v..(i + 1) * v]);
+                let (tok, forced, lp, allowed) = match (constraint, &mut states[i]) {
+                    (Some((gr, trie)), Some(state)) => {
+                        let allowed = trie.allowed(gr, state, cfg.max_new_tokens - out[i].0.len(), stop);
+                        assert!(!allowed.is_empty());
+                        let mut masked = vec![f32::NEG_INFINITY; v];
+                        for (t, _) in &allowed {
+                            masked[*t as usize] = raw[*t as usize];
+                        }
+                        let tok = pick(masked.iter().copied().enumerate(), cfg, draws.rng(row0 + i));
+                        *state = allowed.iter().find(|(t, _)| *t as usize == tok).unwrap().1;
+                        let mut kept: Vec<u32> = allowed.iter().map(|(t, _)| *t).collect();
+                        kept.sort_unstable();
+                        let lq = logp[tok] - log_sum_exp(kept.iter().map(|t| logp[*t as usize]));
+                        (tok, kept.len() == 1, lq, Some(kept))
+                    }
+                    _ => {
+                        let tok = pick(raw.iter().copied().enumerate(), cfg, draws.rng(row0 + i));
+                        (tok, false, logp[tok], None)
+                    }
+                };
+                out[i].0.push(tok as u32);
+                out[i].1.push(lp);
+                out[i].2.push(forced);
+                out[i].3.push(allowed);
+                stopped[i] = tok as u32 == stop;
+                seqs[i].push(tok as i64);
+            }
+            if stopped.iter().all(|s| *s) {
+                break;
+            }
+        }
+        out
+    }
+
+    fn assert_same(got: &[Completion], want: &[Row]) {
+        assert_eq!(got.len(), want.len());
+        for (r, (c, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(c.tokens, w.0, "row {r}: tokens");
+            for (a, b) in c.logprobs.iter().zip(&w.1) {
+                assert!((a - b).abs() < 1e-4, "row {r}: log-probability {a} vs {b}");
+            }
+            assert_eq!(c.forced, w.2, "row {r}: forced");
+            let allowed: Vec<Option<Vec<u32>>> =
+                c.allowed.iter().map(|a| a.as_ref().map(|a| a.iter().collect())).collect();
+            assert_eq!(allowed, w.3, "row {r}: allowed tokens");
+        }
+    }
+
+    /// A byte-level vocabulary with a few longer tokens, a stop token and a pad token.
+    fn byte_vocab() -> (Vec<Option<Vec<u8>>>, u32, u32) {
+        let mut vocab: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
+        for w in ["Code:\n```py\n", "Reflection:\n", "Thought: ", "image_path=\"", "\")\n```", "crop(", ", ", "ab"] {
+            vocab.push(Some(w.as_bytes().to_vec()));
+        }
+        vocab.extend([None, None]);
+        let n = vocab.len() as u32;
+        (vocab, n - 2, n - 1)
+    }
+
+    #[test]
+    fn the_sampler_draws_what_the_plain_full_forward_sampler_draws() {
+        use regrpo_engine::ToolSuite;
+        use regrpo_schemas::action::Surface;
+        let device = Default::default();
+        let (vocab, stop, pad) = byte_vocab();
+        let model = Qwen2::<B>::init(&Qwen2Config::tiny(vocab.len()), 11, &device);
+        let grammar = Grammar::new(Surface::Python, &ToolSuite::builtin().specs());
+        let trie = TokenTrie::new(&vocab);
+        let masks = Masks::default();
+        let cfg = SampleConfig { temperature: 1.0, top_p: 0.95, max_new_tokens: 48 };
+        let prompts: [Vec<u32>; 2] = [vec![1, 2, 3, 4, 5, 6, 7], vec![40, 41, 42]];
+        for constrained in [false, true] {
+            let constraint = constrained.then_some(Constraint {
+                grammar: &grammar,
+                masks: &masks,
+                trie: &trie,
+                start: grammar.start(),
+            });
+            // One prompt, one generator shared by the rows: today's `sample`.
+            let got = sample(&model, &prompts[0], 4, &cfg, stop, pad, &mut ChaCha8Rng::seed_from_u64(3), constraint);
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            let want = reference(
+                &model,
+                &prompts[0],
+                4,
+                &cfg,
+                stop,
+                pad,
+                &mut Draws::Shared(&mut rng),
+                0,
+                constrained.then_some((&grammar, &trie)),
+            );
+            assert_same(&got, &want);
+            // Two prompts (left-padded) in one batch, a generator per row: each group draws what
+            // it draws alone.
+            let seeds = || Draws::PerRow((0..6).map(|i| ChaCha8Rng::seed_from_u64(100 + i)).collect());
+            let requests: Vec<Request<'_>> = prompts.iter().map(|p| Request { prompt: p, constraint }).collect();
+            let got = sample_groups(&model, &requests, 3, &cfg, stop, pad, seeds());
+            let mut draws = seeds();
+            for (k, p) in prompts.iter().enumerate() {
+                let want = reference(
+                    &model,
+                    p,
+                    3,
+                    &cfg,
+                    stop,
+                    pad,
+                    &mut draws,
+                    3 * k,
+                    constrained.then_some((&grammar, &trie)),
+                );
+                assert_same(&got[k], &want);
+            }
+        }
+    }
+
     #[test]
     fn the_partial_nucleus_picks_what_a_full_sort_picks() {
         // The reference: sort everything, then take the prefix.
@@ -359,14 +541,39 @@ mod tests {
                         }
                     })
                     .collect();
-            for top_p in [0.5, 0.95, 1.0] {
+            for top_p in [0.5, 0.95, 0.999] {
                 let cfg = SampleConfig { temperature: 1.0, top_p, max_new_tokens: 1 };
                 for seed in 0..20 {
-                    let a = pick(&logits, &cfg, &mut ChaCha8Rng::seed_from_u64(seed));
+                    let a = pick(logits.iter().copied().enumerate(), &cfg, &mut ChaCha8Rng::seed_from_u64(seed));
                     let b = full(&logits, top_p, &mut ChaCha8Rng::seed_from_u64(seed));
                     assert_eq!(a, b, "vocab {vocab}, spread {spread}, top_p {top_p}, seed {seed}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn without_a_nucleus_tokens_are_drawn_by_their_probability() {
+        // 40,000 draws at top_p = 1 (the id-order walk) against the softmax, token by token, and
+        // with a temperature; -inf never drawn.
+        let logits = [1.0f32, 0.0, f32::NEG_INFINITY, 2.0, -1.0, 0.5];
+        for temperature in [1.0, 0.5] {
+            let cfg = SampleConfig { temperature, top_p: 1.0, max_new_tokens: 1 };
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            let n = 40_000;
+            let mut counts = [0usize; 6];
+            for _ in 0..n {
+                counts[pick(logits.iter().copied().enumerate(), &cfg, &mut rng)] += 1;
+            }
+            let e: Vec<f64> = logits.iter().map(|l| (f64::from(*l) / temperature).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for (i, c) in counts.iter().enumerate() {
+                let p = e[i] / z;
+                let sd = (p * (1.0 - p) / n as f64).sqrt();
+                let got = *c as f64 / n as f64;
+                assert!((got - p).abs() <= 5.0 * sd + 1e-12, "token {i} at T={temperature}: {got} vs {p}");
+            }
+            assert_eq!(counts[2], 0);
         }
     }
 
@@ -376,7 +583,7 @@ mod tests {
         let logits = [10.0, 9.0, -10.0, -10.0];
         let cfg = SampleConfig { temperature: 1.0, top_p: 0.5, max_new_tokens: 1 };
         for _ in 0..50 {
-            assert_eq!(pick(&logits, &cfg, &mut rng), 0);
+            assert_eq!(pick(logits.iter().copied().enumerate(), &cfg, &mut rng), 0);
         }
     }
 }
