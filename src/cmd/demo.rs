@@ -73,6 +73,9 @@ pub struct Args {
     /// ReGRPO steps (of each of the two ReGRPO runs).
     #[arg(long, default_value_t = DemoConfig::default().regrpo_steps)]
     regrpo_steps: u64,
+    /// States whose groups carry signal per ReGRPO step (up to three times as many are drawn).
+    #[arg(long, default_value_t = DemoConfig::default().regrpo_states)]
+    regrpo_states: usize,
     /// Held-out failure states and clean states evaluated per policy (each, at most).
     #[arg(long, default_value_t = DemoConfig::default().eval_states)]
     eval_states: usize,
@@ -101,6 +104,7 @@ impl Args {
             warmup_steps: self.warmup_steps,
             branch_steps: self.sft_steps,
             regrpo_steps: self.regrpo_steps,
+            regrpo_states: self.regrpo_states,
             eval_states: self.eval_states,
             eval_tasks: self.eval_tasks,
             eval_samples: self.eval_samples,
@@ -127,6 +131,8 @@ pub struct DemoConfig {
     /// SFT steps of each arm after the warm-up.
     pub branch_steps: u64,
     pub regrpo_steps: u64,
+    /// States with signal per ReGRPO step.
+    pub regrpo_states: usize,
     /// SFT learning rate (peak).
     pub lr: f64,
     /// Held-out failure states and clean states evaluated per policy (each, at most).
@@ -150,6 +156,7 @@ impl Default for DemoConfig {
             warmup_steps: 1000,
             branch_steps: 300,
             regrpo_steps: 32,
+            regrpo_states: 8,
             lr: 1e-2,
             eval_states: 200,
             eval_tasks: 14,
@@ -384,8 +391,8 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
         // gave 0.263 greedy (+14/−7) and 0.157 sampled (p < 1e-4); lr 2e-4 moved nothing,
         // 1e-3 and 64 steps raised sampled recovery further (0.156–0.189) but not greedy
         // (+0 to +5 net), 2e-3 lost greedy states (0.158), and β = 0 lost them too (0.183).
-        states_per_step: 8,
-        max_draws_per_step: 24,
+        states_per_step: cfg.regrpo_states,
+        max_draws_per_step: 3 * cfg.regrpo_states,
         failure_fraction: 0.75,
         lr: 5e-4,
         warmup_steps: 4,
@@ -653,6 +660,7 @@ pub async fn pipeline(dir: &Path, cfg: &DemoConfig, quiet: bool) -> Result<()> {
                 "warmup_steps": cfg.warmup_steps,
                 "branch_steps": cfg.branch_steps,
                 "regrpo_steps": cfg.regrpo_steps,
+                "regrpo_states": cfg.regrpo_states,
                 "lr": cfg.lr,
                 "eval_states": cfg.eval_states,
                 "eval_tasks": cfg.eval_tasks,

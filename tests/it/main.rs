@@ -64,6 +64,8 @@ fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
         "2",
         "--regrpo-steps",
         "1",
+        "--regrpo-states",
+        "2",
         "--eval-states",
         "3",
         "--eval-tasks",
@@ -81,13 +83,29 @@ fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
     for arm in ["sft_clean", "sft_rot", "regrpo", "regrpo_eta0"] {
-        for key in ["recovery", "recovery_ci", "first_try_success", "unnecessary_reflection"] {
+        for key in
+            ["recovery", "recovery_ci", "first_try_success", "unnecessary_reflection", "sampled_recovery", "pass_at_k"]
+        {
             assert!(report["arms"][arm].get(key).is_some(), "report.json lacks arms.{arm}.{key}");
         }
     }
     for key in ["sft_rot_vs_sft_clean", "regrpo_vs_sft_rot"] {
         assert!(report["mcnemar"][key].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)), "mcnemar.{key}");
     }
+    for key in ["mcnemar_p", "sampled_p"] {
+        assert!(
+            report["paired"]["regrpo_vs_sft_rot"].get(key).is_some(),
+            "report.json lacks paired.regrpo_vs_sft_rot.{key}"
+        );
+    }
+    for arm in ["regrpo", "regrpo_eta0"] {
+        let steps = report["regrpo_steps"][arm].as_array().expect("regrpo_steps per arm");
+        assert_eq!(steps.len(), 1, "{arm}: one step was asked for");
+        for key in ["sample_s", "exec_s", "update_s", "groups", "skipped_groups"] {
+            assert!(steps[0].get(key).is_some(), "regrpo_steps.{arm}[0] lacks {key}");
+        }
+    }
+    assert_eq!(report["options"]["regrpo"]["group_size"], 16);
     assert_eq!(report["seed"], 7);
     let err = fails(&["demo", "--dir", s(&out_dir)]);
     assert!(err.contains("not empty"), "{err}");
