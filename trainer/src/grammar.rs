@@ -1116,7 +1116,9 @@ impl TokenTrie {
 
     /// The tokens allowed from `state` when at most `budget` tokens may still be generated,
     /// the stop token included (it is allowed, alone, once the turn is complete), with the
-    /// state each leads to: the plain walk, without [`Masks`]' memo.
+    /// state each leads to: the plain walk, without [`Masks`]' memo — the reference the
+    /// memo and the sampler are tested against.
+    #[cfg(test)]
     pub fn allowed(&self, g: &Grammar, state: &Recognizer, budget: usize, stop: u32) -> Vec<(u32, Recognizer)> {
         if state.is_done() {
             return vec![(stop, *state)];

@@ -90,6 +90,13 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
+impl<B: Backend> Mlp<B> {
+    /// SwiGLU: `down(silu(gate(x)) · up(x))`.
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
 /// Draws initial weights from a generator of its own, so initialisation depends on the seed
 /// alone (not on a backend-global RNG other threads also draw from). Without a generator it
 /// allocates zeros: the skeleton a checkpoint's weights are loaded into.
@@ -236,12 +243,7 @@ impl<B: Backend> Qwen2<B> {
             let h = layer.input_layernorm.forward(x.clone());
             let h = layer.self_attn.forward(h, &rope, &mask, slot);
             x = x + h;
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            let h = layer
-                .mlp
-                .down_proj
-                .forward(silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h));
-            x = x + h;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
         self.norm.forward(x)
     }
@@ -312,12 +314,7 @@ impl<B: Backend> Qwen2<B> {
             let prompt = PromptKeys { keys: pk, values: pv, padding: padding.as_ref(), pads: &prefix.pads };
             let h = layer.self_attn.forward_rows(h, &rope, prompt, mask.as_ref(), slot, group);
             x = x + h;
-            let h = layer.post_attention_layernorm.forward(x.clone());
-            let h = layer
-                .mlp
-                .down_proj
-                .forward(silu(layer.mlp.gate_proj.forward(h.clone())) * layer.mlp.up_proj.forward(h));
-            x = x + h;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
         if let Some(c) = cache {
             c.len += t;

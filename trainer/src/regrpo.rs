@@ -856,33 +856,10 @@ mod tests {
             assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "loss {a} vs {b}");
             let (gn, go) = (new_loss.backward(), old_loss.backward());
             let grads = |g: &<B as AutodiffBackend>::Gradients| {
-                let mut v: Vec<f32> = model.embed_tokens.weight.val().grad(g).unwrap().into_data().to_vec().unwrap();
-                v.extend(
-                    model.layers[0]
-                        .self_attn
-                        .q_proj
-                        .base
-                        .weight
-                        .val()
-                        .grad(g)
-                        .unwrap()
-                        .into_data()
-                        .to_vec::<f32>()
-                        .unwrap(),
-                );
-                v.extend(
-                    model.layers[1]
-                        .mlp
-                        .down_proj
-                        .base
-                        .weight
-                        .val()
-                        .grad(g)
-                        .unwrap()
-                        .into_data()
-                        .to_vec::<f32>()
-                        .unwrap(),
-                );
+                let flat = |w: Tensor<B, 2>| w.grad(g).unwrap().into_data().to_vec::<f32>().unwrap();
+                let mut v = flat(model.embed_tokens.weight.val());
+                v.extend(flat(model.layers[0].self_attn.q_proj.base.weight.val()));
+                v.extend(flat(model.layers[1].mlp.down_proj.base.weight.val()));
                 v
             };
             let (gn, go) = (grads(&gn), grads(&go));
