@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
-use regrpo_schemas::{Action, ErrorType};
+use regrpo_schemas::{Action, ActionRecord, ErrorType};
 
 use crate::error::{Error, Result};
 use crate::perturb::{PerturbContext, Perturbation, Perturbed};
@@ -74,18 +74,25 @@ impl Mix {
     }
 }
 
-/// A step the planner may perturb.
+/// A step the planner may perturb: one whose action parsed.
 pub struct Candidate<'a> {
     pub step_index: usize,
+    /// The step's action, parsed.
     pub action: Action,
+    /// The step's action as stored.
+    pub record: &'a ActionRecord,
     pub spec: Option<&'a ToolSpec>,
     pub ctx: PerturbContext<'a>,
 }
 
-/// One planned near-miss.
+/// One planned near-miss: the step's action (the correction) and its perturbation.
 #[derive(Debug, Clone)]
 pub struct Planned {
     pub step_index: usize,
+    /// The step's action, parsed: what the perturbation was made from.
+    pub original: Action,
+    /// The step's action as stored.
+    pub original_record: ActionRecord,
     pub perturbed: Perturbed,
 }
 
@@ -126,7 +133,7 @@ impl Planner {
     pub fn plan(&mut self, trajectory_id: &str, candidates: &[Candidate<'_>], k: usize, seed: u64) -> Vec<Planned> {
         // Every operator on every step, each with its own seeded generator so the options do
         // not depend on the order they are computed in.
-        let mut options: Vec<(usize, Perturbed)> = Vec::new();
+        let mut options: Vec<(&Candidate<'_>, Perturbed)> = Vec::new();
         for c in candidates {
             let feasible = c.spec.map(|s| s.feasible.clone()).unwrap_or_default();
             for op in &self.ops {
@@ -140,16 +147,18 @@ impl Planner {
                 if let Some(p) = op.apply(&c.action, &c.ctx, &mut rng)
                     && p.action.to_text() != c.action.to_text()
                 {
-                    options.push((c.step_index, p));
+                    options.push((c, p));
                 }
             }
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed_for(seed, trajectory_id));
         let mut chosen: Vec<Planned> = Vec::new();
         for _ in 0..k {
-            let open: Vec<&(usize, Perturbed)> = options
+            let open: Vec<&(&Candidate<'_>, Perturbed)> = options
                 .iter()
-                .filter(|(s, p)| !chosen.iter().any(|c| c.step_index == *s && c.perturbed.error_type == p.error_type))
+                .filter(|(s, p)| {
+                    !chosen.iter().any(|c| c.step_index == s.step_index && c.perturbed.error_type == p.error_type)
+                })
                 .collect();
             let mut types: Vec<ErrorType> = open.iter().map(|(_, p)| p.error_type).collect();
             types.sort();
@@ -158,13 +167,18 @@ impl Planner {
             let top: Vec<ErrorType> = types.into_iter().filter(|t| (self.deficit(*t) - best).abs() < 1e-9).collect();
             let t = *top.choose(&mut rng).expect("non-empty");
             // Prefer a step not perturbed yet, then any.
-            let of_type: Vec<&&(usize, Perturbed)> = open.iter().filter(|(_, p)| p.error_type == t).collect();
-            let fresh: Vec<&&(usize, Perturbed)> =
-                of_type.iter().copied().filter(|(s, _)| !chosen.iter().any(|c| c.step_index == *s)).collect();
+            let of_type: Vec<&&(&Candidate<'_>, Perturbed)> = open.iter().filter(|(_, p)| p.error_type == t).collect();
+            let fresh: Vec<&&(&Candidate<'_>, Perturbed)> =
+                of_type.iter().copied().filter(|(s, _)| !chosen.iter().any(|c| c.step_index == s.step_index)).collect();
             let pool = if fresh.is_empty() { &of_type } else { &fresh };
-            let (s, p) = (**pool.choose(&mut rng).expect("non-empty")).clone();
+            let (c, p) = **pool.choose(&mut rng).expect("non-empty");
             *self.planned.entry(t).or_default() += 1.0;
-            chosen.push(Planned { step_index: s, perturbed: p });
+            chosen.push(Planned {
+                step_index: c.step_index,
+                original: c.action.clone(),
+                original_record: c.record.clone(),
+                perturbed: p.clone(),
+            });
         }
         chosen
     }

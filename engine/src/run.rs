@@ -192,12 +192,14 @@ pub async fn run(
             let last = t.steps.len().saturating_sub(1);
             let mut candidates = Vec::new();
             for (i, step) in t.steps.iter().enumerate() {
-                let Some(action) = step.action.as_ref().and_then(|a| a.parse().ok()) else { continue };
+                let Some(record) = step.action.as_ref() else { continue };
+                let Ok(action) = record.parse() else { continue };
                 let tool = action.tool().to_string();
                 let spec = suite.spec_of(&tool, &declared[ti]);
                 candidates.push(Candidate {
                     step_index: i,
                     action,
+                    record,
                     spec,
                     ctx: PerturbContext {
                         spec,
@@ -293,20 +295,19 @@ async fn process(shared: &Shared, job: &Job) -> Outcome {
     let Shared { suite, cfg, client, run_id } = shared;
     let (t, declared) = (job.trajectory.as_ref(), job.declared.as_slice());
     let step = &t.steps[job.planned.step_index];
-    let original_rec = step.action.clone().expect("planned steps have actions");
-    let original = original_rec.parse().expect("planned steps parse");
+    let (original, original_rec) = (&job.planned.original, &job.planned.original_record);
     let failed = &job.planned.perturbed.action;
     let ctx = CallContext { sandbox: job.sandbox.clone(), timeout: cfg.call_timeout };
     // A swapped tool is one the trajectory declared, so its schema validates the call.
     let failed_exec = execute_action(suite, failed, declared, &ctx, job.is_final).await;
     // Re-executing the corrected (= original) action is both the judge's reference and the
     // verification of the RoT row.
-    let original_exec = execute_action(suite, &original, declared, &ctx, job.is_final).await;
+    let original_exec = execute_action(suite, original, declared, &ctx, job.is_final).await;
     let stored = step.observation.as_ref().map(|o| o.text.as_str());
     let verified = verify::verified(stored, &original_exec);
 
     let claimed = job.planned.perturbed.error_type;
-    let verdict = judge(&original, &original_exec, failed, &failed_exec);
+    let verdict = judge(original, &original_exec, failed, &failed_exec);
     let near_miss_id = content_id([
         t.trajectory_id.as_bytes(),
         &(job.planned.step_index as u64).to_le_bytes(),
@@ -328,7 +329,7 @@ async fn process(shared: &Shared, job: &Job) -> Outcome {
             trajectory: t,
             system: job.system.get_or_init(|| regrpo_schemas::react::system_message(t)),
             step_index: job.planned.step_index,
-            original: &original,
+            original,
             failed,
             failed_observation: &failed_exec.text,
             failed_error_code: failed_exec.error_code.as_deref(),
@@ -346,7 +347,7 @@ async fn process(shared: &Shared, job: &Job) -> Outcome {
                 let before = reflection_turn(&conversation).unwrap_or(conversation.len());
                 let seen: Vec<&str> = conversation[..before].iter().map(|m| m.content.as_str()).collect();
                 let spec = suite.spec_of(original.tool(), declared);
-                let derivable = crate::derivable::is_derivable(&original, spec, &seen.join("\n"));
+                let derivable = crate::derivable::is_derivable(original, spec, &seen.join("\n"));
                 let rot_id = content_id([
                     near_miss_id.as_bytes(),
                     r.generator.as_bytes(),

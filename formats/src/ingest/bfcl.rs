@@ -9,16 +9,15 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use regrpo_schemas::action::{Action, Arg, Call, Surface};
-use regrpo_schemas::{ActionRecord, Step, Trajectory};
+use regrpo_schemas::{ActionRecord, Step};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Converted, FormatReader, RawRecord};
+use super::{Content, Converted, FormatReader, RawRecord};
 use regrpo_schemas::IoContext;
 
 use crate::error::{Error, Result};
 use crate::jsonscan::Layout;
-use regrpo_schemas::id::seal;
 
 #[derive(Debug, Deserialize)]
 struct Msg {
@@ -211,23 +210,25 @@ impl FormatReader for BfclReader {
                 })
             })
             .collect();
-        let t = seal(Trajectory {
-            trajectory_id: String::new(),
-            source: "bfcl".into(),
-            source_id: q.id,
-            source_file: rec.file.to_string(),
-            source_offset: rec.offset as i64,
-            source_line: rec.line.map(|l| l as i64),
-            task: task.join("\n"),
-            system_prompt: system,
-            files: vec![],
-            tool_specs: Value::Array(specs).to_string(),
-            steps: vec![Step { index: 0, thought: None, action: Some(ActionRecord::from(&action)), observation: None }],
-            final_answer: None,
-            gt_answer: Some(gt.to_string()),
-            meta: None,
-            ingest_batch: rec.batch.to_string(),
-        });
+        let t = rec.trajectory(
+            "bfcl",
+            q.id,
+            Content {
+                task: task.join("\n"),
+                system_prompt: system,
+                files: vec![],
+                tool_specs: Value::Array(specs).to_string(),
+                steps: vec![Step {
+                    index: 0,
+                    thought: None,
+                    action: Some(ActionRecord::from(&action)),
+                    observation: None,
+                }],
+                final_answer: None,
+                gt_answer: Some(gt.to_string()),
+                meta: None,
+            },
+        );
         Ok(Converted { trajectories: vec![t], rots: vec![] })
     }
 }

@@ -3,14 +3,12 @@
 //! `thought`), `tool` turns with `content: {type, content}`, and a final assistant answer.
 
 use regrpo_schemas::action::Action;
-use regrpo_schemas::{ActionRecord, FileRef, Step, Trajectory};
+use regrpo_schemas::{ActionRecord, FileRef, Step};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use regrpo_schemas::id::seal;
-
 use super::common::observation;
-use super::{Converted, FormatReader, RawRecord};
+use super::{Content, Converted, FormatReader, RawRecord};
 use crate::jsonscan::Layout;
 
 #[derive(Debug, Deserialize)]
@@ -159,23 +157,20 @@ impl FormatReader for GtaReader {
             })
             .collect();
         let kinds: Vec<Value> = q.files.iter().map(|f| f.kind.clone().map_or(Value::Null, Value::String)).collect();
-        let t = seal(Trajectory {
-            trajectory_id: String::new(),
-            source: "gta".into(),
-            source_id: id,
-            source_file: rec.file.to_string(),
-            source_offset: rec.offset as i64,
-            source_line: rec.line.map(|l| l as i64),
-            task,
-            system_prompt: None,
-            files,
-            tool_specs: Value::Array(q.tools.iter().map(spec_of).collect()).to_string(),
-            steps,
-            final_answer,
-            gt_answer: (!q.gt_answer.is_null()).then(|| q.gt_answer.to_string()),
-            meta: Some(json!({"file_types": kinds}).to_string()),
-            ingest_batch: rec.batch.to_string(),
-        });
+        let t = rec.trajectory(
+            "gta",
+            id,
+            Content {
+                task,
+                system_prompt: None,
+                files,
+                tool_specs: Value::Array(q.tools.iter().map(spec_of).collect()).to_string(),
+                steps,
+                final_answer,
+                gt_answer: (!q.gt_answer.is_null()).then(|| q.gt_answer.to_string()),
+                meta: Some(json!({"file_types": kinds}).to_string()),
+            },
+        );
         Ok(Converted { trajectories: vec![t], rots: vec![] })
     }
 }

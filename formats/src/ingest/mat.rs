@@ -2,16 +2,13 @@
 //! `[OUTPUT OF STEP k] Observation:` turns and a final `final_answer(...)`. The tools offered
 //! are read from the system prompt's `- name: description / Takes inputs: {…}` list.
 
-use regrpo_schemas::Trajectory;
 use regrpo_schemas::pycode::literal_from_text;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use regrpo_schemas::id::seal;
-
 use super::common::{answer_text, steps_from_chat};
 use super::regrpo::{ChatMessage, split_chat};
-use super::{Converted, FormatReader, RawRecord};
+use super::{Content, Converted, FormatReader, RawRecord};
 use crate::jsonscan::Layout;
 
 #[derive(Debug, Deserialize)]
@@ -117,23 +114,20 @@ impl FormatReader for MatReader {
                 meta.insert(k.into(), v.clone());
             }
         }
-        let t = seal(Trajectory {
-            trajectory_id: String::new(),
-            source: "mat".into(),
-            source_id: r.id,
-            source_file: rec.file.to_string(),
-            source_offset: rec.offset as i64,
-            source_line: rec.line.map(|l| l as i64),
-            task,
-            system_prompt: system,
-            files: vec![],
-            tool_specs: Value::Array(tools).to_string(),
-            steps: chat.steps,
-            final_answer: chat.final_answer,
-            gt_answer: r.answer.as_ref().map(|a| Value::String(answer_text(a)).to_string()),
-            meta: Some(Value::Object(meta).to_string()),
-            ingest_batch: rec.batch.to_string(),
-        });
+        let t = rec.trajectory(
+            "mat",
+            r.id,
+            Content {
+                task,
+                system_prompt: system,
+                files: vec![],
+                tool_specs: Value::Array(tools).to_string(),
+                steps: chat.steps,
+                final_answer: chat.final_answer,
+                gt_answer: r.answer.as_ref().map(|a| Value::String(answer_text(a)).to_string()),
+                meta: Some(Value::Object(meta).to_string()),
+            },
+        );
         Ok(Converted { trajectories: vec![t], rots: vec![] })
     }
 }

@@ -24,8 +24,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regrpo_schemas::id::content_id;
-use regrpo_schemas::{Reject, Rot, Trajectory};
+use regrpo_schemas::id::{content_id, seal};
+use regrpo_schemas::{FileRef, Reject, Rot, Step, Trajectory};
 
 use regrpo_datasets::Repository;
 use regrpo_schemas::IoContext;
@@ -108,6 +108,44 @@ impl RawRecord<'_> {
             if path == "." { what } else { format!("field `{path}`: {what}") }
         })
     }
+
+    /// The trajectory this record holds: what the reader read of it, the source's name and id,
+    /// and where it was read from (this record's file, offset, line and ingest batch); its id
+    /// sealed from its content.
+    pub fn trajectory(&self, source: &str, source_id: String, c: Content) -> Trajectory {
+        seal(Trajectory {
+            trajectory_id: String::new(),
+            source: source.to_string(),
+            source_id,
+            source_file: self.file.to_string(),
+            source_offset: self.offset as i64,
+            source_line: self.line.map(|l| l as i64),
+            task: c.task,
+            system_prompt: c.system_prompt,
+            files: c.files,
+            tool_specs: c.tool_specs,
+            steps: c.steps,
+            final_answer: c.final_answer,
+            gt_answer: c.gt_answer,
+            meta: c.meta,
+            ingest_batch: self.batch.to_string(),
+        })
+    }
+}
+
+/// What a reader reads of a trajectory; [`RawRecord::trajectory`] adds where it came from.
+pub(crate) struct Content {
+    pub task: String,
+    pub system_prompt: Option<String>,
+    pub files: Vec<FileRef>,
+    /// JSON array of tool specs in the OpenAI function-calling shape.
+    pub tool_specs: String,
+    pub steps: Vec<Step>,
+    pub final_answer: Option<String>,
+    /// JSON: the ground truth as the source states it.
+    pub gt_answer: Option<String>,
+    /// JSON object of source fields that have no column of their own.
+    pub meta: Option<String>,
 }
 
 /// What one record turned into.

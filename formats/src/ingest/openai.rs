@@ -6,16 +6,14 @@
 //! `observation` turns for a tool call (its value a JSON call) and its result.
 
 use regrpo_schemas::action::Action;
-use regrpo_schemas::{ActionRecord, Step, Trajectory};
+use regrpo_schemas::{ActionRecord, Step};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use std::path::Path;
 
-use regrpo_schemas::id::seal;
-
 use super::common::observation;
-use super::{Converted, FormatReader, RawRecord};
+use super::{Content, Converted, FormatReader, RawRecord};
 use regrpo_schemas::IoContext;
 
 use crate::error::Error;
@@ -156,23 +154,20 @@ impl FormatReader for OpenaiReader {
             Some(v) => v.to_string(),
             None => format!("line-{}", rec.line.unwrap_or(0)),
         };
-        let t = seal(Trajectory {
-            trajectory_id: String::new(),
-            source: "openai".into(),
+        let t = rec.trajectory(
+            "openai",
             source_id,
-            source_file: rec.file.to_string(),
-            source_offset: rec.offset as i64,
-            source_line: rec.line.map(|l| l as i64),
-            task,
-            system_prompt: system,
-            files: vec![],
-            tool_specs: Value::Array(r.tools.unwrap_or_default()).to_string(),
-            steps,
-            final_answer,
-            gt_answer: None,
-            meta: (extra_user_turns > 0).then(|| json!({"extra_user_turns": extra_user_turns}).to_string()),
-            ingest_batch: rec.batch.to_string(),
-        });
+            Content {
+                task,
+                system_prompt: system,
+                files: vec![],
+                tool_specs: Value::Array(r.tools.unwrap_or_default()).to_string(),
+                steps,
+                final_answer,
+                gt_answer: None,
+                meta: (extra_user_turns > 0).then(|| json!({"extra_user_turns": extra_user_turns}).to_string()),
+            },
+        );
         Ok(Converted { trajectories: vec![t], rots: vec![] })
     }
 }

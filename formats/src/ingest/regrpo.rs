@@ -4,15 +4,14 @@
 
 use regrpo_schemas::id::content_id;
 use regrpo_schemas::react::parse_assistant;
-use regrpo_schemas::{ActionRecord, Message, Rot, Trajectory};
+use regrpo_schemas::{ActionRecord, Message, Rot};
 use serde::Deserialize;
 use serde_json::Value;
 
 use regrpo_schemas::evidence::quote_span;
-use regrpo_schemas::id::seal;
 
 use super::common::{answer_text, parse_action, steps_from_chat};
-use super::{Converted, FormatReader, RawRecord};
+use super::{Content, Converted, FormatReader, RawRecord};
 use crate::jsonscan::Layout;
 
 #[derive(Debug, Deserialize)]
@@ -106,23 +105,20 @@ impl FormatReader for RegrpoReader {
         if !r.image.is_null() {
             meta.insert("image".into(), r.image.clone());
         }
-        let t = seal(Trajectory {
-            trajectory_id: String::new(),
-            source: "regrpo".into(),
+        let t = rec.trajectory(
+            "regrpo",
             source_id,
-            source_file: rec.file.to_string(),
-            source_offset: rec.offset as i64,
-            source_line: rec.line.map(|l| l as i64),
-            task,
-            system_prompt: system,
-            files: vec![],
-            tool_specs: "[]".into(),
-            steps: chat.steps,
-            final_answer: chat.final_answer,
-            gt_answer: r.answer.as_ref().map(|a| Value::String(answer_text(a)).to_string()),
-            meta: Some(Value::Object(meta).to_string()),
-            ingest_batch: rec.batch.to_string(),
-        });
+            Content {
+                task,
+                system_prompt: system,
+                files: vec![],
+                tool_specs: "[]".into(),
+                steps: chat.steps,
+                final_answer: chat.final_answer,
+                gt_answer: r.answer.as_ref().map(|a| Value::String(answer_text(a)).to_string()),
+                meta: Some(Value::Object(meta).to_string()),
+            },
+        );
         let mut out = Converted::default();
         if let Some(m) = &r.rot_meta {
             let failed_action = action_of(&m.failed_action, "failed_action")?;
