@@ -17,8 +17,8 @@ use std::time::Instant;
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
-use regrpo_trainer::hf;
-use regrpo_trainer::sampling::{SampleConfig, sample};
+use regrpo_trainer::checkpoint::hf;
+use regrpo_trainer::decode::sampling::{Request, SampleConfig, sample};
 use serde_json::{Value, json};
 
 struct Args {
@@ -65,7 +65,7 @@ fn bench<B: Backend>(a: &Args, device: &B::Device) -> anyhow::Result<Value> {
     let mut times = Vec::new();
     for _ in 0..a.runs {
         let t = Instant::now();
-        let out = sample(&model, &ids, a.group, &cfg, stop, 0, &mut rng, None);
+        let out = sample(&model, Request { prompt: &ids, constraint: None }, a.group, &cfg, stop, 0, &mut rng);
         times.push(t.elapsed().as_secs_f64());
         anyhow::ensure!(out.iter().all(|c| c.tokens.len() == a.new), "a completion stopped early");
     }

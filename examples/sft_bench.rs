@@ -26,11 +26,11 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use regrpo_trainer::Qwen2Config;
-use regrpo_trainer::hf;
-use regrpo_trainer::model::Qwen2;
+use regrpo_trainer::CausalLmConfig;
+use regrpo_trainer::checkpoint::hf;
+use regrpo_trainer::model::CausalLm;
 use regrpo_trainer::sft::{self, SftConfig};
-use regrpo_trainer::window::Encoded;
+use regrpo_trainer::text::window::Encoded;
 use serde_json::{Value, json};
 
 struct Args {
@@ -108,8 +108,8 @@ fn parse() -> anyhow::Result<Args> {
 
 /// The bench's model: Qwen2 proportions unless told (head_dim 64, 2 query heads per KV head,
 /// MLP ≈ 2.75× hidden).
-fn config(a: &Args) -> Qwen2Config {
-    let mut c = Qwen2Config::tiny(a.vocab);
+fn config(a: &Args) -> CausalLmConfig {
+    let mut c = CausalLmConfig::tiny(a.vocab);
     c.hidden_size = a.hidden;
     c.intermediate_size = a.intermediate.unwrap_or((a.hidden * 11 / 4).div_ceil(32) * 32);
     c.num_hidden_layers = a.layers;
@@ -148,16 +148,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Training FLOPs of one token: 6 per parameter (forward 2, backward 4) plus the attention
 /// score and value matmuls (causal, so half of the full `seq × seq`), forward and backward.
-fn flops_per_token(c: &Qwen2Config, seq: usize) -> f64 {
+fn flops_per_token(c: &CausalLmConfig, seq: usize) -> f64 {
     6.0 * c.num_params() as f64 + 6.0 * (c.num_hidden_layers * c.hidden_size * seq) as f64
 }
 
 /// Times SFT steps, a forward pass and the backend's matmul on `B`.
 fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Value> {
     let c = config(a);
-    let mut model = Qwen2::<B>::init(&c, 0, device);
+    let mut model = CausalLm::<B>::init(&c, 0, device);
     if let Some(rank) = a.lora {
-        model = regrpo_trainer::lora::attach(model, &regrpo_trainer::lora::LoraConfig::new(rank), 0)?;
+        model = regrpo_trainer::model::lora::attach(model, &regrpo_trainer::model::lora::LoraConfig::new(rank), 0)?;
     }
     let cfg = SftConfig {
         steps: a.warmup + a.steps,
@@ -172,11 +172,12 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Val
     let mut last = Instant::now();
     // `on_step` runs after the step's loss was read back, so every step is complete when timed.
     let train = sft::TrainSet::in_memory(samples(a, a.batch * 4), vec![], (a.batch, 0), cfg.seed)?;
-    let (model, logs) = sft::train(model, train, &[], 0, &cfg, run.path(), false, |_| {
-        let now = Instant::now();
-        times.push(now.duration_since(last).as_secs_f64());
-        last = now;
-    })?;
+    let (model, logs) =
+        sft::train(model, train, &[], 0, &cfg, sft::RunFolder { dir: run.path(), resume: false }, |_| {
+            let now = Instant::now();
+            times.push(now.duration_since(last).as_secs_f64());
+            last = now;
+        })?;
     let step_s = median(times[a.warmup as usize..].to_vec());
 
     // Forward only (no autodiff graph), same batch shape.

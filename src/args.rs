@@ -1,11 +1,11 @@
 //! Arguments several commands share: the context window's budgets, LoRA, the device.
 
 use clap::Args;
-use regrpo_trainer::job::DeviceKind;
-use regrpo_trainer::lora::LoraConfig;
-use regrpo_trainer::window::WindowConfig;
+use regrpo_trainer::jobs::DeviceKind;
+use regrpo_trainer::model::lora::{DEFAULT_TARGETS, LoraConfig};
+use regrpo_trainer::text::window::WindowConfig;
 
-/// Token budgets of the context window (see `regrpo_trainer::window`).
+/// Token budgets of the context window (see `regrpo_trainer::text::window`).
 #[derive(Debug, Args)]
 pub struct WindowArgs {
     /// Tokens of a whole prompt.
@@ -45,10 +45,10 @@ pub struct LoraArgs {
     #[arg(long, requires = "lora_rank")]
     lora_alpha: Option<f64>,
     /// Dropout on the adapters' input while training.
-    #[arg(long, default_value_t = 0.0, requires = "lora_rank")]
+    #[arg(long, default_value_t = LoraConfig::new(1).dropout, requires = "lora_rank")]
     lora_dropout: f64,
     /// Projections to adapt (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).
-    #[arg(long, value_delimiter = ',', default_values_t = regrpo_trainer::lora::DEFAULT_TARGETS.map(String::from), requires = "lora_rank")]
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_TARGETS.map(String::from), requires = "lora_rank")]
     lora_targets: Vec<String>,
 }
 
@@ -69,6 +69,38 @@ impl LoraArgs {
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
     /// cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_enum, default_value_t = DeviceKind::default())]
     pub device: DeviceKind,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The shared arguments, alone on a command line.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        window: WindowArgs,
+        #[command(flatten)]
+        lora: LoraArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+    }
+
+    #[test]
+    fn no_flags_give_the_configs_defaults() {
+        let cli = Cli::try_parse_from(["regrpo"]).unwrap();
+        assert_eq!(cli.window.config(), WindowConfig::default());
+        assert_eq!(cli.lora.config(), None);
+        assert_eq!(cli.device.device, DeviceKind::default());
+    }
+
+    #[test]
+    fn a_lora_rank_alone_gives_the_adapters_defaults() {
+        let cli = Cli::try_parse_from(["regrpo", "--lora-rank", "8"]).unwrap();
+        assert_eq!(cli.lora.config(), Some(LoraConfig::new(8)));
+    }
 }

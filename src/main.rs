@@ -1,14 +1,17 @@
 //! `regrpo`: the command line. Glue over the library crates: argument parsing, progress,
 //! logging and output; the work happens in `regrpo-datasets`, `regrpo-formats`,
-//! `regrpo-queries`, `regrpo-engine` and `regrpo-trainer`. Each command is a module of
-//! [`cmd`] holding its arguments and its handler.
+//! `regrpo-queries`, `regrpo-engine` and `regrpo-trainer`, and the demo in this package's
+//! library (`regrpo::demo`, with the `progress` and `output` helpers it shares with the
+//! commands). Each command is a module of [`cmd`] holding its arguments and its handler.
 
 mod args;
 mod cmd;
-mod output;
-mod progress;
 
 use std::process::ExitCode;
+
+// The helpers the commands share with the demo live in the library; `crate::progress` and
+// `crate::output` name them for the commands.
+use regrpo::{output, progress};
 
 /// mimalloc instead of glibc's malloc: the engine's many small JSON values and DataFusion's
 /// aggregation buffers made malloc/free a quarter of `engine run`'s profile. (Feature

@@ -1,4 +1,4 @@
-//! Progress bars for long commands (hidden with `--quiet`).
+//! Progress bars for long commands and the demo's jobs, on stderr (hidden with `--quiet`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,7 @@ pub struct BytesBar {
 }
 
 impl BytesBar {
+    /// A bar named `what`, its length set when the reader knows the input's size.
     pub fn new(quiet: bool, what: &str) -> Arc<Self> {
         let bar = ProgressBar::with_draw_target(Some(0), draw_target(quiet));
         bar.set_style(
@@ -41,6 +42,7 @@ impl BytesBar {
         Arc::new(BytesBar { bar, records: 0.into() })
     }
 
+    /// Clears the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }

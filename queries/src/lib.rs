@@ -17,7 +17,7 @@ pub mod flight;
 pub mod library;
 pub mod output;
 pub mod pinned;
-pub mod runs;
+pub mod run_count;
 pub mod session;
 pub mod udf;
 

@@ -17,7 +17,7 @@ use regrpo_datasets::{Repository, Snapshot, snapshot};
 use regrpo_schemas::SplitSpec;
 
 use crate::error::{Error, Result};
-use crate::runs::RunCount;
+use crate::run_count::RunCount;
 
 /// Which versions of the tables a session reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

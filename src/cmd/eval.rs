@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use regrpo_datasets::Repository;
 use regrpo_schemas::Split;
+use regrpo_trainer::eval::stats::{Paired, wilcoxon};
 use regrpo_trainer::eval::{EvalConfig, EvalReport, StateOutcome};
-use regrpo_trainer::job;
-use regrpo_trainer::rollout::StateKind;
-use regrpo_trainer::stats::{Paired, wilcoxon};
+use regrpo_trainer::jobs::{self, EvalJob};
+use regrpo_trainer::regrpo::rollout::StateKind;
 
 use crate::args::{DeviceArgs, WindowArgs};
 use crate::progress;
@@ -27,15 +27,15 @@ pub struct Args {
     /// The snapshot's split to draw states from. `test`: the held-out split (what every
     /// reported figure uses); `validation`: held out from training, for tuning; `train`: to see
     /// whether training moved its own objective.
-    #[arg(long, value_enum, default_value_t = Split::Test)]
+    #[arg(long, value_enum, default_value_t = EvalConfig::default().split)]
     split: Split,
     /// Where the eval run goes (default: MODEL/eval).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Failure states and clean states evaluated (each, at most).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = EvalConfig::default().max_failure_states)]
     max_states: usize,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = EvalConfig::default().max_tasks)]
     max_tasks: usize,
     /// Only trajectories of these sources (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -49,10 +49,10 @@ pub struct Args {
     #[arg(long)]
     compare: Option<PathBuf>,
     /// Completions sampled per failure state (temperature 1) for sampled recovery and pass@k (0: off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = EvalConfig::default().samples)]
     samples: usize,
     /// Seed of the sampled completions (the same seed gives two policies the same random numbers).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = EvalConfig::default().sample_seed)]
     sample_seed: u64,
     #[command(flatten)]
     window: WindowArgs,
@@ -60,21 +60,28 @@ pub struct Args {
     device: DeviceArgs,
 }
 
+impl Args {
+    /// The evaluation these flags describe.
+    fn config(&self) -> EvalConfig {
+        EvalConfig {
+            max_failure_states: self.max_states,
+            max_clean_states: self.max_states,
+            max_tasks: self.max_tasks,
+            sources: self.source.clone(),
+            window: self.window.config(),
+            constrained: !self.unconstrained,
+            split: self.split,
+            device: self.device.device,
+            samples: self.samples,
+            sample_seed: self.sample_seed,
+            ..Default::default()
+        }
+    }
+}
+
 pub async fn run(a: Args, quiet: bool) -> Result<()> {
+    let cfg = a.config();
     let out = a.out.unwrap_or_else(|| a.model.join("eval"));
-    let cfg = EvalConfig {
-        max_failure_states: a.max_states,
-        max_clean_states: a.max_states,
-        max_tasks: a.max_tasks,
-        sources: a.source,
-        window: a.window.config(),
-        constrained: !a.unconstrained,
-        split: a.split,
-        device: a.device.device,
-        samples: a.samples,
-        sample_seed: a.sample_seed,
-        ..Default::default()
-    };
     let baseline = match &a.compare {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -147,7 +154,9 @@ async fn eval(
     let repo = Repository::open(dir)?;
     let suite = regrpo_engine::ToolSuite::builtin();
     let bar = progress::steps(quiet, (cfg.max_failure_states + cfg.max_clean_states) as u64, "eval");
-    let r = job::run_eval(&repo, snapshot, model, out, cfg, &suite, &model.display().to_string(), || bar.inc(1)).await;
+    let label = model.display().to_string();
+    let job = EvalJob { snapshot, model, out, cfg, label: &label };
+    let r = jobs::run_eval(&repo, &job, &suite, || bar.inc(1)).await;
     bar.finish_and_clear();
     let r = r?;
     println!(
@@ -177,4 +186,31 @@ async fn eval(
         out.join("report.json").display()
     );
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Serialised, so that every field is compared (`EvalConfig` has no `PartialEq`).
+    fn json(c: &EvalConfig) -> serde_json::Value {
+        serde_json::to_value(c).unwrap()
+    }
+
+    #[test]
+    fn no_flags_give_the_configs_defaults() {
+        let cli = Cli::try_parse_from(["eval", "repo", "--model", "m"]).unwrap();
+        let defaults = EvalConfig::default();
+        // One flag sets both caps, so the default needs them equal.
+        assert_eq!(defaults.max_failure_states, defaults.max_clean_states);
+        assert_eq!(json(&cli.args.config()), json(&defaults));
+    }
 }

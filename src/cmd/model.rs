@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use regrpo_trainer::hf::StoredDtype;
-use regrpo_trainer::job::{self, DeviceKind};
+use regrpo_trainer::checkpoint::hf::StoredDtype;
+use regrpo_trainer::jobs::{self, DeviceKind};
 
 use crate::args::DeviceArgs;
 
@@ -57,7 +57,7 @@ pub fn run(c: Command) -> Result<()> {
 }
 
 fn export(run: &Path, out: &Path) -> Result<()> {
-    for f in job::export_model(run, out)? {
+    for f in jobs::export_model(run, out)? {
         println!("wrote {}", f.display());
     }
     Ok(())
@@ -66,7 +66,7 @@ fn export(run: &Path, out: &Path) -> Result<()> {
 /// `regrpo model import`: a GGUF file → a Hugging Face folder.
 fn import(file: &Path, out: &Path, dtype: StoredDtype) -> Result<()> {
     let started = std::time::Instant::now();
-    let imported = regrpo_trainer::gguf::import(file, out, dtype)?;
+    let imported = regrpo_trainer::checkpoint::gguf::import(file, out, dtype)?;
     let c = &imported.config;
     let types: Vec<String> = imported.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
     println!(
@@ -90,7 +90,7 @@ fn import(file: &Path, out: &Path, dtype: StoredDtype) -> Result<()> {
 
 /// `regrpo model merge`: a base model + a PEFT adapter → a full model folder.
 fn merge(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
-    let lora = job::merge_adapter(base, adapter, out)?;
+    let lora = jobs::merge_adapter(base, adapter, out)?;
     println!(
         "merged {} (rank {}, alpha {}, {}) into {}",
         adapter.display(),
@@ -112,7 +112,7 @@ fn logits(model_dir: &Path, input: &Path, out: &Path, device: DeviceKind) -> Res
     let shape = ids.shape().to_vec();
     let id_data: Vec<i64> =
         ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-    let (values, dims) = job::model_logits(model_dir, id_data.clone(), [shape[0], shape[1]], device)?;
+    let (values, dims) = jobs::model_logits(model_dir, id_data.clone(), [shape[0], shape[1]], device)?;
     let id_bytes: Vec<u8> = id_data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let logit_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let views = vec![

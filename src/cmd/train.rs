@@ -6,14 +6,21 @@ use anyhow::Result;
 use clap::Subcommand;
 use regrpo_datasets::Repository;
 use regrpo_trainer::data::{DataConfig, RotTarget};
-use regrpo_trainer::job::{self, ModelSource, RegrpoJob, RegrpoOutcome, SftJob, SftOutcome};
+use regrpo_trainer::decode::sampling::SampleConfig;
+use regrpo_trainer::jobs::{self, ModelSource, RegrpoJob, RegrpoOutcome, SftJob, SftOutcome};
+use regrpo_trainer::regrpo::objective::{AdvantageConfig, KlMode, LossConfig, RewardConfig};
 use regrpo_trainer::regrpo::{GroupFilter, RegrpoConfig};
-use regrpo_trainer::rl::{AdvantageConfig, KlMode, LossConfig, RewardConfig};
-use regrpo_trainer::sampling::SampleConfig;
 use regrpo_trainer::sft::SftConfig;
 
 use crate::args::{DeviceArgs, LoraArgs, WindowArgs};
 use crate::progress;
+
+/// Vocabulary of a tokenizer trained for a tiny model (no config holds it: it is the job's).
+const TINY_VOCAB: usize = 1024;
+
+/// PPO ratio clipping `(ε_low, ε_high)` when there is more than one update per batch (DAPO's
+/// clip-higher); [`LossConfig`]'s default has no clipping, as it makes one update.
+const PPO_CLIP: (f64, f64) = (0.2, 0.28);
 
 /// Train tokenizers and policies from a pinned snapshot.
 #[derive(Debug, Subcommand)]
@@ -23,7 +30,7 @@ pub enum Command {
         dir: PathBuf,
         #[arg(long, short)]
         snapshot: Option<String>,
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = TINY_VOCAB)]
         vocab: usize,
         out: PathBuf,
     },
@@ -63,24 +70,24 @@ pub struct SftArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Vocabulary of the tokenizer trained for a tiny model.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = TINY_VOCAB)]
     vocab: usize,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = SftConfig::default().steps)]
     steps: u64,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = SftConfig::default().batch_size)]
     batch_size: usize,
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = SftConfig::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = SftConfig::default().grad_accum)]
     grad_accum: usize,
     #[command(flatten)]
     window: WindowArgs,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SftConfig::default().seed)]
     seed: u64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SftConfig::default().warmup_steps)]
     warmup: u64,
     /// Share of RoT samples in each batch (0: clean trajectories only).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DataConfig::default().rot_fraction)]
     rot_fraction: f64,
     /// Instead of a share: this many RoT samples added to each batch of --batch-size clean ones.
     #[arg(long)]
@@ -91,9 +98,9 @@ pub struct SftArgs {
     /// Only clean trajectories of these sources.
     #[arg(long, value_delimiter = ',')]
     source: Option<Vec<String>>,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = SftConfig::default().eval_every)]
     eval_every: u64,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = SftConfig::default().checkpoint_every)]
     checkpoint_every: u64,
     /// Continue from the run folder's latest checkpoint.
     #[arg(long)]
@@ -129,7 +136,7 @@ impl SftArgs {
             data: DataConfig {
                 rot_fraction: a.rot_fraction,
                 rot_extra: a.rot_extra,
-                rot_target: if a.rot_all_turns { RotTarget::AllAssistant } else { RotTarget::Reflection },
+                rot_target: if a.rot_all_turns { RotTarget::AllAssistant } else { DataConfig::default().rot_target },
                 sources: a.source,
             },
             resume: a.resume,
@@ -149,43 +156,43 @@ pub struct RegrpoArgs {
     model: PathBuf,
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = RegrpoConfig::default().steps)]
     steps: u64,
     /// Completions per state (G).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = RegrpoConfig::default().group_size)]
     group_size: usize,
     /// States per step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = RegrpoConfig::default().states_per_step)]
     states: usize,
     /// Share of failure states (the rest are clean states).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = RegrpoConfig::default().failure_fraction)]
     failure_fraction: f64,
-    #[arg(long, default_value_t = 5e-6)]
+    #[arg(long, default_value_t = RegrpoConfig::default().lr)]
     lr: f64,
     /// Reward weight of success.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = RewardConfig::default().lambda_exec)]
     lambda_exec: f64,
     /// Reflection cost weight (per 100 reflection tokens).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = RewardConfig::default().eta)]
     eta: f64,
     /// Weight of the grounded-evidence / right-ErrorType score.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = RewardConfig::default().lambda_val)]
     lambda_val: f64,
     /// KL weight to the reference.
-    #[arg(long, default_value_t = 0.04)]
+    #[arg(long, default_value_t = LossConfig::default().beta)]
     beta: f64,
     /// How the KL to the reference enters: k1-reward (default), exact, k3, reference-k1,
     /// reference-k3 (the last two reproduce the reference's formulas).
-    #[arg(long, value_enum, default_value_t = KlMode::K1Reward)]
+    #[arg(long, value_enum, default_value_t = LossConfig::default().kl)]
     kl: KlMode,
     /// Reward subtracted when a completion does not parse (only with --unconstrained).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = RewardConfig::default().format_penalty)]
     format_penalty: f64,
     /// Shaping (off at 0): a failed completion earns this times its share of the right tool and arguments.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = RewardConfig::default().partial_credit)]
     partial_credit: f64,
     /// States drawn per step at most when groups without signal are skipped and refilled.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = RegrpoConfig::default().max_draws_per_step)]
     max_draws: usize,
     /// Train on at most N failure states and N clean states (spread over the split) instead of all.
     #[arg(long)]
@@ -211,32 +218,32 @@ pub struct RegrpoArgs {
     #[arg(long)]
     clip_advantages: Option<f64>,
     /// Updates per batch of rollouts; more than one uses the PPO ratio with clipping.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = RegrpoConfig::default().updates_per_batch)]
     updates: usize,
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = PPO_CLIP.0)]
     ppo_clip_low: f64,
-    #[arg(long, default_value_t = 0.28)]
+    #[arg(long, default_value_t = PPO_CLIP.1)]
     ppo_clip_high: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SampleConfig::default().temperature)]
     temperature: f64,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = SampleConfig::default().top_p)]
     top_p: f64,
-    #[arg(long, default_value_t = 192)]
+    #[arg(long, default_value_t = SampleConfig::default().max_new_tokens)]
     max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = RegrpoConfig::default().seed)]
     seed: u64,
     /// Which groups are trained on: `success` (their executed outcomes differ; or, while η > 0,
     /// clean groups that all succeed but differ in reflection) or `reward` (their rewards differ).
-    #[arg(long, value_enum, default_value_t = GroupFilter::Success)]
+    #[arg(long, value_enum, default_value_t = RegrpoConfig::default().filter)]
     filter: GroupFilter,
     /// Draw failure states among all of them, not only those whose fix is derivable from the prompt.
     #[arg(long)]
     all_failures: bool,
     /// Steps of linear learning-rate warm-up.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = RegrpoConfig::default().warmup_steps)]
     warmup_steps: u64,
     /// Groups per forward/backward pass of the update (bounds memory; same gradient).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = RegrpoConfig::default().update_groups)]
     update_groups: usize,
     #[command(flatten)]
     lora: LoraArgs,
@@ -269,7 +276,7 @@ impl RegrpoArgs {
             advantage: AdvantageConfig {
                 normalize: a.normalize_advantages,
                 clip: a.clip_advantages,
-                leave_one_out: false,
+                ..Default::default()
             },
             loss: LossConfig {
                 beta: a.beta,
@@ -300,7 +307,7 @@ impl RegrpoArgs {
 
 pub async fn tokenizer(dir: &Path, snapshot: Option<&str>, vocab: usize, out: &Path) -> Result<()> {
     let repo = Repository::open(dir)?;
-    let tk = job::train_tokenizer(&repo, snapshot, vocab, out).await?;
+    let tk = jobs::train_tokenizer(&repo, snapshot, vocab, out).await?;
     println!(
         "trained a byte-level BPE of {} tokens on {} → {}",
         tk.vocab_size(),
@@ -313,7 +320,7 @@ pub async fn tokenizer(dir: &Path, snapshot: Option<&str>, vocab: usize, out: &P
 pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
     let repo = Repository::open(dir)?;
     let bar = progress::steps(quiet, job.sft.steps, "sft");
-    let outcome = job::run_sft(&repo, &job, |l| {
+    let outcome = jobs::run_sft(&repo, &job, |l| {
         bar.set_position(l.step);
         let eval = l.eval_loss.map(|e| format!(" eval {e:.4}")).unwrap_or_default();
         bar.set_message(format!("loss {:.4}{eval} lr {:.2e} {:.0} tok/s", l.loss, l.lr, l.tokens_per_s));
@@ -342,7 +349,7 @@ pub async fn regrpo(dir: &Path, job: RegrpoJob, quiet: bool) -> Result<RegrpoOut
     let repo = Repository::open(dir)?;
     let suite = regrpo_engine::ToolSuite::builtin();
     let bar = progress::steps(quiet, job.cfg.steps, "regrpo");
-    let o = job::run_regrpo(&repo, &job, &suite, |s| {
+    let o = jobs::run_regrpo(&repo, &job, &suite, |s| {
         bar.set_position(s.step);
         bar.set_message(format!(
             "reward {:.3} success {:.2} refl(clean) {:.1} tok · skipped {}",
@@ -352,8 +359,8 @@ pub async fn regrpo(dir: &Path, job: RegrpoJob, quiet: bool) -> Result<RegrpoOut
     .await;
     bar.finish_and_clear();
     let o = o?;
-    let first = job::quarter(&o.steps, true);
-    let last = job::quarter(&o.steps, false);
+    let first = jobs::quarter(&o.steps, true);
+    let last = jobs::quarter(&o.steps, false);
     println!(
         "regrpo run {}: {} steps in {:.1}s, mean reward first quarter {first:.3} → last quarter {last:.3}; {} rollouts and {} policy near-misses committed",
         o.run_id,
@@ -374,5 +381,56 @@ fn print_written(model_dir: &Path, adapter_dir: Option<&Path>, files: &[PathBuf]
     }
     for f in files {
         println!("wrote {}", f.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use regrpo_trainer::jobs::DeviceKind;
+    use regrpo_trainer::text::window::WindowConfig;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("train").chain(args.iter().copied())).unwrap().command
+    }
+
+    #[test]
+    fn sft_without_flags_gives_the_configs_defaults() {
+        let Command::Sft(a) = parse(&["sft", "repo", "--out", "run"]) else { unreachable!() };
+        let job = a.job();
+        assert_eq!(job.sft, SftConfig::default());
+        assert_eq!(job.window, WindowConfig::default());
+        // Serialised, so that every field is compared (`DataConfig` has no `PartialEq`).
+        let json = |c: &DataConfig| serde_json::to_value(c).unwrap();
+        assert_eq!(json(&job.data), json(&DataConfig::default()));
+        assert_eq!(job.model, ModelSource::Tiny);
+        assert_eq!(job.vocab, TINY_VOCAB);
+        assert_eq!(job.device, DeviceKind::default());
+        assert_eq!(job.lora, None);
+    }
+
+    #[test]
+    fn regrpo_without_flags_gives_the_configs_defaults() {
+        let Command::Regrpo(a) = parse(&["regrpo", "repo", "--model", "m", "--out", "run"]) else { unreachable!() };
+        let job = a.job();
+        assert_eq!(job.cfg, RegrpoConfig::default());
+        assert_eq!(job.device, DeviceKind::default());
+        assert_eq!(job.lora, None);
+    }
+
+    #[test]
+    fn more_than_one_update_clips_the_ratio() {
+        let Command::Regrpo(a) = parse(&["regrpo", "repo", "--model", "m", "--out", "run", "--updates", "2"]) else {
+            unreachable!()
+        };
+        assert_eq!(a.job().cfg.loss.ppo_clip, Some(PPO_CLIP));
     }
 }

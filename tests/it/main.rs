@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use regrpo::demo::{Arm, DemoReport, Layout, table};
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_regrpo"));
     c.arg("--quiet");
@@ -71,42 +73,60 @@ fn demo_runs_from_an_empty_folder_and_refuses_a_used_one() {
         "--eval-tasks",
         "1",
     ]);
-    // `--quiet` keeps the results: failures by ErrorType, the comparison table, where things went.
-    for line in ["ArgInvalid", "recovery", "+ ReGRPO η=0", "McNemar", "recovery.png", "report.json", "demo finished"] {
-        assert!(out.contains(line), "missing `{line}` in:\n{out}");
-    }
-    assert!(out_dir.join("repo/regrpo.json").exists());
-    assert!(out_dir.join("runs/recovery.png").exists());
-    assert!(out_dir.join("runs/regrpo/model/model.safetensors").exists());
-    assert!(out_dir.join("runs/regrpo-eta0/model/model.safetensors").exists());
-    // report.json carries every figure other tools need.
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
-    for arm in ["sft_clean", "sft_rot", "regrpo", "regrpo_eta0"] {
-        for key in
-            ["recovery", "recovery_ci", "first_try_success", "unnecessary_reflection", "sampled_recovery", "pass_at_k"]
-        {
-            assert!(report["arms"][arm].get(key).is_some(), "report.json lacks arms.{arm}.{key}");
+    let layout = Layout::new(&out_dir);
+    assert!(layout.repo.join("regrpo.json").exists());
+    assert!(layout.plots.paths().iter().all(|p| p.exists()), "plots: {:?}", layout.plots);
+    assert!(layout.runs.join("regrpo/model/model.safetensors").exists());
+    assert!(layout.runs.join("regrpo-eta0/model/model.safetensors").exists());
+    // report.json carries every figure other tools need: reading it as the typed report
+    // requires every key of every arm (`sampled_recovery` and `pass_at_k` included, null or
+    // not), the paired tests and each ReGRPO step's timings and group counts.
+    let text = std::fs::read_to_string(&layout.report).unwrap();
+    let report: DemoReport = serde_json::from_str(&text).unwrap_or_else(|e| panic!("report.json: {e}\n{text}"));
+    assert_eq!(report.seed, 7);
+    assert_eq!(report.options.regrpo.group_size, 16);
+    for (arm, a) in report.arms.iter() {
+        assert_eq!(a.label, arm.label());
+        for (name, (lo, hi)) in [
+            ("recovery", a.recovery_ci),
+            ("first_try_success", a.first_try_success_ci),
+            ("unnecessary_reflection", a.unnecessary_reflection_ci),
+        ] {
+            assert!(0.0 <= lo && lo <= hi && hi <= 1.0, "{arm:?}: {name} interval ({lo}, {hi})");
+        }
+        // Failure states get 8 sampled completions each (the default): both sampled figures exist.
+        if report.eval_set.failure_states > 0 {
+            assert!(a.recovery.is_some() && a.sampled_recovery.is_some() && a.pass_at_k.is_some(), "{arm:?}: {a:?}");
         }
     }
-    for key in ["sft_rot_vs_sft_clean", "regrpo_vs_sft_rot"] {
-        assert!(report["mcnemar"][key].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)), "mcnemar.{key}");
+    let m = &report.mcnemar;
+    for (name, p) in [("sft_rot_vs_sft_clean", m.sft_rot_vs_sft_clean), ("regrpo_vs_sft_rot", m.regrpo_vs_sft_rot)] {
+        assert!((0.0..=1.0).contains(&p), "mcnemar.{name} = {p}");
     }
-    for key in ["mcnemar_p", "sampled_p"] {
-        assert!(
-            report["paired"]["regrpo_vs_sft_rot"].get(key).is_some(),
-            "report.json lacks paired.regrpo_vs_sft_rot.{key}"
-        );
+    let rl_vs_rot = &report.paired.regrpo_vs_sft_rot;
+    assert_eq!(rl_vs_rot.mcnemar_p, m.regrpo_vs_sft_rot);
+    assert!((0.0..=1.0).contains(&rl_vs_rot.sampled_p), "paired.regrpo_vs_sft_rot.sampled_p = {}", rl_vs_rot.sampled_p);
+    let states = report.options.demo.regrpo_states;
+    assert_eq!(report.regrpo_steps.keys().copied().collect::<Vec<_>>(), Arm::REGRPO);
+    for (arm, steps) in &report.regrpo_steps {
+        assert_eq!(steps.len(), 1, "{arm:?}: one step was asked for");
+        let s = &steps[0];
+        assert!(s.sample_s >= 0.0 && s.exec_s >= 0.0 && s.update_s >= 0.0, "{arm:?}: {s:?}");
+        assert!(s.groups <= states && s.groups + s.skipped_groups <= 3 * states, "{arm:?}: {s:?}");
     }
-    for arm in ["regrpo", "regrpo_eta0"] {
-        let steps = report["regrpo_steps"][arm].as_array().expect("regrpo_steps per arm");
-        assert_eq!(steps.len(), 1, "{arm}: one step was asked for");
-        for key in ["sample_s", "exec_s", "update_s", "groups", "skipped_groups"] {
-            assert!(steps[0].get(key).is_some(), "regrpo_steps.{arm}[0] lacks {key}");
-        }
+    // `--quiet` keeps the results: the comparison table (the one the report renders), where
+    // things went, and the failures by ErrorType that step 4 queries from the snapshot.
+    assert!(out.contains(&table::render(&report)), "the table of report.json is not in:\n{out}");
+    for line in [
+        format!("report (every figure, the seed, the options): {}", layout.report.display()),
+        format!("demo finished in {:.0}s", report.seconds),
+    ] {
+        assert!(out.contains(&line), "missing `{line}` in:\n{out}");
     }
-    assert_eq!(report["options"]["regrpo"]["group_size"], 16);
-    assert_eq!(report["seed"], 7);
+    assert!(out.contains(&layout.plots.rates.display().to_string()), "{out}");
+    let types = sql(&layout.repo, Some("demo-v1"), "SELECT DISTINCT error_type FROM rot ORDER BY 1");
+    assert!(types.iter().any(|t| t == "ArgInvalid"), "{types:?}");
+    assert!(out.contains("ArgInvalid"), "the failures by ErrorType are not in:\n{out}");
     let err = fails(&["demo", "--dir", s(&out_dir)]);
     assert!(err.contains("not empty"), "{err}");
 }

@@ -1,9 +1,10 @@
 //! `regrpo-trainer`: the policy and how it learns.
 //!
-//! A Qwen2 / Llama decoder in Burn ([`model`]) that loads and saves Hugging Face checkpoints
-//! ([`hf`]), generic over the backend ([`backend`]: Flex on CPU by default, CUDA with `--features cuda`).
-//! Depends on `regrpo-schemas`, `regrpo-queries` (the only way it reads data), `regrpo-engine`
-//! (its executor runs rollouts and agent steps), `regrpo-formats` (curves as PNG) and burn.
+//! A decoder of the Qwen2 / Llama / Qwen3 family in Burn ([`CausalLm`]) that loads and saves
+//! Hugging Face checkpoints, trained by SFT and then ReGRPO, generic over the backend (Flex on
+//! CPU by default, CUDA with `--features cuda`). Depends on `regrpo-schemas`, `regrpo-queries`
+//! (the only way it reads data), `regrpo-engine` (its executor runs rollouts and agent steps),
+//! `regrpo-formats` (curves as PNG) and burn.
 //!
 //! ```text
 //!  snapshot ─SQL (queries::Session)─▶ chat samples of the snapshot's train split
@@ -15,33 +16,31 @@
 //!                                       (grammar-constrained)                   │
 //!                                                          rollouts, policy near-misses, runs, metrics
 //! ```
+//!
+//! The rooms, lowest first (a room uses only those above it in this list, and [`error`]):
+//!
+//! | room | holds |
+//! | --- | --- |
+//! | [`model`] | the decoder ([`CausalLm`]), its config, projections and LoRA adapters, the backend choice |
+//! | [`checkpoint`] | Hugging Face folders, PEFT adapter folders, GGUF import |
+//! | [`text`] | the tokenizer and chat template, the context window |
+//! | [`data`] | snapshot rows → chat samples → token batches, in memory or streamed |
+//! | [`decode`] | sampling, the action grammar, prompting and decoding a turn at a state |
+//! | [`sft`] | the supervised loop: loss, clipping, checkpoints, exact resume |
+//! | [`regrpo`] | the objective, rollouts executed by the engine, the ReGRPO loop |
+//! | [`eval`] | held-out evaluation, the agent loop, published scorers, paired statistics |
+//! | [`jobs`] | whole jobs the CLI and the demo run, and what a run leaves behind |
 
-pub mod agent;
-pub mod backend;
-pub mod config;
+pub mod checkpoint;
 pub mod data;
-pub mod decoder;
+pub mod decode;
 pub mod error;
 pub mod eval;
-pub mod gguf;
-pub mod grammar;
-pub mod hf;
-pub mod job;
-pub mod lora;
-pub mod metrics;
+pub mod jobs;
 pub mod model;
-pub mod proj;
 pub mod regrpo;
-pub mod rl;
-pub mod rollout;
-pub mod runlog;
-pub mod sampling;
 pub mod sft;
-pub mod stats;
-pub mod stream;
-pub mod tokenizer;
-pub mod window;
+pub mod text;
 
-pub use config::{Qwen2Config, RopeScaling};
 pub use error::{Error, Result};
-pub use model::{KvCache, Qwen2};
+pub use model::{CausalLm, CausalLmConfig, KvCache, RopeScaling};

@@ -20,11 +20,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::data::batch::{Batcher, ROT_SEED};
+use crate::data::stream::{InMemory, Source};
 use crate::data::{Batch, collate};
 use crate::error::{Error, IoContext, Result};
-use crate::model::Qwen2;
-use crate::stream::{Batcher, InMemory, Source};
-use crate::window::Encoded;
+use crate::model::CausalLm;
+use crate::text::window::Encoded;
 
 /// Hyper-parameters of an SFT run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,7 +226,7 @@ pub fn latest_checkpoint(run: &Path) -> Option<(u64, PathBuf)> {
 
 /// Mean masked loss over the first `batches` batches of `eval`.
 pub fn evaluate<B: Backend>(
-    model: &Qwen2<B>,
+    model: &CausalLm<B>,
     eval: &[Encoded],
     batch_size: usize,
     batches: usize,
@@ -271,32 +272,39 @@ impl TrainSet {
         }
         Ok(TrainSet {
             clean: Box::new(InMemory::new(clean, seed)),
-            rot: Box::new(InMemory::new(rot, seed ^ crate::stream::ROT_SEED)),
+            rot: Box::new(InMemory::new(rot, seed ^ ROT_SEED)),
             quotas,
         })
     }
 }
 
-/// Trains `model` for `cfg.steps` optimizer steps (from `start_step` after a resume), calling
-/// `on_step` after each. Checkpoints go to `run/checkpoints/`.
-#[allow(clippy::too_many_arguments)] // the loop's inputs; a job builds them all from its config
+/// The run folder a training loop keeps its checkpoints in (`dir/checkpoints/`), and whether it
+/// continues from the latest of them.
+#[derive(Debug, Clone, Copy)]
+pub struct RunFolder<'a> {
+    pub dir: &'a Path,
+    pub resume: bool,
+}
+
+/// Trains `model` for `cfg.steps` optimizer steps (from the latest checkpoint when `run.resume`),
+/// calling `on_step` after each. Checkpoints go to `run.dir/checkpoints/`.
 pub fn train<B: AutodiffBackend>(
-    mut model: Qwen2<B>,
+    mut model: CausalLm<B>,
     train: TrainSet,
     eval: &[Encoded],
     pad: u32,
     cfg: &SftConfig,
-    run: &Path,
-    resume: bool,
+    run: RunFolder<'_>,
     mut on_step: impl FnMut(&StepLog),
-) -> Result<(Qwen2<B>, Vec<StepLog>)> {
+) -> Result<(CausalLm<B>, Vec<StepLog>)> {
+    let RunFolder { dir: run, resume } = run;
     let device = model.embed_tokens.weight.device();
     let adamw = AdamWConfig::new()
         .with_beta_1(cfg.beta1)
         .with_beta_2(cfg.beta2)
         .with_epsilon(cfg.eps)
         .with_weight_decay(cfg.weight_decay);
-    let mut optim = adamw.init::<B, Qwen2<B>>();
+    let mut optim = adamw.init::<B, CausalLm<B>>();
     let recorder = Recorder_::new();
     let mut start = 0;
     if resume && let Some((step, dir)) = latest_checkpoint(run) {
@@ -314,7 +322,7 @@ pub fn train<B: AutodiffBackend>(
     let mut logs = Vec::new();
     for step in start..cfg.steps {
         let t0 = Instant::now();
-        let mut acc = GradientsAccumulator::<Qwen2<B>>::new();
+        let mut acc = GradientsAccumulator::<CausalLm<B>>::new();
         let mut loss_sum = 0.0;
         let mut tokens = 0;
         for _ in 0..cfg.grad_accum {

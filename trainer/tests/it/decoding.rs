@@ -9,14 +9,14 @@ use regrpo_datasets::Repository;
 use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_schemas::react::{parse_assistant, trajectory_messages};
 use regrpo_schemas::{Action, Rot, Trajectory};
-use regrpo_trainer::Qwen2Config;
+use regrpo_trainer::CausalLmConfig;
 use regrpo_trainer::data::{RotTarget, Sample, SampleKind, encode_all};
-use regrpo_trainer::decoder::Decoder;
-use regrpo_trainer::model::Qwen2;
-use regrpo_trainer::rollout::{self, States, clean_states, failure_states};
-use regrpo_trainer::sampling::SampleConfig;
-use regrpo_trainer::tokenizer::ChatTokenizer;
-use regrpo_trainer::window::{ChatWindow, WindowConfig};
+use regrpo_trainer::decode::sampling::SampleConfig;
+use regrpo_trainer::decode::turn::{Turn, TurnDecoder};
+use regrpo_trainer::model::CausalLm;
+use regrpo_trainer::regrpo::rollout::{self, States, clean_states, failure_states};
+use regrpo_trainer::text::tokenizer::ChatTokenizer;
+use regrpo_trainer::text::window::{ChatWindow, WindowConfig};
 
 /// A toolworld repository with the engine's RoT rows.
 async fn world(dir: &std::path::Path, tasks: usize) -> (Repository, Vec<Trajectory>, Vec<Rot>) {
@@ -37,6 +37,11 @@ fn tokenizer(ts: &[Trajectory], rots: &[Rot]) -> ChatTokenizer {
         .chain(rots.iter().flat_map(|r| r.conversation.iter().map(|m| m.content.clone())))
         .collect();
     ChatTokenizer::train(texts.into_iter(), 600).unwrap()
+}
+
+/// The turn to decode at a state: its history, tools and action surface.
+fn turn(state: &rollout::State) -> Turn<'_> {
+    Turn { messages: &state.messages, specs: &state.specs, surface: state.gt_action.surface, prefix: "" }
 }
 
 fn window() -> WindowConfig {
@@ -123,18 +128,17 @@ async fn every_completion_of_a_random_model_under_the_grammar_parses() {
     let (repo, ts, rots) = world(dir.path(), 14).await;
     let tk = tokenizer(&ts, &rots);
     let suite = ToolSuite::builtin();
-    let model = Qwen2::<burn::backend::NdArray<f32>>::init(&Qwen2Config::tiny(tk.vocab_size()), 5, &Default::default());
+    let model =
+        CausalLm::<burn::backend::NdArray<f32>>::init(&CausalLmConfig::tiny(tk.vocab_size()), 5, &Default::default());
     let mut cfg = window();
     cfg.max_target_tokens = 96;
-    let decoder = Decoder::new(ChatWindow::new(tk, cfg).unwrap(), true);
+    let decoder = TurnDecoder::new(ChatWindow::new(tk, cfg).unwrap(), true);
     let states = States::of(&rots, &ts, repo.root());
     let sample = SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: 96 };
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut n = 0;
     for state in states.failures.iter().take(4).chain(states.cleans.iter().take(4)) {
-        let generated = decoder
-            .generate(&model, &state.messages, "", &state.specs, state.gt_action.surface, 6, &sample, &mut rng)
-            .unwrap();
+        let generated = decoder.generate(&model, turn(state), 6, &sample, &mut rng).unwrap();
         assert!(generated.constrained);
         for c in &generated.completions {
             n += 1;
@@ -179,9 +183,7 @@ async fn every_completion_of_a_random_model_under_the_grammar_parses() {
     }
     let state = cleans[0];
     let p = alone[0].unwrap();
-    let generated = decoder
-        .generate(&model, &state.messages, "", &state.specs, state.gt_action.surface, 64, &sample, &mut rng)
-        .unwrap();
+    let generated = decoder.generate(&model, turn(state), 64, &sample, &mut rng).unwrap();
     let reflected = generated.completions.iter().filter(|c| decoder.text(c).unwrap().starts_with("Reflection:")).count()
         as f64
         / 64.0;

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use regrpo_trainer::rl::{self, AdvantageConfig, KlEstimator, KlMode, LossConfig, LossInputs, RewardConfig};
+use regrpo_trainer::regrpo::objective::{
+    self, AdvantageConfig, Kl, KlEstimator, KlMode, LossConfig, LossInputs, RewardConfig,
+};
 use serde_json::Value;
 
 fn nums(v: &Value) -> Vec<f64> {
@@ -37,7 +39,7 @@ fn rewards_advantages_kl_and_loss_match_the_reference() {
         let rewards: Vec<f64> = rollouts
             .iter()
             .map(|r| {
-                rl::reward(
+                objective::reward(
                     r["success"].as_bool().unwrap(),
                     r["reflection_tokens"].as_u64().unwrap() as usize,
                     r["verifier"].as_f64().unwrap(),
@@ -46,39 +48,46 @@ fn rewards_advantages_kl_and_loss_match_the_reference() {
             })
             .collect();
         close(&rewards, &nums(&case["rewards"]), "rewards");
-        assert!((rl::variance(&rewards) - case["variance"].as_f64().unwrap()).abs() <= 1e-6);
-        let plain = rl::advantages(&rewards, &AdvantageConfig::default());
+        assert!((objective::variance(&rewards) - case["variance"].as_f64().unwrap()).abs() <= 1e-6);
+        let plain = objective::advantages(&rewards, &AdvantageConfig::default());
         close(&plain, &nums(&case["advantage_plain"]), "plain");
         close(
-            &rl::advantages(&rewards, &AdvantageConfig { normalize: true, ..Default::default() }),
+            &objective::advantages(&rewards, &AdvantageConfig { normalize: true, ..Default::default() }),
             &nums(&case["advantage_normalized"]),
             "normalized",
         );
         let clip = p["clip"].as_f64().unwrap();
         close(
-            &rl::advantages(&rewards, &AdvantageConfig { normalize: true, clip: Some(clip), ..Default::default() }),
+            &objective::advantages(
+                &rewards,
+                &AdvantageConfig { normalize: true, clip: Some(clip), ..Default::default() },
+            ),
             &nums(&case["advantage_clipped"]),
             "clipped",
         );
         close(
-            &rl::advantages(&rewards, &AdvantageConfig { leave_one_out: true, ..Default::default() }),
+            &objective::advantages(&rewards, &AdvantageConfig { leave_one_out: true, ..Default::default() }),
             &nums(&case["advantage_loo"]),
             "loo",
         );
         let lps: Vec<Vec<f64>> = rollouts.iter().map(|r| nums(&r["logprobs"])).collect();
         let refs: Vec<Vec<f64>> = rollouts.iter().map(|r| nums(&r["ref_logprobs"])).collect();
-        let k1: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::K1, false)).collect();
+        let k1: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| objective::kl(a, b, KlEstimator::K1, false)).collect();
         // The fixture's k3 is the reference's formula, `e^(lp−ref) − (lp−ref) − 1`.
-        let k3: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::ReferenceK3, false)).collect();
-        let k3n: Vec<f64> = lps.iter().zip(&refs).map(|(a, b)| rl::kl(a, b, KlEstimator::ReferenceK3, true)).collect();
+        let k3: Vec<f64> =
+            lps.iter().zip(&refs).map(|(a, b)| objective::kl(a, b, KlEstimator::ReferenceK3, false)).collect();
+        let k3n: Vec<f64> =
+            lps.iter().zip(&refs).map(|(a, b)| objective::kl(a, b, KlEstimator::ReferenceK3, true)).collect();
         close(&k1, &nums(&case["kl_k1"]), "k1");
         close(&k3, &nums(&case["kl_k3"]), "k3");
         close(&k3n, &nums(&case["kl_k3_norm"]), "k3 normalised");
         let beta = p["beta"].as_f64().unwrap();
         let want = case["loss"].as_f64().unwrap();
-        assert!((rl::loss_scalar(&lps, &refs, &plain, beta, false) - want).abs() <= 1e-6);
+        assert!((objective::loss_scalar(&lps, &refs, &plain, beta, false) - want).abs() <= 1e-6);
         assert!(
-            (rl::loss_scalar(&lps, &refs, &plain, beta, true) - case["loss_length_normalized"].as_f64().unwrap()).abs()
+            (objective::loss_scalar(&lps, &refs, &plain, beta, true)
+                - case["loss_length_normalized"].as_f64().unwrap())
+            .abs()
                 <= 1e-6
         );
 
@@ -92,9 +101,9 @@ fn rewards_advantages_kl_and_loss_match_the_reference() {
             lps.iter().flat_map(|v| (0..len).map(move |i| if i < v.len() { 1.0 } else { 0.0 })).collect();
         let t = |d: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(d, [lps.len(), len]), &device);
         // The reference's loss puts k1 in the loss: `--kl reference-k1`.
-        let inputs =
-            LossInputs { lp: t(flat(&lps)), ref_lp: t(flat(&refs)), old_lp: t(flat(&lps)), mask: t(mask), full: None };
-        let got = rl::loss(inputs, &plain, &LossConfig { beta, kl: KlMode::ReferenceK1, ..Default::default() })
+        let kl = Kl::new(KlMode::ReferenceK1, t(flat(&refs)), None).unwrap();
+        let inputs = LossInputs { lp: t(flat(&lps)), kl, old_lp: t(flat(&lps)), mask: t(mask) };
+        let got = objective::loss(inputs, &plain, &LossConfig { beta, kl: KlMode::ReferenceK1, ..Default::default() })
             .into_scalar() as f64;
         assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "tensor loss {got} vs {want}");
     }

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
-use regrpo_trainer::gguf::write::{Raw, f32_bytes, gguf, permute_rows};
-use regrpo_trainer::gguf::{self, Meta};
-use regrpo_trainer::hf::{self, StoredDtype};
-use regrpo_trainer::tokenizer::ChatTokenizer;
-use regrpo_trainer::{KvCache, Qwen2, Qwen2Config};
+use regrpo_trainer::checkpoint::gguf::write::{Raw, f32_bytes, gguf, permute_rows};
+use regrpo_trainer::checkpoint::gguf::{self, Meta};
+use regrpo_trainer::checkpoint::hf::{self, StoredDtype};
+use regrpo_trainer::text::tokenizer::ChatTokenizer;
+use regrpo_trainer::{CausalLm, CausalLmConfig, KvCache};
 use safetensors::SafeTensors;
 
 type B = NdArray<f32>;
@@ -57,7 +57,7 @@ fn gguf_name(hf: &str) -> String {
     format!("blk.{layer}.{g}.{suffix}")
 }
 
-fn logits(model: &Qwen2<B>, ids: &[i64]) -> Vec<f32> {
+fn logits(model: &CausalLm<B>, ids: &[i64]) -> Vec<f32> {
     let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &Default::default());
     model.forward(t).into_data().to_vec().unwrap()
 }
@@ -72,13 +72,13 @@ fn a_llama_gguf_imports_to_the_model_it_was_written_from() {
     tokens.push("he".into());
     let types: Vec<Meta> = (0..tokens.len()).map(|i| Meta::UInt(if i < 3 { 3 } else { 1 })).collect();
 
-    let config = Qwen2Config {
+    let config = CausalLmConfig {
         model_type: "llama".into(),
         attention_bias: Some(false),
         tie_word_embeddings: false,
-        ..Qwen2Config::tiny(tokens.len())
+        ..CausalLmConfig::tiny(tokens.len())
     };
-    let model = Qwen2::<B>::init(&config, 3, &device);
+    let model = CausalLm::<B>::init(&config, 3, &device);
     let written = tempfile::tempdir().unwrap();
     hf::save(&config, &model, written.path()).unwrap();
     let bytes = std::fs::read(written.path().join("model.safetensors")).unwrap();

@@ -13,15 +13,15 @@ use regrpo_datasets::{Repository, snapshot};
 use regrpo_formats::ingest::{self, Format, IngestOptions};
 
 use crate::every_row_trains;
+use regrpo_trainer::checkpoint::hf::{self, StoredDtype};
+use regrpo_trainer::data::stream;
 use regrpo_trainer::data::{self, DataConfig, RotTarget, SampleKind};
-use regrpo_trainer::hf::{self, StoredDtype};
-use regrpo_trainer::job::{self, DeviceKind, ModelSource, SftJob};
-use regrpo_trainer::lora::{self, LoraConfig, TARGETS};
+use regrpo_trainer::jobs::{self, DeviceKind, ModelSource, SftJob};
+use regrpo_trainer::model::lora::{self, LoraConfig, TARGETS};
 use regrpo_trainer::sft::{self, SftConfig};
-use regrpo_trainer::stream;
-use regrpo_trainer::tokenizer::ChatTokenizer;
-use regrpo_trainer::window::{ChatWindow, WindowConfig};
-use regrpo_trainer::{Qwen2, Qwen2Config};
+use regrpo_trainer::text::tokenizer::ChatTokenizer;
+use regrpo_trainer::text::window::{ChatWindow, WindowConfig};
+use regrpo_trainer::{CausalLm, CausalLmConfig};
 
 type B = NdArray<f32>;
 type AB = Autodiff<B>;
@@ -44,8 +44,8 @@ fn params<Be: burn::tensor::backend::Backend, M: Module<Be>>(m: &M) -> HashMap<P
 #[test]
 fn lora_moves_only_the_adapters_and_the_optimizer_holds_only_them() {
     let device = Default::default();
-    let config = Qwen2Config::tiny(50);
-    let base = Qwen2::<AB>::init(&config, 1, &device);
+    let config = CausalLmConfig::tiny(50);
+    let base = CausalLm::<AB>::init(&config, 1, &device);
     let before = params(&base);
     let cfg = LoraConfig { targets: TARGETS.map(String::from).to_vec(), ..LoraConfig::new(4) };
     let mut model = lora::attach(base, &cfg, 3).unwrap();
@@ -55,7 +55,7 @@ fn lora_moves_only_the_adapters_and_the_optimizer_holds_only_them() {
     let targets: Vec<i64> = ids.iter().map(|i| (i + 1) % 50).collect();
     let batch = |v: &[i64]| Tensor::<AB, 2, Int>::from_data(TensorData::new(v.to_vec(), [2, 12]), &device);
     let weights = Tensor::<AB, 2>::ones([2, 12], &device);
-    let mut optim = AdamWConfig::new().init::<AB, Qwen2<AB>>();
+    let mut optim = AdamWConfig::new().init::<AB, CausalLm<AB>>();
     let mut losses = Vec::new();
     for _ in 0..40 {
         let loss = sft::masked_loss(model.forward(batch(&ids)), batch(&targets), weights.clone());
@@ -79,7 +79,7 @@ fn lora_moves_only_the_adapters_and_the_optimizer_holds_only_them() {
 }
 
 /// Loss of a model folder on encoded samples (NdArray, f32).
-fn loss_of(dir: &Path, samples: &[regrpo_trainer::window::Encoded], pad: u32) -> f64 {
+fn loss_of(dir: &Path, samples: &[regrpo_trainer::text::window::Encoded], pad: u32) -> f64 {
     let (_, model) = hf::load::<B>(dir, &Default::default()).unwrap();
     sft::evaluate(&model, samples, 2, samples.len(), pad, &Default::default()).unwrap()
 }
@@ -96,7 +96,7 @@ async fn lora_sft_of_smollm2_lowers_the_loss_and_changes_only_adapted_weights() 
     let dir = tempfile::tempdir().unwrap();
     let imported = dir.path().join("smollm2");
     let t0 = std::time::Instant::now();
-    regrpo_trainer::gguf::import(&file, &imported, StoredDtype::F32).unwrap();
+    regrpo_trainer::checkpoint::gguf::import(&file, &imported, StoredDtype::F32).unwrap();
     eprintln!("import: {:.0} s", t0.elapsed().as_secs_f64());
     let repo = Repository::init(dir.path().join("r")).await.unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/regrpo/rot_sample.json");
@@ -134,7 +134,7 @@ async fn lora_sft_of_smollm2_lowers_the_loss_and_changes_only_adapted_weights() 
         device: DeviceKind::Cpu,
         lora: Some(lora_cfg.clone()),
     };
-    let o = job::run_sft(&repo, &job, |_| {}).await.unwrap();
+    let o = jobs::run_sft(&repo, &job, |_| {}).await.unwrap();
     eprintln!("LoRA SFT: {:.0} s, {:.0} tokens/s, losses {:?}", t0.elapsed().as_secs_f64(), o.tokens_per_s, o.losses);
     let trained = o.model_dir.clone();
     let adapter = o.adapter_dir.clone().expect("a LoRA run writes its adapter");
@@ -163,7 +163,7 @@ async fn lora_sft_of_smollm2_lowers_the_loss_and_changes_only_adapted_weights() 
     }
     eprintln!("compared tensors ({:.0} s in)", t0.elapsed().as_secs_f64());
     let merged = dir.path().join("merged");
-    let read = job::merge_adapter(&imported, &adapter, &merged).unwrap();
+    let read = jobs::merge_adapter(&imported, &adapter, &merged).unwrap();
     assert_eq!(read, lora_cfg);
     eprintln!("merged ({:.0} s in)", t0.elapsed().as_secs_f64());
     let floats = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
-use regrpo_trainer::hf;
+use regrpo_trainer::checkpoint::hf;
 use safetensors::SafeTensors;
 
 type B = NdArray<f32>;
@@ -27,7 +27,7 @@ fn expected(dir: &Path) -> (Vec<i64>, Vec<f32>, Vec<usize>) {
 }
 
 /// The largest difference between our logits and the fixture's.
-fn max_diff(model: &regrpo_trainer::Qwen2<B>, dir: &Path) -> f32 {
+fn max_diff(model: &regrpo_trainer::CausalLm<B>, dir: &Path) -> f32 {
     let device = Default::default();
     let (ids, want, shape) = expected(dir);
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [shape[0], shape[1]]), &device);
@@ -57,12 +57,12 @@ fn llama3_scaled_rope_matches_transformers_within_1e_4() {
     let mut plain = config.clone();
     plain.extra.remove("rope_parameters");
     plain.extra.remove("rope_scaling");
-    let unscaled = regrpo_trainer::Qwen2 { inv_freq: plain.rope_inv_freq(), ..model };
+    let unscaled = regrpo_trainer::CausalLm { inv_freq: plain.rope_inv_freq(), ..model };
     let off = max_diff(&unscaled, &dir);
     assert!(off > 1e-3, "unscaled differs by {off}, scaled by {max}");
 }
 
-fn params(m: &regrpo_trainer::Qwen2<B>) -> Vec<Vec<f32>> {
+fn params(m: &regrpo_trainer::CausalLm<B>) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
     impl burn::module::ModuleVisitor<B> for Collect {
         fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {

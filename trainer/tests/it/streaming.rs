@@ -9,10 +9,10 @@ use regrpo_datasets::{Repository, snapshot};
 use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_queries::{At, Session};
 use regrpo_schemas::{Record, Rot, Split, SplitSpec, Trajectory, from_batch, mixture};
+use regrpo_trainer::data::stream;
 use regrpo_trainer::data::{DataConfig, SampleKind, encode_all};
-use regrpo_trainer::stream;
-use regrpo_trainer::tokenizer::ChatTokenizer;
-use regrpo_trainer::window::{ChatWindow, WindowConfig};
+use regrpo_trainer::text::tokenizer::ChatTokenizer;
+use regrpo_trainer::text::window::{ChatWindow, WindowConfig};
 
 /// A repository with toolworld trajectories and the engine's RoT rows, snapshot `s1` at a
 /// 70/30 split; then more rows appended after the snapshot.
@@ -122,7 +122,7 @@ async fn a_streamed_epoch_deals_every_training_window_once_and_the_mixture_keeps
         assert_eq!(positions, (0..epoch.len()).collect::<Vec<_>>(), "each position once");
         per_kind.insert(k, epoch.into_iter().map(|(_, e)| e).collect::<Vec<_>>());
     }
-    let sorted = |v: Vec<regrpo_trainer::window::Encoded>| {
+    let sorted = |v: Vec<regrpo_trainer::text::window::Encoded>| {
         let mut v: Vec<(Vec<u32>, Vec<bool>)> = v.into_iter().map(|e| (e.ids, e.mask)).collect();
         v.sort();
         v

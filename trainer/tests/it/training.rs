@@ -10,12 +10,12 @@ use regrpo_engine::{EngineConfig, ToolSuite};
 use regrpo_queries::{At, Session};
 use regrpo_schemas::Run;
 use regrpo_trainer::data::DataConfig;
-use regrpo_trainer::job::{self, DeviceKind, ModelSource, RegrpoJob, SftJob};
+use regrpo_trainer::decode::sampling::SampleConfig;
+use regrpo_trainer::jobs::{self, DeviceKind, ModelSource, RegrpoJob, SftJob};
 use regrpo_trainer::regrpo::RegrpoConfig;
-use regrpo_trainer::rollout::{self, StateKind};
-use regrpo_trainer::sampling::SampleConfig;
+use regrpo_trainer::regrpo::rollout::{self, StateKind};
 use regrpo_trainer::sft::SftConfig;
-use regrpo_trainer::window::WindowConfig;
+use regrpo_trainer::text::window::WindowConfig;
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -77,7 +77,7 @@ async fn sft_memorises_the_rot_samples_and_records_its_snapshot() {
     ingest::ingest(&repo, Format::Regrpo, &[rot_samples()], &IngestOptions::default()).await.unwrap();
     snapshot::create_with_split(&repo, "s1", None, every_row_trains()).await.unwrap();
     let out = dir.path().join("run");
-    let o = job::run_sft(&repo, &sft_job(&out, "s1", 220, 1.0, None), |_| {}).await.unwrap();
+    let o = jobs::run_sft(&repo, &sft_job(&out, "s1", 220, 1.0, None), |_| {}).await.unwrap();
     // Whole RoT turns are targets (up to 256 tokens each): the loss falls by more than 10×.
     let last = o.losses.iter().rev().take(5).sum::<f64>() / 5.0;
     let first = o.first_loss.unwrap();
@@ -108,16 +108,16 @@ async fn resume_reproduces_the_next_losses_and_reruns_are_deterministic() {
     snapshot::create_with_split(&repo, "s1", None, every_row_trains()).await.unwrap();
     let mut full = sft_job(&dir.path().join("a"), "s1", 6, 0.5, None);
     full.sft.checkpoint_every = 3;
-    let a = job::run_sft(&repo, &full, |_| {}).await.unwrap();
+    let a = jobs::run_sft(&repo, &full, |_| {}).await.unwrap();
     let mut again = full.clone();
     again.out = dir.path().join("b");
-    let b = job::run_sft(&repo, &again, |_| {}).await.unwrap();
+    let b = jobs::run_sft(&repo, &again, |_| {}).await.unwrap();
     assert_eq!(a.losses, b.losses, "same snapshot and seed, same losses");
     // Interrupt b after step 3: drop its later checkpoint and resume.
     std::fs::remove_dir_all(dir.path().join("b/checkpoints/step-000006")).unwrap();
     let mut resumed = again.clone();
     resumed.resume = true;
-    let r = job::run_sft(&repo, &resumed, |_| {}).await.unwrap();
+    let r = jobs::run_sft(&repo, &resumed, |_| {}).await.unwrap();
     assert_eq!(r.losses.len(), 3);
     for (x, y) in r.losses.iter().zip(&a.losses[3..]) {
         assert!((x - y).abs() <= 1e-6, "resumed {x} vs uninterrupted {y}");
@@ -162,7 +162,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
     let mut sft = sft_job(&base, "s1", 320, 1.0, Some(vec!["toolworld".into()]));
     sft.vocab = 1000;
     sft.sft.lr = 1e-2;
-    job::run_sft(&repo, &sft, |_| {}).await.unwrap();
+    jobs::run_sft(&repo, &sft, |_| {}).await.unwrap();
 
     let suite = ToolSuite::builtin();
     let rl = |eta: f64, out: &str, failure_fraction: f64, steps: u64| RegrpoJob {
@@ -177,7 +177,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
             lr: 5e-4,
             // Room for a whole reflection and action (SFT's targets are as long).
             sample: SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: 256 },
-            reward: regrpo_trainer::rl::RewardConfig { eta, ..Default::default() },
+            reward: regrpo_trainer::regrpo::objective::RewardConfig { eta, ..Default::default() },
             window: window(256),
             seed: 5,
             ..Default::default()
@@ -194,7 +194,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
     few.cfg.states_per_step = 2;
     few.cfg.max_draws_per_step = 4;
     few.cfg.group_size = 8;
-    let learn = job::run_regrpo(&repo, &few, &suite, |_| {}).await.unwrap();
+    let learn = jobs::run_regrpo(&repo, &few, &suite, |_| {}).await.unwrap();
     let success: Vec<f64> = learn.steps.iter().map(|s| s.success_rate).collect();
     assert!(
         learn.steps.iter().any(|s| s.groups > 0 && s.success_rate > 0.0 && s.success_rate < 1.0),
@@ -207,9 +207,9 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
     assert!(late > early, "success on the training states did not rise: {early:.3} → {late:.3} ({success:?})");
 
     // Clean states: the reflection cost shortens reflections that nothing needed.
-    let with_cost = job::run_regrpo(&repo, &rl(1.0, "eta1", 0.0, 12), &suite, |_| {}).await.unwrap();
-    let without = job::run_regrpo(&repo, &rl(0.0, "eta0", 0.0, 12), &suite, |_| {}).await.unwrap();
-    let late = |o: &job::RegrpoOutcome| {
+    let with_cost = jobs::run_regrpo(&repo, &rl(1.0, "eta1", 0.0, 12), &suite, |_| {}).await.unwrap();
+    let without = jobs::run_regrpo(&repo, &rl(0.0, "eta0", 0.0, 12), &suite, |_| {}).await.unwrap();
+    let late = |o: &jobs::RegrpoOutcome| {
         let h = o.steps.len() / 2;
         o.steps[h..].iter().map(|s| s.clean_reflection_tokens).sum::<f64>() / (o.steps.len() - h) as f64
     };

@@ -1,0 +1,6 @@
+//! Model files on disk: Hugging Face folders ([`hf`]), PEFT adapter folders ([`peft`]) and
+//! llama.cpp's GGUF files, converted into a Hugging Face folder ([`gguf`]).
+
+pub mod gguf;
+pub mod hf;
+pub mod peft;
