@@ -1,7 +1,7 @@
 //! The ReAct chat layout the reference trains on: assistant turns with an optional
 //! `Reflection:` block, a `Thought:` and a fenced action, and observation turns.
 //!
-//! ```text
+//! ````text
 //! Reflection:
 //! - ErrorType: ArgInvalid
 //! - Evidence: the observation says 'File not found: reciept.pdf' …
@@ -12,7 +12,7 @@
 //! ```py
 //! inspect_file_as_text("invoice.pdf")
 //! ```
-//! ```
+//! ````
 
 use crate::action::{Action, Surface};
 use crate::records::{Message, Trajectory};

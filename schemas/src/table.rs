@@ -36,7 +36,7 @@ pub fn to_batch<R: Record>(records: &[R]) -> Result<RecordBatch> {
 }
 
 /// Converts a batch read from the table back into records, whichever reader typed it (see
-/// [`conform`]).
+/// `conform`).
 pub fn from_batch<R: Record>(batch: &RecordBatch) -> Result<Vec<R>> {
     let batch = conform(batch, &R::schema())?;
     serde_arrow::from_record_batch(&batch).map_err(|source| Error::Arrow { table: R::TABLE, source })

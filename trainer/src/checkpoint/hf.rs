@@ -1,5 +1,5 @@
 //! Hugging Face checkpoints: `config.json` + `model.safetensors` (or sharded with
-//! `model.safetensors.index.json`) ⇄ [`Qwen2`].
+//! `model.safetensors.index.json`) ⇄ [`crate::CausalLm`].
 //!
 //! Names map one to one (`model.layers.3.self_attn.q_proj.weight` …, `lm_head.weight` unless
 //! tied); linear weights are stored `[out, in]` by PyTorch and `[in, out]` by Burn, so they are

@@ -65,7 +65,7 @@ pub fn save_adapter<B: Backend>(model: &CausalLm<B>, cfg: &LoraConfig, base: &st
     Ok(vec![path, weights])
 }
 
-/// Reads a PEFT LoRA folder and attaches its adapters to `model` (frozen, as [`attach`] does).
+/// Reads a PEFT LoRA folder and attaches its adapters to `model` (frozen, as [`crate::model::lora::attach`] does).
 pub fn load_adapter<B: Backend>(model: CausalLm<B>, dir: &Path) -> Result<(LoraConfig, CausalLm<B>)> {
     let config_path = dir.join("adapter_config.json");
     let text = std::fs::read_to_string(&config_path).at(&config_path)?;

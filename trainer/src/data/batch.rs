@@ -90,7 +90,7 @@ impl Dealer {
 /// Produces batches on a background thread, starting at micro-batch `start`.
 ///
 /// Each batch takes `quotas.0` clean and `quotas.1` RoT samples, each kind from its own endless
-/// stream of epochs (bucketed by length, see [`Dealer`]): the clean rows of a batch do not
+/// stream of epochs (bucketed by length, see `Dealer`): the clean rows of a batch do not
 /// depend on how many RoT rows it has. A batch comes as one padded part per kind. Reading and
 /// tokenising rows happen on this thread too, ahead of the model.
 pub struct Batcher {
