@@ -16,8 +16,10 @@
 
 pub mod error;
 pub mod repo;
+pub mod reviews;
 pub mod snapshot;
 
 pub use error::{Error, Result};
 pub use repo::{Appended, Appender, Repository};
+pub use reviews::Verdicts;
 pub use snapshot::Snapshot;

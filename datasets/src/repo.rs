@@ -108,6 +108,24 @@ impl Repository {
         all_tables().into_iter().map(|(n, _)| n).collect()
     }
 
+    /// The tables this repository holds: every table but those added to the format after the
+    /// repository was made and not yet written (`reviews` in an older repository).
+    pub fn present_tables(&self) -> Vec<&'static str> {
+        Self::table_names().into_iter().filter(|n| self.table_path(n).join("_delta_log").is_dir()).collect()
+    }
+
+    /// Creates table `name` where this repository does not hold it yet (a table added to the
+    /// format after the repository was made). Returns whether it was created.
+    pub async fn ensure_table(&self, name: &str) -> Result<bool> {
+        Self::check_table(name)?;
+        if self.table_path(name).join("_delta_log").is_dir() {
+            return Ok(false);
+        }
+        let schema = all_tables().into_iter().find(|(n, _)| *n == name).map(|(_, s)| s).expect("checked above");
+        self.create_table(name, &schema).await?;
+        Ok(true)
+    }
+
     fn check_table(name: &str) -> Result<()> {
         if Self::table_names().contains(&name) {
             Ok(())
@@ -156,10 +174,10 @@ impl Repository {
         builder.load().await.table(name)
     }
 
-    /// The latest version of every table.
+    /// The latest version of every table the repository holds.
     pub async fn versions(&self) -> Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
-        for name in Self::table_names() {
+        for name in self.present_tables() {
             let t = self.load(name, None).await?;
             out.insert(name.to_string(), t.version().unwrap_or(0) as i64);
         }

@@ -126,7 +126,7 @@ pub async fn create_with_split(
     }
     let existing = list(repo)?;
     let mut tables = BTreeMap::new();
-    for table_name in Repository::table_names() {
+    for table_name in repo.present_tables() {
         let table = repo.load(table_name, None).await?;
         let mut files = Vec::new();
         let mut rows = 0;
@@ -323,7 +323,7 @@ pub struct GcReport {
 pub async fn gc(repo: &Repository, min_age: std::time::Duration, dry_run: bool) -> Result<GcReport> {
     let snaps = list(repo)?;
     let mut report = GcReport::default();
-    for table_name in Repository::table_names() {
+    for table_name in repo.present_tables() {
         let latest = repo.load(table_name, None).await?;
         let mut keep: BTreeSet<PathBuf> =
             active_files(&latest)?.into_iter().map(|(p, _, _)| local_path(repo, table_name, &p)).collect();

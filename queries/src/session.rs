@@ -116,6 +116,16 @@ impl Session {
         register_tables(&self.ctx, repo, &versions, Some(schema)).await
     }
 
+    /// Registers table `name` at its latest version in place of the version this session
+    /// read, and returns that version. For tables a reader wants current whatever snapshot it
+    /// reads (the web view's `reviews`, which it appends to itself).
+    pub async fn register_latest(&self, repo: &Repository, name: &str) -> Result<i64> {
+        let version = repo.load(name, None).await?.version().unwrap_or(0) as i64;
+        self.ctx.deregister_table(name)?;
+        register_tables(&self.ctx, repo, &BTreeMap::from([(name.to_string(), version)]), None).await?;
+        Ok(version)
+    }
+
     /// The DataFusion context, for callers that build plans themselves.
     pub fn context(&self) -> &SessionContext {
         &self.ctx

@@ -25,6 +25,7 @@ pub mod records;
 pub mod split;
 pub mod status;
 pub mod table;
+pub mod verdict;
 
 pub use action::{Action, Arg, ArgValue, Call, Surface};
 pub use equivalence::ActionMatch;
@@ -35,3 +36,4 @@ pub use records::*;
 pub use split::{Split, SplitSpec};
 pub use status::ExecStatus;
 pub use table::{Record, from_batch, to_batch};
+pub use verdict::Verdict;

@@ -189,6 +189,26 @@ pub struct Reject {
     pub ingest_batch: String,
 }
 
+/// A curator's verdict on one generated row (`regrpo ui`). Reviews are only ever appended:
+/// the latest review of a row (by `reviewed_at`, then `review_id`) is its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub review_id: String,
+    /// The table of the reviewed row: `rot` or `near_misses`.
+    pub row_table: String,
+    /// The reviewed row's id (`rot_id` or `near_miss_id`).
+    pub row_id: String,
+    /// `accept`, `reject`, `flag`, or `clear` (back to unreviewed); see [`Verdict`](crate::Verdict).
+    pub verdict: String,
+    /// Why (a reject's reason, a flag's note).
+    pub reason: Option<String>,
+    pub reviewer: String,
+    /// Microseconds since the Unix epoch, UTC.
+    pub reviewed_at: i64,
+    /// The snapshot the reviewer was reading, if any.
+    pub snapshot: Option<String>,
+}
+
 /// A training, evaluation or engine run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {

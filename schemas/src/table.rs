@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::records::{Metric, NearMiss, Reject, Rollout, Rot, Run, Trajectory};
+use crate::records::{Metric, NearMiss, Reject, Review, Rollout, Rot, Run, Trajectory};
 
 /// A row type stored in one table of the repository.
 pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -231,6 +231,28 @@ impl Record for Reject {
     }
 }
 
+impl Record for Review {
+    const TABLE: &'static str = "reviews";
+    const ID: &'static str = "review_id";
+
+    fn schema() -> SchemaRef {
+        cached_schema!(schema_of(vec![
+            s("review_id"),
+            s("row_table"),
+            s("row_id"),
+            s("verdict"),
+            os("reason"),
+            s("reviewer"),
+            i64f("reviewed_at"),
+            os("snapshot"),
+        ]))
+    }
+
+    fn id(&self) -> &str {
+        &self.review_id
+    }
+}
+
 impl Record for Run {
     const TABLE: &'static str = "runs";
     const ID: &'static str = "run_id";
@@ -312,6 +334,7 @@ pub fn all_tables() -> Vec<(&'static str, SchemaRef)> {
         (Run::TABLE, Run::schema()),
         (Metric::TABLE, Metric::schema()),
         (Rollout::TABLE, Rollout::schema()),
+        (Review::TABLE, Review::schema()),
     ]
 }
 

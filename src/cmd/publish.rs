@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use regrpo_datasets::Repository;
-use regrpo_formats::publish::{PublishFormat, PublishOptions};
+use regrpo_formats::publish::{PublishFormat, PublishOptions, ReviewFilter};
 use regrpo_schemas::ErrorType;
 
 /// Publish a snapshot as a dataset: hf (Parquet + card + croissant), regrpo-json, openai-jsonl.
@@ -57,6 +57,12 @@ struct What {
     source_licenses: Vec<(String, String)>,
     #[arg(long, default_value = "regrpo Reflection-of-Thought dataset")]
     pretty_name: String,
+    /// Leave out the rows curators rejected (`regrpo ui`; the latest review of a row counts).
+    #[arg(long, conflicts_with = "accepted_only")]
+    exclude_rejected: bool,
+    /// Publish only the rows curators accepted.
+    #[arg(long)]
+    accepted_only: bool,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -104,6 +110,13 @@ async fn publish(w: What, format: PublishFormat) -> Result<()> {
         license: w.license,
         source_licenses: w.source_licenses.into_iter().collect(),
         pretty_name: w.pretty_name,
+        reviews: if w.accepted_only {
+            ReviewFilter::AcceptedOnly
+        } else if w.exclude_rejected {
+            ReviewFilter::ExcludeRejected
+        } else {
+            ReviewFilter::All
+        },
         ..Default::default()
     };
     let repo = Repository::open(&w.dir)?;
@@ -118,6 +131,11 @@ async fn publish(w: What, format: PublishFormat) -> Result<()> {
         p.out.display(),
         rows.join(", "),
         p.files.len()
+    );
+    let r = &p.reviews;
+    println!(
+        "reviews: {} of the snapshot's RoT rows reviewed ({} accepted, {} rejected, {} flagged); {} left out by the review filter",
+        r.reviewed, r.accepted, r.rejected, r.flagged, r.left_out
     );
     if !p.empty_splits.is_empty() {
         println!(

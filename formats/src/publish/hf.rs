@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::license::dataset_license;
 use super::sampling::split_counts;
-use super::{Publication, PublishOptions, write_json};
+use super::{Publication, PublishOptions, ReviewFilter, write_json};
 use crate::error::{Error, Result};
 
 /// The card's count tables: rows per split of each kind, ErrorType and tool.
@@ -181,6 +181,19 @@ fn card(p: &Publication<'_>, split_bytes: &[u64], counts: &Counts, license: &str
         split.seed,
         opts.seed,
         if opts.verified_only { "; only rows that passed every verification gate" } else { "" }
+    );
+    let r = &p.reviews;
+    y += &format!(
+        "Reviewed by curators (`regrpo ui`): {} of the snapshot's RoT rows ({} accepted, {} rejected, {} flagged); {}.\n\n",
+        r.reviewed,
+        r.accepted,
+        r.rejected,
+        r.flagged,
+        match opts.reviews {
+            ReviewFilter::All => "no row was left out for its review".to_string(),
+            ReviewFilter::ExcludeRejected => format!("{} rejected rows left out", r.left_out),
+            ReviewFilter::AcceptedOnly => format!("only accepted rows published ({} others left out)", r.left_out),
+        }
     );
     if opts.rot_fraction.is_some() || opts.error_mix.is_some() {
         y += &format!(

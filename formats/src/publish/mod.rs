@@ -41,9 +41,9 @@ pub mod sampling;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use regrpo_datasets::Repository;
 use regrpo_datasets::snapshot::{self, Snapshot};
-use regrpo_schemas::{ErrorType, IoContext, Rot, Split, Trajectory};
+use regrpo_datasets::{Repository, Verdicts};
+use regrpo_schemas::{ErrorType, IoContext, Rot, Split, Trajectory, Verdict};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -58,6 +58,32 @@ pub enum PublishFormat {
     Hf,
     RegrpoJson,
     OpenaiJsonl,
+}
+
+/// Which rows curators' reviews (`regrpo ui`, the `reviews` table) let through: a RoT row's
+/// verdict is its latest review's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReviewFilter {
+    /// Reviews are counted, nothing is left out.
+    #[default]
+    All,
+    /// Leave out rows whose verdict is `reject`.
+    ExcludeRejected,
+    /// Only rows whose verdict is `accept`.
+    AcceptedOnly,
+}
+
+/// What curators' reviews said about a publication's candidate RoT rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReviewCounts {
+    /// Candidate rows (the snapshot's RoT rows) holding a verdict.
+    pub reviewed: usize,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub flagged: usize,
+    /// Rows the review filter left out.
+    pub left_out: usize,
 }
 
 /// How to publish.
@@ -81,6 +107,8 @@ pub struct PublishOptions {
     pub pretty_name: String,
     /// Rows per Parquet file (files are sharded beyond it).
     pub rows_per_file: usize,
+    /// Which reviewed rows to publish.
+    pub reviews: ReviewFilter,
 }
 
 impl Default for PublishOptions {
@@ -95,6 +123,7 @@ impl Default for PublishOptions {
             source_licenses: BTreeMap::new(),
             pretty_name: "regrpo Reflection-of-Thought dataset".into(),
             rows_per_file: 200_000,
+            reviews: ReviewFilter::All,
         }
     }
 }
@@ -111,6 +140,8 @@ pub struct Published {
     pub empty_splits: Vec<String>,
     /// Sources of published rows whose license was not given.
     pub unlicensed_sources: Vec<String>,
+    /// What reviews said about the snapshot's RoT rows, and what the filter left out.
+    pub reviews: ReviewCounts,
     pub files: Vec<PathBuf>,
 }
 
@@ -124,6 +155,7 @@ pub(crate) struct Publication<'a> {
     pub sources: Vec<(String, usize, Option<String>)>,
     pub trajectories: &'a [Trajectory],
     pub rots: &'a [Rot],
+    pub reviews: ReviewCounts,
 }
 
 impl Publication<'_> {
@@ -145,6 +177,8 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
     let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
     rots.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));
+    // Reviews are read as they stand now: a verdict given after the snapshot still counts.
+    let (rots, review_counts) = apply_reviews(rots, &Verdicts::load(repo).await?, opts.reviews);
     // A license given for a source wins over one found beside its files.
     let mut opts = opts.clone();
     for (source, license) in license::detected_source_licenses(&trajectories) {
@@ -167,7 +201,15 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     let empty_splits: Vec<String> =
         Split::ALL.iter().zip(&splits).filter(|(_, e)| e.is_empty()).map(|(s, _)| s.as_str().to_string()).collect();
     let sources = license::source_licenses(&splits, opts);
-    let p = Publication { splits, snapshot: &snap, opts, sources, trajectories: &trajectories, rots: &rots };
+    let p = Publication {
+        splits,
+        snapshot: &snap,
+        opts,
+        sources,
+        trajectories: &trajectories,
+        rots: &rots,
+        reviews: review_counts,
+    };
     let mut files = match opts.format {
         PublishFormat::Hf => hf::write(out, &p)?,
         PublishFormat::OpenaiJsonl => jsonl::write(out, &p)?,
@@ -181,6 +223,7 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         "options": opts,
         "rows": rows,
         "empty_splits": empty_splits,
+        "reviews": review_counts,
     });
     let path = out.join("provenance.json");
     write_json(&path, &provenance)?;
@@ -192,8 +235,35 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         rows,
         empty_splits,
         unlicensed_sources: p.sources.into_iter().filter(|(_, _, l)| l.is_none()).map(|(s, _, _)| s).collect(),
+        reviews: review_counts,
         files,
     })
+}
+
+/// The RoT rows the review filter lets through, and what the reviews said.
+fn apply_reviews(rots: Vec<Rot>, verdicts: &Verdicts, filter: ReviewFilter) -> (Vec<Rot>, ReviewCounts) {
+    let mut counts = ReviewCounts::default();
+    let kept = rots
+        .into_iter()
+        .filter(|r| {
+            let verdict = verdicts.of(&r.rot_id);
+            match verdict {
+                Some(Verdict::Accept) => counts.accepted += 1,
+                Some(Verdict::Reject) => counts.rejected += 1,
+                Some(Verdict::Flag) => counts.flagged += 1,
+                Some(Verdict::Clear) | None => {}
+            }
+            counts.reviewed += usize::from(verdict.is_some());
+            let keep = match filter {
+                ReviewFilter::All => true,
+                ReviewFilter::ExcludeRejected => verdict != Some(Verdict::Reject),
+                ReviewFilter::AcceptedOnly => verdict == Some(Verdict::Accept),
+            };
+            counts.left_out += usize::from(!keep);
+            keep
+        })
+        .collect();
+    (kept, counts)
 }
 
 pub(crate) fn write_json(path: &Path, v: &Value) -> Result<()> {
