@@ -70,6 +70,7 @@ enum Command {
     Query(cmd::query::Args),
     Serve(cmd::serve::Args),
     Sql(cmd::sql::Args),
+    Ui(cmd::ui::Args),
 }
 
 fn init_logging(quiet: bool, verbose: u8) {
@@ -103,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(a) => cmd::query::run(a).await,
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Sql(a) => cmd::sql::run(a).await,
+        Command::Ui(a) => cmd::ui::run(a).await,
     }
 }
 

@@ -15,3 +15,4 @@ pub mod snapshot;
 pub mod sql;
 pub mod toolworld;
 pub mod train;
+pub mod ui;

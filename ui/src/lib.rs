@@ -1,0 +1,184 @@
+//! `regrpo-ui`: the curators' web view of a repository (`regrpo ui`).
+//!
+//! One axum application served from the binary: every page is an askama template (escaping
+//! on, checked at compile time) and every asset (htmx, our script and stylesheet) is compiled
+//! in, so nothing is fetched from elsewhere. It reads through the same [`Session`] as the CLI
+//! (the tables pinned at a snapshot) and writes only curators' reviews, appended to the
+//! `reviews` Delta table.
+//!
+//! ```text
+//!  browser ──HTTP──▶ security (Host, token, Origin, CSRF, CSP) ──▶ pages
+//!                                                                   │ SQL, filters bound as parameters
+//!                                                                   ▼
+//!            Session @ snapshot (rot, near_misses, trajectories, …) + reviews @ latest
+//!                                                                   │ review / bulk
+//!                                                                   ▼
+//!                                                     reviews (Delta, append-only)
+//! ```
+//!
+//! Pages: overview (counts you click to filter, snapshot picker and diff), browse (keyset
+//! pages of RoT rows or near-misses under filters kept in the URL), record (the trajectory,
+//! the failed action and its observation with the evidence highlighted, the RoT, the corrected
+//! action as a diff), review (accept / reject / flag / undo from the keyboard, bulk verdicts on
+//! everything a filter matches) and a read-only SQL box with the named-query library.
+
+mod assets;
+mod data;
+mod pages;
+mod security;
+mod view;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::Router;
+use axum::routing::{get, post};
+use regrpo_datasets::Repository;
+use regrpo_queries::{At, Session};
+use regrpo_schemas::{Record, Review};
+use tokio::net::TcpListener;
+
+pub use data::Filter;
+pub use security::{AccessError, check_bind};
+
+/// How to serve the web view.
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    pub repo: Repository,
+    /// The snapshot pages read unless a page names another (`None`: the latest tables).
+    pub snapshot: Option<String>,
+    /// Where the server listens; its host and port are in the Host allow-list.
+    pub addr: SocketAddr,
+    /// When set, every request must carry it (header, or the cookie a `?token=` visit sets).
+    pub token: Option<String>,
+    /// The name reviews are recorded under.
+    pub reviewer: String,
+    /// Further `Host` values to accept (a name the server is reached by).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// What every handler shares.
+pub(crate) struct App {
+    cfg: UiConfig,
+    /// The value every state-changing request must carry (`X-CSRF-Token` or a `csrf` field).
+    csrf: String,
+    /// Open sessions by snapshot, with the `reviews` version each has registered.
+    sessions: tokio::sync::Mutex<HashMap<Option<String>, (Session, i64)>>,
+    /// The `reviews` version this process last wrote or read.
+    reviews_version: AtomicI64,
+    /// One review commit at a time from this process (Delta retries the rest).
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// The session of snapshot `name` (`None`: the configured one), with the latest reviews.
+    pub(crate) async fn session(&self, name: Option<&str>) -> anyhow::Result<Session> {
+        let key = name.map(str::to_string).or_else(|| self.cfg.snapshot.clone());
+        let want = self.reviews_version.load(Ordering::SeqCst);
+        let mut sessions = self.sessions.lock().await;
+        if let Some((s, v)) = sessions.get(&key)
+            && *v == want
+        {
+            return Ok(s.clone());
+        }
+        let session = match sessions.get(&key) {
+            Some((s, _)) => s.clone(),
+            None => Session::open(&self.cfg.repo, At::from_option(key.as_deref())).await?,
+        };
+        let v = session.register_latest(&self.cfg.repo, Review::TABLE).await?;
+        data::register_latest_reviews(&session).await?;
+        self.reviews_version.fetch_max(v, Ordering::SeqCst);
+        sessions.insert(key, (session.clone(), v));
+        Ok(session)
+    }
+
+    /// Appends reviews as one commit; every session reads them from the next request on.
+    pub(crate) async fn append_reviews(&self, reviews: Vec<Review>) -> anyhow::Result<usize> {
+        let _one = self.writing.lock().await;
+        let done = regrpo_datasets::reviews::append(&self.cfg.repo, reviews).await?;
+        if let Some(v) = done.version {
+            self.reviews_version.fetch_max(v, Ordering::SeqCst);
+        }
+        Ok(done.added)
+    }
+
+    /// The snapshot a page reads when it names none.
+    pub(crate) fn default_snapshot(&self) -> Option<&str> {
+        self.cfg.snapshot.as_deref()
+    }
+}
+
+/// The application's router, with its security layer.
+pub async fn router(cfg: UiConfig) -> anyhow::Result<Router> {
+    // Reviews need their table; a repository made before it existed gains it here.
+    cfg.repo.ensure_table(Review::TABLE).await?;
+    let app = Arc::new(App {
+        csrf: security::random_token(),
+        cfg,
+        sessions: tokio::sync::Mutex::new(HashMap::new()),
+        reviews_version: AtomicI64::new(0),
+        writing: tokio::sync::Mutex::new(()),
+    });
+    // Open the default session now: a bad snapshot name fails the start, not the first page.
+    app.session(None).await?;
+    let routes = Router::new()
+        .route("/", get(pages::overview))
+        .route("/diff", get(pages::diff))
+        .route("/browse", get(pages::browse))
+        .route("/record/{table}/{id}", get(pages::record))
+        .route("/review", post(pages::review))
+        .route("/review/undo", post(pages::undo))
+        .route("/bulk", get(pages::bulk_confirm).post(pages::bulk))
+        .route("/sql", get(pages::sql))
+        .route("/sql.csv", get(pages::sql_csv))
+        .route("/assets/{name}", get(assets::asset))
+        .fallback(pages::not_found);
+    Ok(routes
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), security::guard))
+        .with_state(app))
+}
+
+/// Serves the web view on `listener` until `shutdown` resolves.
+pub async fn serve(
+    cfg: UiConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let router = router(cfg).await?;
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// The table a reviewable row lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowTable {
+    Rot,
+    NearMisses,
+}
+
+impl RowTable {
+    pub(crate) fn parse(s: &str) -> Option<RowTable> {
+        match s {
+            "rot" => Some(RowTable::Rot),
+            "near_misses" => Some(RowTable::NearMisses),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RowTable::Rot => regrpo_schemas::Rot::TABLE,
+            RowTable::NearMisses => regrpo_schemas::NearMiss::TABLE,
+        }
+    }
+
+    /// The table's id column.
+    pub(crate) fn id_column(self) -> &'static str {
+        match self {
+            RowTable::Rot => regrpo_schemas::Rot::ID,
+            RowTable::NearMisses => regrpo_schemas::NearMiss::ID,
+        }
+    }
+}
