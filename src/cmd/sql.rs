@@ -6,7 +6,7 @@ use anyhow::Result;
 use regrpo_datasets::Repository;
 use regrpo_queries::{At, OutputFormat, Session};
 
-/// Run a read-only SQL query (tables: trajectories, near_misses, rot, rejects, runs, metrics, rollouts).
+/// Run a read-only SQL query (tables: trajectories, near_misses, rot, rejects, runs, metrics, rollouts, reviews).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     dir: PathBuf,

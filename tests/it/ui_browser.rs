@@ -164,6 +164,16 @@ async fn a_curator_reviews_in_a_real_browser_and_publish_honours_it() {
     assert_eq!(c.find(Locator::Css("#verdict")).await.unwrap().text().await.unwrap(), "reject");
     shot(&c, &shots, "reviewed.png").await;
 
+    // A quick accept from the list, through htmx (its CSRF header, under the page's CSP).
+    c.goto(&browse_url).await.unwrap();
+    let quick = c.find(Locator::Css("#rows button.accept")).await.unwrap();
+    let cell = quick.find(Locator::XPath("..")).await.unwrap().attr("id").await.unwrap().unwrap();
+    quick.click().await.unwrap();
+    let badge =
+        c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(&format!("#{cell} .verdict.accept"))).await;
+    assert!(badge.is_ok(), "htmx swapped in the verdict");
+    let quick_accepted = cell.trim_start_matches("v-").to_string();
+
     // Bulk: reject every row of another tool, the count shown first.
     c.goto(&browse_url).await.unwrap();
     let tool = c.find(Locator::Css("#rows tr:nth-child(3) td:nth-child(3)")).await.unwrap().text().await.unwrap();
@@ -218,6 +228,7 @@ async fn a_curator_reviews_in_a_real_browser_and_publish_honours_it() {
         assert!(!published.contains(&format!("\"{id}_rot\"")), "rejected {id} was published");
     }
     assert!(published.contains(&format!("\"{accepted}_rot\"")), "the accepted row is published");
+    assert!(!rejected_ids.contains(&quick_accepted) && published.contains(&format!("\"{quick_accepted}_rot\"")));
     assert_eq!(published.matches("_rot\"").count(), total - rejected_ids.len());
     eprintln!("screenshots in {}", shots.display());
 }

@@ -75,8 +75,8 @@ fn row(i: u64) -> Rot {
         failed_observation: observation,
         corrected_action: action(tool, &format!("data/files/report_{}.csv", (i + 1) % 9973)),
         corrected_observation: Some("id,value\n1,3.5\n2,4.0".into()),
-        verified: i % 3 != 0,
-        derivable: Some(i % 5 != 0),
+        verified: !i.is_multiple_of(3),
+        derivable: Some(!i.is_multiple_of(5)),
         conversation: vec![],
         gates: vec!["grounded".into(), "executes".into(), "fixes".into()],
         generator: "template-v1".into(),
@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             let reviews: Vec<Review> = (0..rows / 100)
                 .map(|i| {
                     let r = row(i * 100);
-                    let v = if i % 4 == 0 { Verdict::Reject } else { Verdict::Accept };
+                    let v = if i.is_multiple_of(4) { Verdict::Reject } else { Verdict::Accept };
                     Review::new("rot", &r.rot_id, v, Some("bench".into()), "bench", i as i64, None)
                 })
                 .collect();
@@ -131,14 +131,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let cfg = UiConfig {
-        repo,
-        snapshot: None,
-        addr,
-        token: None,
-        reviewer: "bench".into(),
-        allowed_hosts: vec![],
-    };
+    let cfg = UiConfig { repo, snapshot: None, addr, token: None, reviewer: "bench".into(), allowed_hosts: vec![] };
     let router = regrpo_ui::router(cfg).await?;
     tokio::spawn(async move { axum::serve(listener, router).await });
     let middle = row(rows / 2).rot_id;
@@ -182,12 +175,7 @@ async fn main() -> anyhow::Result<()> {
         sorted.sort_by(f64::total_cmp);
         let p95 = percentile(&sorted, 0.95);
         worst = worst.max(p95);
-        println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {bytes} |",
-            percentile(&sorted, 0.5),
-            p95,
-            sorted.last().unwrap()
-        );
+        println!("| {name} | {:.0} | {:.0} | {:.0} | {bytes} |", percentile(&sorted, 0.5), p95, sorted.last().unwrap());
     }
     println!("worst p95: {worst:.0} ms (goal 200 ms)");
     Ok(())

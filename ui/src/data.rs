@@ -114,7 +114,10 @@ impl Filter {
             });
         }
         if let Some(v) = &self.source {
-            c.push(format!("t.trajectory_id IN (SELECT trajectory_id FROM trajectories WHERE source = {})", sql.bind(v)));
+            c.push(format!(
+                "t.trajectory_id IN (SELECT trajectory_id FROM trajectories WHERE source = {})",
+                sql.bind(v)
+            ));
         }
         if let (RowTable::Rot, Some(v)) = (table, self.verified.as_deref()) {
             c.push(format!("t.verified = {}", v == "true"));
@@ -128,7 +131,9 @@ impl Filter {
             let pattern = sql.bind(&format!("%{}%", escape_like(v)));
             c.push(match table {
                 RowTable::Rot => {
-                    format!("(t.evidence ILIKE {pattern} ESCAPE '\\' OR t.failed_observation ILIKE {pattern} ESCAPE '\\')")
+                    format!(
+                        "(t.evidence ILIKE {pattern} ESCAPE '\\' OR t.failed_observation ILIKE {pattern} ESCAPE '\\')"
+                    )
                 }
                 RowTable::NearMisses => format!("t.execution['text'] ILIKE {pattern} ESCAPE '\\'"),
             });
@@ -364,7 +369,9 @@ pub(crate) async fn counts(session: &Session, sql: &str) -> anyhow::Result<Vec<C
 /// The single row of integers a statement returns.
 pub(crate) async fn scalars(session: &Session, sql: &str) -> anyhow::Result<Vec<i64>> {
     let batches = run(session, sql, Bound::default()).await?;
-    (0..batches.first().map_or(0, |b| b.num_columns())).map(|i| Ok(ints(&batches, i)?.first().copied().unwrap_or(0))).collect()
+    (0..batches.first().map_or(0, |b| b.num_columns()))
+        .map(|i| Ok(ints(&batches, i)?.first().copied().unwrap_or(0)))
+        .collect()
 }
 
 /// Other rows of a trajectory: `(table, id, step, error type, tool)`.
@@ -397,7 +404,12 @@ pub(crate) async fn history(session: &Session, row_id: &str) -> anyhow::Result<V
             let when = chrono::DateTime::from_timestamp_micros(at[r])
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_default();
-            [cols[0][r].clone().unwrap_or_default(), cols[1][r].clone().unwrap_or_default(), cols[2][r].clone().unwrap_or_default(), when]
+            [
+                cols[0][r].clone().unwrap_or_default(),
+                cols[1][r].clone().unwrap_or_default(),
+                cols[2][r].clone().unwrap_or_default(),
+                when,
+            ]
         })
         .collect())
 }

@@ -135,9 +135,7 @@ pub async fn router(cfg: UiConfig) -> anyhow::Result<Router> {
         .route("/sql.csv", get(pages::sql_csv))
         .route("/assets/{name}", get(assets::asset))
         .fallback(pages::not_found);
-    Ok(routes
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), security::guard))
-        .with_state(app))
+    Ok(routes.layer(axum::middleware::from_fn_with_state(Arc::clone(&app), security::guard)).with_state(app))
 }
 
 /// Serves the web view on `listener` until `shutdown` resolves.

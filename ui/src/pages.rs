@@ -90,7 +90,8 @@ pub(crate) struct Chrome {
 impl Chrome {
     fn new(app: &App, s: Option<&str>) -> Chrome {
         let snapshot = s.map(str::to_string).or_else(|| app.default_snapshot().map(str::to_string));
-        let keep = s.map(|s| format!("{}&", serde_urlencoded::to_string([("s", s)]).unwrap_or_default())).unwrap_or_default();
+        let keep =
+            s.map(|s| format!("{}&", serde_urlencoded::to_string([("s", s)]).unwrap_or_default())).unwrap_or_default();
         Chrome { csrf: app.csrf.clone(), snapshot, keep }
     }
 
@@ -171,7 +172,8 @@ pub(crate) async fn overview(State(app): AppState, Query(q): Query<SnapshotQuery
             .collect();
         Facet { title, max, bars }
     };
-    let by_type = data::counts(&session, "SELECT error_type, count(*) AS n FROM rot GROUP BY 1 ORDER BY n DESC, 1").await?;
+    let by_type =
+        data::counts(&session, "SELECT error_type, count(*) AS n FROM rot GROUP BY 1 ORDER BY n DESC, 1").await?;
     let by_tool = data::counts(&session, "SELECT tool, count(*) AS n FROM rot GROUP BY 1 ORDER BY n DESC, 1").await?;
     let by_op =
         data::counts(&session, "SELECT operator, count(*) AS n FROM near_misses GROUP BY 1 ORDER BY n DESC, 1").await?;
@@ -192,8 +194,11 @@ pub(crate) async fn overview(State(app): AppState, Query(q): Query<SnapshotQuery
         "SELECT count(*), count(*) FILTER (WHERE verified), count(*) FILTER (WHERE derivable), count(derivable) FROM rot",
     )
     .await?;
-    let others = data::scalars(&session, "SELECT (SELECT count(*) FROM near_misses) AS near_misses, (SELECT count(*) FROM trajectories) AS trajectories")
-        .await?;
+    let others = data::scalars(
+        &session,
+        "SELECT (SELECT count(*) FROM near_misses) AS near_misses, (SELECT count(*) FROM trajectories) AS trajectories",
+    )
+    .await?;
     let reviews = data::counts(
         &session,
         "SELECT verdict, count(*) AS n FROM latest_reviews WHERE row_table = 'rot' GROUP BY 1 ORDER BY 1",
@@ -397,9 +402,12 @@ pub(crate) async fn record(
     let back = filter.query_string();
     let (mut page, step) = match table {
         RowTable::Rot => {
-            let rot = data::one::<Rot>(&session, &id)
-                .await?
-                .ok_or_else(|| PageError::NotFound(format!("no RoT row {id} in {}", Chrome::new(&app, filter.s.as_deref()).snapshot_label())))?;
+            let rot = data::one::<Rot>(&session, &id).await?.ok_or_else(|| {
+                PageError::NotFound(format!(
+                    "no RoT row {id} in {}",
+                    Chrome::new(&app, filter.s.as_deref()).snapshot_label()
+                ))
+            })?;
             let mut facts = vec![
                 ("verified".to_string(), rot.verified.to_string()),
                 ("derivable".to_string(), rot.derivable.map_or("unknown".into(), |d| d.to_string())),
@@ -428,7 +436,12 @@ pub(crate) async fn record(
                 steps: Vec::new(),
                 failed: ActionView::of("failed", &rot.failed_action),
                 status: "error".into(),
-                observation: view::highlight(&rot.failed_observation, &rot.evidence, rot.evidence_start, rot.evidence_end),
+                observation: view::highlight(
+                    &rot.failed_observation,
+                    &rot.evidence,
+                    rot.evidence_start,
+                    rot.evidence_end,
+                ),
                 evidence: rot.evidence.clone(),
                 fix_plan: rot.fix_plan.clone(),
                 diff: view::action_diff(&rot.failed_action, &rot.corrected_action),
@@ -455,7 +468,10 @@ pub(crate) async fn record(
                 tool: n.tool.clone(),
                 facts: vec![
                     ("operator".into(), format!("{} ({})", n.operator, n.change)),
-                    ("judge".into(), format!("{}{}", n.verdict, n.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())),
+                    (
+                        "judge".into(),
+                        format!("{}{}", n.verdict, n.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()),
+                    ),
                     ("is a failure".into(), n.is_failure.to_string()),
                     ("error code".into(), n.execution.error_code.clone().unwrap_or_default()),
                 ],
@@ -499,7 +515,11 @@ pub(crate) async fn record(
 }
 
 fn record_href(table: RowTable, id: &str, back: &str) -> String {
-    if back.is_empty() { format!("/record/{}/{id}", table.as_str()) } else { format!("/record/{}/{id}?{back}", table.as_str()) }
+    if back.is_empty() {
+        format!("/record/{}/{id}", table.as_str())
+    } else {
+        format!("/record/{}/{id}?{back}", table.as_str())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -534,7 +554,11 @@ fn reason(r: Option<String>, verdict: Verdict) -> Result<Option<String>, PageErr
 }
 
 /// Records one verdict, then shows the next record of the filter (or, from htmx, the verdict).
-pub(crate) async fn review(State(app): AppState, headers: HeaderMap, Form(f): Form<ReviewForm>) -> Result<Response, PageError> {
+pub(crate) async fn review(
+    State(app): AppState,
+    headers: HeaderMap,
+    Form(f): Form<ReviewForm>,
+) -> Result<Response, PageError> {
     let table = RowTable::parse(&f.table).ok_or_else(|| PageError::BadRequest(format!("no table `{}`", f.table)))?;
     let verdict: Verdict = f.verdict.parse().map_err(PageError::BadRequest)?;
     let reason = reason(f.reason, verdict)?;
@@ -547,7 +571,15 @@ pub(crate) async fn review(State(app): AppState, headers: HeaderMap, Form(f): Fo
     if !exists {
         return Err(PageError::NotFound(format!("no {} row {}", table.as_str(), f.row_id)));
     }
-    let r = Review::new(table.as_str(), &f.row_id, verdict, reason, &app.cfg.reviewer, now_micros(), filter.s.clone().or_else(|| app.default_snapshot().map(str::to_string)));
+    let r = Review::new(
+        table.as_str(),
+        &f.row_id,
+        verdict,
+        reason,
+        &app.cfg.reviewer,
+        now_micros(),
+        filter.s.clone().or_else(|| app.default_snapshot().map(str::to_string)),
+    );
     app.append_reviews(vec![r]).await?;
     if headers.contains_key("hx-request") {
         return Ok(Html(format!("<span class=\"verdict {v}\">{v}</span>", v = verdict.as_str())).into_response());
@@ -577,7 +609,9 @@ pub(crate) async fn undo(State(app): AppState, Form(f): Form<UndoForm>) -> Resul
         .iter()
         .rev()
         .filter(|r| r.reviewer == app.cfg.reviewer)
-        .find(|r| !r.reason.as_deref().is_some_and(|x| x.starts_with("undo of ")) && !undone.contains(&r.review_id.as_str()))
+        .find(|r| {
+            !r.reason.as_deref().is_some_and(|x| x.starts_with("undo of ")) && !undone.contains(&r.review_id.as_str())
+        })
         .ok_or_else(|| PageError::Conflict("nothing of yours to undo".into()))?
         .clone();
     let earlier: Vec<Review> = history.iter().take_while(|r| r.review_id != last.review_id).cloned().collect();
@@ -659,8 +693,10 @@ pub(crate) async fn bulk(State(app): AppState, Form(f): Form<BulkForm>) -> Resul
     }
     let (table, at) = (filter.table(), now_micros());
     let snap = filter.s.clone().or_else(|| app.default_snapshot().map(str::to_string));
-    let reviews =
-        ids.iter().map(|id| Review::new(table.as_str(), id, verdict, reason.clone(), &app.cfg.reviewer, at, snap.clone())).collect();
+    let reviews = ids
+        .iter()
+        .map(|id| Review::new(table.as_str(), id, verdict, reason.clone(), &app.cfg.reviewer, at, snap.clone()))
+        .collect();
     app.append_reviews(reviews).await?;
     Ok(Redirect::to(&format!("/browse?{}", filter.query_string())).into_response())
 }
@@ -744,7 +780,14 @@ pub(crate) async fn sql(State(app): AppState, Query(q): Query<SqlQuery>) -> Resu
             params: n
                 .params
                 .iter()
-                .map(|p| format!("{} {}{}", p.name, p.ty.as_str(), p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_default()))
+                .map(|p| {
+                    format!(
+                        "{} {}{}",
+                        p.name,
+                        p.ty.as_str(),
+                        p.default.as_ref().map(|d| format!(" = {d}")).unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
         })
@@ -797,7 +840,10 @@ pub(crate) async fn sql_csv(State(app): AppState, Query(q): Query<SqlQuery>) -> 
     let mut out = Vec::new();
     regrpo_queries::output::write_batches(&batches, regrpo_queries::OutputFormat::Csv, &mut out)?;
     Ok((
-        [(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CONTENT_DISPOSITION, "attachment; filename=\"query.csv\"")],
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"query.csv\""),
+        ],
         Body::from(out),
     )
         .into_response())

@@ -136,17 +136,15 @@ async fn check(app: &App, req: Request, next: Next) -> Response {
     let host = host.to_string();
     let mut by_bearer = false;
     if let Some(token) = &app.cfg.token {
-        let given_query = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-            .map(str::to_string);
+        let given_query =
+            req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token="))).map(str::to_string);
         if let Some(given) = given_query {
             if req.method() != Method::GET || !same(given.as_bytes(), token.as_bytes()) {
                 return refuse(StatusCode::FORBIDDEN, "wrong token");
             }
             let rest = without_token(req.uri().query().unwrap_or(""));
-            let to = if rest.is_empty() { req.uri().path().to_string() } else { format!("{}?{rest}", req.uri().path()) };
+            let to =
+                if rest.is_empty() { req.uri().path().to_string() } else { format!("{}?{rest}", req.uri().path()) };
             let mut resp = Redirect::to(&to).into_response();
             let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
             if let Ok(v) = HeaderValue::from_str(&cookie) {

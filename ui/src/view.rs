@@ -35,7 +35,9 @@ pub(crate) fn highlight(observation: &str, evidence: &str, start: Option<i32>, e
             after: observation[e..].to_string(),
             found: true,
         },
-        None => Highlighted { before: observation.to_string(), quote: String::new(), after: String::new(), found: false },
+        None => {
+            Highlighted { before: observation.to_string(), quote: String::new(), after: String::new(), found: false }
+        }
     }
 }
 

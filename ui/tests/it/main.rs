@@ -253,7 +253,10 @@ async fn tokens_hosts_origins_and_csrf_are_checked() {
     let r = router(&repo, Some(TOKEN)).await;
     assert_eq!(page(&r, "/").await.status, StatusCode::UNAUTHORIZED);
     let bearer = |uri: &str, token: &str| get(uri).header(header::AUTHORIZATION, format!("Bearer {token}"));
-    assert_eq!(send(&r, bearer("/", "wrong-token-of-some-length").body(Body::empty()).unwrap()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(&r, bearer("/", "wrong-token-of-some-length").body(Body::empty()).unwrap()).await.status,
+        StatusCode::FORBIDDEN
+    );
     assert_eq!(send(&r, bearer("/", TOKEN).body(Body::empty()).unwrap()).await.status, StatusCode::OK);
     // A first visit with ?token= sets the cookie and drops the token from the address.
     let first = page(&r, &format!("/browse?error_type=ArgInvalid&token={TOKEN}")).await;
@@ -273,7 +276,8 @@ async fn tokens_hosts_origins_and_csrf_are_checked() {
     let record = send(&r, with_cookie("/record/rot/r001").body(Body::empty()).unwrap()).await;
     let token = csrf(&record.body);
     let form = |csrf: &str| {
-        serde_urlencoded::to_string([("csrf", csrf), ("table", "rot"), ("row_id", "r001"), ("verdict", "accept")]).unwrap()
+        serde_urlencoded::to_string([("csrf", csrf), ("table", "rot"), ("row_id", "r001"), ("verdict", "accept")])
+            .unwrap()
     };
     let review = |origin: Option<&str>, csrf: &str| {
         let mut b = Request::post("/review")
@@ -328,7 +332,11 @@ async fn pages_follow_the_keyset_under_a_filter() {
     assert!(text(&typed.body).contains("/record/rot/r001?error_type=ToolMismatch&verified=true"));
     // j/k within the filter: r001 → r005 (r003 is unverified).
     let rec = page(&r, "/record/rot/r001?error_type=ToolMismatch&verified=true").await;
-    assert!(text(&rec.body).contains("href=\"/record/rot/r005?error_type=ToolMismatch&verified=true\""), "{}", rec.body);
+    assert!(
+        text(&rec.body).contains("href=\"/record/rot/r005?error_type=ToolMismatch&verified=true\""),
+        "{}",
+        rec.body
+    );
     let near = page(&r, "/browse?kind=near_misses&operator=arg.typo").await;
     assert_eq!(listed(&near.body).len(), 50);
     assert_eq!(page(&r, "/record/rot/nope").await.status, StatusCode::NOT_FOUND);
@@ -350,11 +358,26 @@ async fn reviews_append_versions_and_undo_and_bulk_respect_the_filter() {
     assert_eq!(rejected.headers.get(header::LOCATION).unwrap(), "/record/rot/r002", "on to the next row");
     let v = Verdicts::load(&repo).await.unwrap();
     assert_eq!((v.of("r000"), v.of("r001")), (Some(Verdict::Accept), Some(Verdict::Reject)));
-    // Undo takes back the latest (r001's reject) by appending, never editing.
+    // From htmx: the CSRF token as a header, the verdict back as a fragment.
+    let quick = Request::post("/review")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, format!("http://{HOST}"))
+        .header("hx-request", "true")
+        .header("x-csrf-token", token)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("table=rot&row_id=r002&verdict=flag"))
+        .unwrap();
+    let quick = send(&r, quick).await;
+    assert_eq!((quick.status, quick.body.as_str()), (StatusCode::OK, "<span class=\"verdict flag\">flag</span>"));
+    // Undo takes back the latest review (r002's flag), then the one before (r001's reject), by
+    // appending, never editing; an undo is never itself undone.
+    let undo = send(&r, post("/review/undo", &[("csrf", token)])).await;
+    assert_eq!(undo.headers.get(header::LOCATION).unwrap(), "/record/rot/r002");
     let undo = send(&r, post("/review/undo", &[("csrf", token)])).await;
     assert_eq!(undo.headers.get(header::LOCATION).unwrap(), "/record/rot/r001");
-    assert_eq!(Verdicts::load(&repo).await.unwrap().of("r001"), None);
-    assert_eq!(regrpo_datasets::reviews::all(&repo).await.unwrap().len(), 3);
+    let v = Verdicts::load(&repo).await.unwrap();
+    assert_eq!((v.of("r000"), v.of("r001"), v.of("r002")), (Some(Verdict::Accept), None, None));
+    assert_eq!(regrpo_datasets::reviews::all(&repo).await.unwrap().len(), 5);
     let rec = page(&r, "/record/rot/r001").await;
     let shown = text(&rec.body);
     assert!(shown.contains("fix plan names the wrong file") && shown.contains("undo of "));
@@ -363,16 +386,27 @@ async fn reviews_append_versions_and_undo_and_bulk_respect_the_filter() {
     let confirm = page(&r, "/bulk?error_type=ToolMismatch&verdict=reject").await;
     assert!(confirm.body.contains("<b id=\"bulk-count\">5</b>"), "{}", confirm.body);
     let back = "error_type=ToolMismatch";
-    let stale = send(&r, post("/bulk", &[("csrf", token), ("verdict", "reject"), ("reason", "bad"), ("back", back), ("expected", "4")])).await;
+    let stale = send(
+        &r,
+        post("/bulk", &[("csrf", token), ("verdict", "reject"), ("reason", "bad"), ("back", back), ("expected", "4")]),
+    )
+    .await;
     assert_eq!(stale.status, StatusCode::CONFLICT);
-    let bulk = send(&r, post("/bulk", &[("csrf", token), ("verdict", "reject"), ("reason", "bad"), ("back", back), ("expected", "5")])).await;
+    let bulk = send(
+        &r,
+        post("/bulk", &[("csrf", token), ("verdict", "reject"), ("reason", "bad"), ("back", back), ("expected", "5")]),
+    )
+    .await;
     assert_eq!(bulk.status, StatusCode::SEE_OTHER, "{}", bulk.body);
     let v = Verdicts::load(&repo).await.unwrap();
-    let rejected: Vec<&str> = ["r000", "r001", "r002", "r003", "r005", "r007", "r009"].into_iter().filter(|id| v.of(id) == Some(Verdict::Reject)).collect();
+    let rejected: Vec<&str> = ["r000", "r001", "r002", "r003", "r005", "r007", "r009"]
+        .into_iter()
+        .filter(|id| v.of(id) == Some(Verdict::Reject))
+        .collect();
     assert_eq!(rejected, vec!["r001", "r003", "r005", "r007", "r009"]);
     assert_eq!(v.of("r000"), Some(Verdict::Accept));
     // Each review action was one new version of the table.
-    assert_eq!(repo.load("reviews", None).await.unwrap().version(), Some(4));
+    assert_eq!(repo.load("reviews", None).await.unwrap().version(), Some(6));
     // The review filter sees them.
     assert_eq!(listed(&page(&r, "/browse?review=reject").await.body).len(), 5);
     assert_eq!(listed(&page(&r, "/browse?review=unreviewed").await.body).len(), 11 - 6);
