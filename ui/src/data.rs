@@ -71,6 +71,11 @@ impl Filter {
         self.kind.as_deref().and_then(RowTable::parse).unwrap_or(RowTable::Rot)
     }
 
+    /// This filter over `table`'s rows (the kind a record or review link carries).
+    pub(crate) fn of_table(self, table: RowTable) -> Filter {
+        Filter { kind: (table == RowTable::NearMisses).then(|| table.as_str().into()), ..self }
+    }
+
     /// The filter as a query string (no leading `?`).
     pub(crate) fn query_string(&self) -> String {
         serde_urlencoded::to_string(self).unwrap_or_default()

@@ -391,13 +391,45 @@ struct RecordPage {
     siblings: Vec<[String; 5]>,
 }
 
+impl RecordPage {
+    /// A page for row `id` of `table` with nothing filled in but where it is and how it was
+    /// reached; the handler fills in the row.
+    fn blank(chrome: Chrome, table: RowTable, id: &str, back: &str) -> RecordPage {
+        RecordPage {
+            chrome,
+            table: table.as_str(),
+            id: id.to_string(),
+            back: back.to_string(),
+            prev: None,
+            next: None,
+            verdict: None,
+            history: Vec::new(),
+            error_type: String::new(),
+            tool: String::new(),
+            facts: Vec::new(),
+            task: String::new(),
+            trajectory_id: String::new(),
+            steps: Vec::new(),
+            failed: ActionView { dom: "failed", tool: String::new(), pretty: String::new(), raw: String::new() },
+            status: String::new(),
+            observation: view::highlight("", "", None, None),
+            evidence: String::new(),
+            fix_plan: String::new(),
+            diff: Vec::new(),
+            corrected: None,
+            reexecution: None,
+            siblings: Vec::new(),
+        }
+    }
+}
+
 pub(crate) async fn record(
     State(app): AppState,
     Path((table, id)): Path<(String, String)>,
     Query(filter): Query<Filter>,
 ) -> Result<Response, PageError> {
     let table = RowTable::parse(&table).ok_or_else(|| PageError::NotFound(format!("no table `{table}` to review")))?;
-    let filter = filter.normalized().with(|f| f.kind = (table == RowTable::NearMisses).then(|| table.as_str().into()));
+    let filter = filter.normalized().of_table(table);
     let session = open_session(&app, filter.s.as_deref()).await?;
     let back = filter.query_string();
     let (mut page, step) = match table {
@@ -420,20 +452,10 @@ pub(crate) async fn record(
                 facts.insert(0, ("operator".into(), format!("{} ({})", n.operator, n.change)));
             }
             let page = RecordPage {
-                chrome: Chrome::new(&app, filter.s.as_deref()),
-                table: table.as_str(),
-                id: id.clone(),
-                back: back.clone(),
-                prev: None,
-                next: None,
-                verdict: None,
-                history: Vec::new(),
                 error_type: rot.error_type.clone(),
                 tool: rot.tool.clone(),
                 facts,
-                task: String::new(),
                 trajectory_id: rot.trajectory_id.clone(),
-                steps: Vec::new(),
                 failed: ActionView::of("failed", &rot.failed_action),
                 status: "error".into(),
                 observation: view::highlight(
@@ -447,7 +469,7 @@ pub(crate) async fn record(
                 diff: view::action_diff(&rot.failed_action, &rot.corrected_action),
                 corrected: Some(ActionView::of("corrected", &rot.corrected_action)),
                 reexecution: rot.corrected_observation.clone(),
-                siblings: Vec::new(),
+                ..RecordPage::blank(Chrome::new(&app, filter.s.as_deref()), table, &id, &back)
             };
             (page, rot.step_index)
         }
@@ -456,14 +478,6 @@ pub(crate) async fn record(
                 .await?
                 .ok_or_else(|| PageError::NotFound(format!("no near-miss {id}")))?;
             let page = RecordPage {
-                chrome: Chrome::new(&app, filter.s.as_deref()),
-                table: table.as_str(),
-                id: id.clone(),
-                back: back.clone(),
-                prev: None,
-                next: None,
-                verdict: None,
-                history: Vec::new(),
                 error_type: n.error_type.clone(),
                 tool: n.tool.clone(),
                 facts: vec![
@@ -475,18 +489,13 @@ pub(crate) async fn record(
                     ("is a failure".into(), n.is_failure.to_string()),
                     ("error code".into(), n.execution.error_code.clone().unwrap_or_default()),
                 ],
-                task: String::new(),
                 trajectory_id: n.trajectory_id.clone(),
-                steps: Vec::new(),
                 failed: ActionView::of("failed", &n.failed_action),
                 status: n.execution.status.as_str().to_string(),
                 observation: view::highlight(&n.execution.text, "", None, None),
-                evidence: String::new(),
-                fix_plan: String::new(),
                 diff: view::action_diff(&n.failed_action, &n.original_action),
                 corrected: Some(ActionView::of("original", &n.original_action)),
-                reexecution: None,
-                siblings: Vec::new(),
+                ..RecordPage::blank(Chrome::new(&app, filter.s.as_deref()), table, &id, &back)
             };
             (page, n.step_index)
         }
@@ -562,7 +571,7 @@ pub(crate) async fn review(
     let table = RowTable::parse(&f.table).ok_or_else(|| PageError::BadRequest(format!("no table `{}`", f.table)))?;
     let verdict: Verdict = f.verdict.parse().map_err(PageError::BadRequest)?;
     let reason = reason(f.reason, verdict)?;
-    let filter = parse_back(&f.back).with(|x| x.kind = (table == RowTable::NearMisses).then(|| table.as_str().into()));
+    let filter = parse_back(&f.back).of_table(table);
     let session = open_session(&app, filter.s.as_deref()).await?;
     let exists = match table {
         RowTable::Rot => data::one::<Rot>(&session, &f.row_id).await?.is_some(),
