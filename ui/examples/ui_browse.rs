@@ -18,6 +18,10 @@ use regrpo_datasets::Repository;
 use regrpo_schemas::{ActionRecord, Review, Rot, Verdict};
 use regrpo_ui::UiConfig;
 
+// The allocator the `regrpo` binary serves `regrpo ui` with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ERROR_TYPES: [&str; 8] = [
     "ArgInvalid",
     "ToolMismatch",
