@@ -42,8 +42,22 @@ pub fn print_engine_report(r: &EngineReport, mix: &Mix, root: &Path) {
     let total = r.accepted_total();
     let main: usize = ErrorType::MAIN.iter().map(|t| r.accepted.get(t).copied().unwrap_or(0)).sum();
     let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let shard = r.shard.map(|s| format!(" shard {s}")).unwrap_or_default();
+    if r.batches > 0 && r.batches_already_committed == r.batches {
+        println!(
+            "engine run {}{shard}: all {} batches of its {} trajectories were already committed; nothing to do",
+            r.run_id, r.batches, r.trajectories
+        );
+        return;
+    }
+    if r.batches_already_committed > 0 {
+        println!(
+            "engine run {}{shard}: resuming; {} of {} batches were already committed (recomputed, not written again)",
+            r.run_id, r.batches_already_committed, r.batches
+        );
+    }
     println!(
-        "engine run {}: {} trajectories, {} near-misses planned, {} executions in {:.1}s ({:.0} RoT rows/s)",
+        "engine run {}{shard}: {} trajectories, {} near-misses planned, {} executions in {:.1}s ({:.0} RoT rows/s)",
         r.run_id,
         r.trajectories,
         r.planned,

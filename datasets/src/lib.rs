@@ -20,6 +20,6 @@ pub mod reviews;
 pub mod snapshot;
 
 pub use error::{Error, Result};
-pub use repo::{Appended, Appender, Repository};
+pub use repo::{AppTransaction, Appended, Appender, Repository};
 pub use reviews::Verdicts;
 pub use snapshot::Snapshot;

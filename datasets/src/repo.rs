@@ -21,7 +21,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructField, StructType};
+use deltalake::kernel::{StructField, StructType, Transaction};
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -214,27 +214,62 @@ impl Repository {
     /// Appends records in one Delta commit, without checking ids. Returns the new version, or
     /// `None` when there was nothing to write.
     pub async fn commit<R: Record>(&self, records: &[R], operation: &str) -> Result<Option<i64>> {
+        self.commit_as(records, operation, None).await
+    }
+
+    /// [`commit`](Self::commit), the commit also recording an application transaction (Delta's
+    /// `txn` action: `app_id` reached `version`), read back by
+    /// [`transaction_version`](Self::transaction_version). The rows and the mark land together
+    /// or not at all, which is what makes a rerun of a writer skip what it already wrote.
+    pub async fn commit_as<R: Record>(
+        &self,
+        records: &[R],
+        operation: &str,
+        txn: Option<&AppTransaction>,
+    ) -> Result<Option<i64>> {
         if records.is_empty() {
             return Ok(None);
         }
         let batch = regrpo_schemas::to_batch(records)?;
-        self.commit_batches(R::TABLE, vec![batch], operation).await.map(Some)
+        self.commit_batches_as(R::TABLE, vec![batch], operation, txn).await.map(Some)
     }
 
     /// Appends batches of a table's schema in one Delta commit; returns the new version.
     pub async fn commit_batches(&self, name: &str, batches: Vec<RecordBatch>, operation: &str) -> Result<i64> {
+        self.commit_batches_as(name, batches, operation, None).await
+    }
+
+    async fn commit_batches_as(
+        &self,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        operation: &str,
+        txn: Option<&AppTransaction>,
+    ) -> Result<i64> {
         let table = self.load(name, None).await?;
         let mut meta = serde_json::Map::new();
         meta.insert("regrpo.operation".into(), operation.into());
+        let mut props = CommitProperties::default().with_metadata(meta).with_max_retries(COMMIT_RETRIES);
+        if let Some(t) = txn {
+            props = props.with_application_transaction(Transaction::new(&t.app_id, t.version));
+        }
         let batches = batches.iter().map(|b| cluster(name, b)).collect::<Result<Vec<_>>>()?;
         let table = table
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(writer_properties(name))
-            .with_commit_properties(CommitProperties::default().with_metadata(meta))
+            .with_commit_properties(props)
             .await
             .table(name)?;
         Ok(table.version().unwrap_or(0) as i64)
+    }
+
+    /// The last version application `app_id` recorded in table `name` with
+    /// [`commit_as`](Self::commit_as), if it recorded one.
+    pub async fn transaction_version(&self, name: &str, app_id: &str) -> Result<Option<i64>> {
+        let table = self.load(name, None).await?;
+        let state = table.snapshot().map_err(|e| Error::Internal(e.to_string()))?;
+        state.transaction_version(table.log_store().as_ref(), app_id).await.table(name)
     }
 
     /// An appender that skips rows already in the table (or already appended through it).
@@ -287,6 +322,19 @@ impl Repository {
             clustered_by: columns.iter().map(|c| c.to_string()).collect(),
         })
     }
+}
+
+/// How often a commit that lost a race to another writer is checked and tried again. Appends
+/// never conflict with appends (Delta's conflict checker lets blind appends through), so each
+/// retry only waits for a version number; shards of an engine run racing on one table need a
+/// few at most.
+const COMMIT_RETRIES: usize = 100;
+
+/// An application's mark in a commit: `app_id` has written up to `version` (Delta `txn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTransaction {
+    pub app_id: String,
+    pub version: i64,
 }
 
 /// What `optimize` did to one table.
@@ -421,6 +469,17 @@ impl<R: Record> Appender<R> {
 
     /// Appends the rows not seen before, as one commit.
     pub async fn append(&mut self, records: Vec<R>, operation: &str) -> Result<Appended> {
+        self.append_as(records, operation, None).await
+    }
+
+    /// [`append`](Self::append), the commit carrying an application transaction (see
+    /// [`Repository::commit_as`]). Nothing new to write means no commit and no mark.
+    pub async fn append_as(
+        &mut self,
+        records: Vec<R>,
+        operation: &str,
+        txn: Option<&AppTransaction>,
+    ) -> Result<Appended> {
         let total = records.len();
         let fresh: Vec<R> = if R::ID.is_empty() {
             records
@@ -435,7 +494,7 @@ impl<R: Record> Appender<R> {
             }
             fresh
         };
-        let version = self.repo.commit(&fresh, operation).await?;
+        let version = self.repo.commit_as(&fresh, operation, txn).await?;
         self.seen.extend(fresh.iter().map(|r| fingerprint(r.id())));
         Ok(Appended { added: fresh.len(), duplicates: total - fresh.len(), version })
     }
@@ -486,6 +545,22 @@ mod tests {
         rows.sort_by(|a, b| a.reject_id.cmp(&b.reject_id));
         assert_eq!(rows, vec![reject(1), reject(2)]);
         assert_eq!(repo.read::<Reject>(Some(0)).await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn a_commit_records_its_application_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path().join("repo")).await.unwrap();
+        assert_eq!(repo.transaction_version("rejects", "writer-a").await.unwrap(), None);
+        let mut app = repo.appender::<Reject>().await.unwrap();
+        let mark = |v| AppTransaction { app_id: "writer-a".into(), version: v };
+        app.append_as(vec![reject(1)], "test", Some(&mark(1))).await.unwrap();
+        app.append_as(vec![reject(2)], "test", Some(&mark(2))).await.unwrap();
+        app.append(vec![reject(3)], "test").await.unwrap();
+        // Nothing new: no commit, so the mark stays where the last rows landed.
+        assert_eq!(app.append_as(vec![reject(3)], "test", Some(&mark(3))).await.unwrap().version, None);
+        assert_eq!(repo.transaction_version("rejects", "writer-a").await.unwrap(), Some(2));
+        assert_eq!(repo.transaction_version("rejects", "writer-b").await.unwrap(), None);
     }
 
     #[test]

@@ -30,5 +30,5 @@ pub mod verify;
 
 pub use error::{Error, Result};
 pub use planner::Mix;
-pub use run::{EngineConfig, EngineProgress, EngineReport};
+pub use run::{EngineConfig, EngineProgress, EngineReport, Shard};
 pub use tool::{CallContext, Tool, ToolOutput, ToolSpec, ToolSuite};

@@ -13,10 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use regrpo_datasets::Repository;
+use regrpo_datasets::{AppTransaction, Repository};
 use regrpo_schemas::id::content_id;
 use regrpo_schemas::react::reflection_turn;
-use regrpo_schemas::{ActionRecord, ErrorType, ExecStatus, NearMiss, Rot, Trajectory};
+use regrpo_schemas::{ActionRecord, ErrorType, ExecStatus, NearMiss, Record, Rot, Trajectory};
 use serde_json::json;
 
 use crate::error::Result;
@@ -47,6 +47,56 @@ pub struct EngineConfig {
     pub snapshot: Option<String>,
     /// Only trajectories of these sources.
     pub sources: Option<Vec<String>>,
+    /// The part of the run this process does.
+    pub shard: Shard,
+}
+
+/// One shard of a run: the trajectories whose id hashes to `index` of `count`.
+///
+/// Shards share the run id (it names every trajectory of the run, not only the shard's) and
+/// each plans its own trajectories with its own planner, so a shard's rows depend on the seed,
+/// the input and the shard count only: the union of the shards run as N processes anywhere
+/// equals the same shards run one after another in one process. `count = 1` is the whole run,
+/// as before sharding existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole run in one shard.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    pub fn new(index: usize, count: usize) -> Result<Shard> {
+        if count == 0 || index >= count {
+            return Err(crate::Error::Config(format!(
+                "shard {index} of {count}: the index must be below the number of shards (0 ≤ index < shards)"
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard takes the trajectory.
+    pub fn holds(&self, trajectory_id: &str) -> bool {
+        if self.count == 1 {
+            return true;
+        }
+        let h = content_id([trajectory_id.as_bytes()]);
+        let bucket = u64::from_str_radix(&h[..16], 16).unwrap_or(0) % self.count as u64;
+        bucket == self.index as u64
+    }
+
+    /// The Delta application id a shard's commits carry: its batches are its versions.
+    pub fn app_id(&self, run_id: &str) -> String {
+        format!("regrpo-engine/{run_id}/shard-{}-of-{}", self.index, self.count)
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
 }
 
 impl Default for EngineConfig {
@@ -61,6 +111,7 @@ impl Default for EngineConfig {
             teacher: None,
             snapshot: None,
             sources: None,
+            shard: Shard::ALL,
         }
     }
 }
@@ -77,7 +128,13 @@ pub trait EngineProgress: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct EngineReport {
     pub run_id: String,
+    pub shard: Option<Shard>,
+    /// The shard's trajectories.
     pub trajectories: usize,
+    /// Commits (batches of trajectories) of the shard, and how many of them an earlier run of
+    /// the same shard had already committed (their rows were recomputed, not written again).
+    pub batches: usize,
+    pub batches_already_committed: usize,
     pub planned: usize,
     pub executions: usize,
     pub accepted: BTreeMap<ErrorType, usize>,
@@ -141,19 +198,46 @@ pub async fn run(
     }
     trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
 
+    let mut params = json!({
+        "mix": cfg.mix.shares.iter().map(|(k, v)| (k.as_str(), v)).collect::<BTreeMap<_, _>>(),
+        "k": cfg.per_trajectory,
+        "seed": cfg.seed,
+        "teacher": cfg.teacher.as_ref().map(|t| t.model.clone()),
+        "tools": suite.names(),
+    });
+    if cfg.shard.count > 1 {
+        // A sharded run plans per shard, so its rows differ from an unsharded run's.
+        params["shards"] = json!(cfg.shard.count);
+    }
     let run_id = content_id([
-        json!({
-            "mix": cfg.mix.shares.iter().map(|(k, v)| (k.as_str(), v)).collect::<BTreeMap<_, _>>(),
-            "k": cfg.per_trajectory,
-            "seed": cfg.seed,
-            "teacher": cfg.teacher.as_ref().map(|t| t.model.clone()),
-            "tools": suite.names(),
-        })
-        .to_string()
-        .as_bytes(),
+        params.to_string().as_bytes(),
         trajectories.iter().map(|t| t.trajectory_id.as_str()).collect::<Vec<_>>().join(",").as_bytes(),
     ]);
-    let mut report = EngineReport { run_id: run_id.clone(), trajectories: trajectories.len(), ..Default::default() };
+    trajectories.retain(|t| cfg.shard.holds(&t.trajectory_id));
+    let batch_size = cfg.batch.max(1);
+    let batches = trajectories.len().div_ceil(batch_size);
+    let mut report = EngineReport {
+        run_id: run_id.clone(),
+        shard: (cfg.shard.count > 1).then_some(cfg.shard),
+        trajectories: trajectories.len(),
+        batches,
+        ..Default::default()
+    };
+
+    // Batch b (from 1) of the shard is committed with the mark (app id, b) on each table; a
+    // rerun recomputes every batch, the planner needing the earlier ones, and writes only the
+    // batches past the marks. A shard whose batches all landed has nothing to do.
+    let app_id = cfg.shard.app_id(&run_id);
+    let (near_done, rot_done) = tokio::try_join!(
+        repo.transaction_version(NearMiss::TABLE, &app_id),
+        repo.transaction_version(Rot::TABLE, &app_id)
+    )?;
+    let (near_done, rot_done) = (near_done.unwrap_or(0), rot_done.unwrap_or(0));
+    report.batches_already_committed = near_done.min(rot_done).clamp(0, batches as i64) as usize;
+    if batches > 0 && report.batches_already_committed == batches {
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
     if let Some(p) = &progress {
         p.start(trajectories.len() as u64);
     }
@@ -169,20 +253,28 @@ pub async fn run(
     });
     // Commits run beside execution: batch i is written while batch i + 1 executes, in order,
     // each append one Delta commit as before.
-    let (to_writer, mut batches) = tokio::sync::mpsc::channel::<(Vec<NearMiss>, Vec<Rot>)>(1);
-    let message = format!("engine {run_id}");
+    let (to_writer, mut committed) = tokio::sync::mpsc::channel::<(i64, Vec<NearMiss>, Vec<Rot>)>(1);
+    let message = match report.shard {
+        Some(shard) => format!("engine {run_id} shard {shard}"),
+        None => format!("engine {run_id}"),
+    };
     let writer = tokio::spawn(async move {
         let (mut near_app, mut rot_app) = (near_app, rot_app);
         let (mut near_added, mut rot_added) = (0, 0);
-        while let Some((near, rots)) = batches.recv().await {
-            near_added += near_app.append(near, &message).await?.added;
-            rot_added += rot_app.append(rots, &message).await?.added;
+        while let Some((b, near, rots)) = committed.recv().await {
+            let mark = AppTransaction { app_id: app_id.clone(), version: b };
+            if b > near_done {
+                near_added += near_app.append_as(near, &message, Some(&mark)).await?.added;
+            }
+            if b > rot_done {
+                rot_added += rot_app.append_as(rots, &message, Some(&mark)).await?.added;
+            }
         }
         Ok::<_, crate::Error>((near_added, rot_added))
     });
     let trajectories: Vec<Arc<Trajectory>> = trajectories.into_iter().map(Arc::new).collect();
 
-    for chunk in trajectories.chunks(cfg.batch.max(1)) {
+    for (b, chunk) in (1i64..).zip(trajectories.chunks(batch_size)) {
         // Plan the batch (sequential, deterministic).
         let mut jobs = Vec::new();
         let declared: Vec<Arc<Vec<ToolSpec>>> = chunk.iter().map(|t| Arc::new(declared_specs(t))).collect();
@@ -266,7 +358,7 @@ pub async fn run(
             *report.accepted.entry(*t).or_insert(0) += n;
         }
         planner.settle(&accepted);
-        if to_writer.send((near, rots)).await.is_err() {
+        if to_writer.send((b, near, rots)).await.is_err() {
             break; // The writer stopped on an error; joining it below reports the error.
         }
         if let Some(p) = &progress {

@@ -12,7 +12,7 @@ use regrpo_datasets::Repository;
 use regrpo_engine::reflect::TeacherConfig;
 use regrpo_engine::tool::remote::{self, RemoteConfig};
 use regrpo_engine::tool::wasm::{WasmLimits, WasmTool};
-use regrpo_engine::{EngineConfig, EngineProgress, EngineReport, Mix, ToolSuite};
+use regrpo_engine::{EngineConfig, EngineProgress, EngineReport, Mix, Shard, ToolSuite};
 use regrpo_schemas::ErrorType;
 
 use crate::progress;
@@ -59,10 +59,56 @@ pub struct RunArgs {
     /// Wasm tools: memory cap per call, in MiB.
     #[arg(long, default_value_t = 64)]
     wasm_memory_mib: usize,
+    /// Trajectories per commit.
+    #[arg(long, default_value_t = EngineConfig::default().batch)]
+    batch: usize,
+    /// Split the run into this many shards: trajectories go to shards by a hash of their id.
+    /// Without --shard (or a scheduler's index) this process runs every shard in turn.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// The shard this process runs, from 0; defaults to JOB_COMPLETION_INDEX (a Kubernetes
+    /// Indexed Job) or SLURM_ARRAY_TASK_ID (a Slurm array, less SLURM_ARRAY_TASK_MIN).
+    #[arg(long, requires = "shards")]
+    shard: Option<usize>,
 }
 
-pub async fn run(c: Command, quiet: bool) -> Result<EngineReport> {
+/// The shard index a scheduler gave this process, if it runs under one.
+fn scheduler_index() -> Result<Option<usize>> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let parse = |name: &str, v: String| {
+        v.trim().parse::<usize>().with_context(|| format!("{name}={v}: expected a shard index (0, 1, 2, …)"))
+    };
+    if let Some(v) = var("JOB_COMPLETION_INDEX") {
+        return parse("JOB_COMPLETION_INDEX", v).map(Some);
+    }
+    if let Some(v) = var("SLURM_ARRAY_TASK_ID") {
+        let id = parse("SLURM_ARRAY_TASK_ID", v)?;
+        let min = var("SLURM_ARRAY_TASK_MIN").map(|m| parse("SLURM_ARRAY_TASK_MIN", m)).transpose()?.unwrap_or(0);
+        return id
+            .checked_sub(min)
+            .map(Some)
+            .with_context(|| format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"));
+    }
+    Ok(None)
+}
+
+/// The shards this process runs: `--shard i --shards N` (or a scheduler's index) is one;
+/// `--shards N` alone is all N, one after another; neither is the whole, unsharded run.
+fn shards_of(a: &RunArgs) -> Result<Vec<Shard>> {
+    let Some(count) = a.shards else { return Ok(vec![Shard::ALL]) };
+    let index = match a.shard {
+        Some(i) => Some(i),
+        None => scheduler_index()?,
+    };
+    match index {
+        Some(i) => Ok(vec![Shard::new(i, count)?]),
+        None => (0..count).map(|i| Shard::new(i, count).map_err(Into::into)).collect(),
+    }
+}
+
+pub async fn run(c: Command, quiet: bool) -> Result<Vec<EngineReport>> {
     let Command::Run(a) = c;
+    let shards = shards_of(&a)?;
     let repo = Repository::open(&a.dir)?;
     let limits = WasmLimits {
         deadline: Duration::from_millis(a.wasm_deadline_ms),
@@ -78,14 +124,21 @@ pub async fn run(c: Command, quiet: bool) -> Result<EngineReport> {
         teacher: a.teacher.as_deref().map(TeacherConfig::from_env),
         snapshot: a.snapshot,
         sources: a.source,
+        batch: a.batch,
         ..EngineConfig::default()
     };
-    let progress = Arc::new(Bar { bar: progress::steps(quiet, 0, "engine"), counts: Mutex::new(BTreeMap::new()) });
-    let report =
-        regrpo_engine::run::run(&repo, &suite, &cfg, Some(progress.clone() as Arc<dyn EngineProgress>)).await?;
-    progress.bar.finish_and_clear();
-    crate::output::print_engine_report(&report, &cfg.mix, repo.root());
-    Ok(report)
+    let mut reports = Vec::new();
+    for shard in shards {
+        let cfg = EngineConfig { shard, ..cfg.clone() };
+        let label = if shard.count > 1 { format!("engine {shard}") } else { "engine".to_string() };
+        let progress = Arc::new(Bar { bar: progress::steps(quiet, 0, &label), counts: Mutex::new(BTreeMap::new()) });
+        let report =
+            regrpo_engine::run::run(&repo, &suite, &cfg, Some(progress.clone() as Arc<dyn EngineProgress>)).await?;
+        progress.bar.finish_and_clear();
+        crate::output::print_engine_report(&report, &cfg.mix, repo.root());
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 /// Builds the tool suite from `--tools builtin,wasm:DIR,remote:URL`.
