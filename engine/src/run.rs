@@ -87,9 +87,11 @@ impl Shard {
         bucket == self.index as u64
     }
 
-    /// The Delta application id a shard's commits carry: its batches are its versions.
-    pub fn app_id(&self, run_id: &str) -> String {
-        format!("regrpo-engine/{run_id}/shard-{}-of-{}", self.index, self.count)
+    /// The Delta application id a shard's commits carry: its batches (of `batch` trajectories)
+    /// are its versions. The batch size is in the id because batch numbers mean nothing
+    /// across sizes (the plan, too, is settled batch by batch).
+    pub fn app_id(&self, run_id: &str, batch: usize) -> String {
+        format!("regrpo-engine/{run_id}/batch-{batch}/shard-{}-of-{}", self.index, self.count)
     }
 }
 
@@ -227,7 +229,7 @@ pub async fn run(
     // Batch b (from 1) of the shard is committed with the mark (app id, b) on each table; a
     // rerun recomputes every batch, the planner needing the earlier ones, and writes only the
     // batches past the marks. A shard whose batches all landed has nothing to do.
-    let app_id = cfg.shard.app_id(&run_id);
+    let app_id = cfg.shard.app_id(&run_id, batch_size);
     let (near_done, rot_done) = tokio::try_join!(
         repo.transaction_version(NearMiss::TABLE, &app_id),
         repo.transaction_version(Rot::TABLE, &app_id)

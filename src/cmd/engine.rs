@@ -59,7 +59,8 @@ pub struct RunArgs {
     /// Wasm tools: memory cap per call, in MiB.
     #[arg(long, default_value_t = 64)]
     wasm_memory_mib: usize,
-    /// Trajectories per commit.
+    /// Trajectories per commit. The planner settles its ErrorType mix batch by batch, so the
+    /// rows depend on it as on the seed.
     #[arg(long, default_value_t = EngineConfig::default().batch)]
     batch: usize,
     /// Split the run into this many shards: trajectories go to shards by a hash of their id.

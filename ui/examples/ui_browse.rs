@@ -4,8 +4,9 @@
 //! unverified, text the size of the engine's) into a repository once, in commits of 200,000
 //! (each commit's files sorted by ErrorType and tool, as every append is; no `optimize`),
 //! reviews 1% of the rows, then
-//! serves `regrpo ui`'s router on loopback and times each browse page over real HTTP: N runs per
-//! page after one warm-up, p50 / p95 / max in milliseconds.
+//! serves `regrpo ui`'s router on loopback and times each browse page (then a record and the
+//! overview) over real HTTP: N runs per page after one warm-up, p50 / p95 / max in
+//! milliseconds. The worst p95 is over the browse pages, which the goal is about.
 //!
 //!   cargo run --release -p regrpo-ui --example ui_browse -- [ROWS] [DIR] [RUNS]
 
@@ -138,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = UiConfig { repo, snapshot: None, addr, token: None, reviewer: "bench".into(), allowed_hosts: vec![] };
     let router = regrpo_ui::router(cfg).await?;
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let middle = row(rows / 2).rot_id;
+    let Rot { rot_id: middle, error_type: middle_type, .. } = row(rows / 2);
     let pages = [
         ("first page", "/browse".to_string()),
         ("keyset page (after the middle id)", format!("/browse?after={middle}")),
@@ -150,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
         ("review = unreviewed", "/browse?review=unreviewed".into()),
         ("free text", "/browse?q=report_4242.csv".into()),
         ("ErrorType + free text, keyset", format!("/browse?error_type=ToolMismatch&q=notes_7.md&after={middle}")),
+        // Not a browse page: one row with its neighbours in the filter, siblings and history.
+        ("record (within an ErrorType filter)", format!("/record/rot/{middle}?error_type={middle_type}")),
+        ("overview", "/".into()),
     ];
     println!("browse pages over {rows} RoT rows, {runs} runs each after a warm-up, real HTTP on loopback (ms)");
     println!("| page | p50 | p95 | max | bytes |");
@@ -178,9 +182,11 @@ async fn main() -> anyhow::Result<()> {
         let mut sorted = times.clone();
         sorted.sort_by(f64::total_cmp);
         let p95 = percentile(&sorted, 0.95);
-        worst = worst.max(p95);
+        if path.starts_with("/browse") {
+            worst = worst.max(p95);
+        }
         println!("| {name} | {:.0} | {:.0} | {:.0} | {bytes} |", percentile(&sorted, 0.5), p95, sorted.last().unwrap());
     }
-    println!("worst p95: {worst:.0} ms (goal 200 ms)");
+    println!("worst p95: {worst:.0} ms over the browse pages (goal 200 ms)");
     Ok(())
 }
