@@ -434,9 +434,7 @@ async fn verdicts(session: &Session, ids: &[String]) -> anyhow::Result<HashMap<S
 
 /// A row's current verdict.
 pub(crate) async fn verdict(session: &Session, row_id: &str) -> anyhow::Result<Option<String>> {
-    let mut bound = Bound::default();
-    let sql = format!("SELECT verdict FROM latest_reviews WHERE row_id = {}", bound.bind(row_id));
-    Ok(strings(&run(session, &sql, bound).await?, 0)?.into_iter().flatten().next())
+    Ok(verdicts(session, &[row_id.to_string()]).await?.remove(row_id))
 }
 
 /// Every cell of a result as text (`NULL` as empty), for the SQL page.
