@@ -398,21 +398,38 @@ fn dictionary_columns(table: &str) -> &'static [&'static str] {
 }
 
 /// Parquet settings: zstd, statistics on every column page, dictionaries for low-cardinality
-/// columns only, row groups of at most 64k rows (rows here are whole trajectories or RoT
-/// samples, so groups stay in the tens of MB, well under 128 MB).
+/// columns only, small pages for text read row by row, row groups of at most 64k rows (rows
+/// here are whole trajectories or RoT samples, so groups stay in the tens of MB, well under
+/// 128 MB).
 pub fn writer_properties(table: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_dictionary_enabled(false)
         .set_max_row_group_row_count(Some(64 * 1024));
+    let path = |c: &str| ColumnPath::from(c.split('.').map(str::to_string).collect::<Vec<_>>());
     for c in dictionary_columns(table) {
-        b = b.set_column_dictionary_enabled(
-            ColumnPath::from(c.split('.').map(str::to_string).collect::<Vec<_>>()),
-            true,
-        );
+        b = b.set_column_dictionary_enabled(path(c), true);
+    }
+    for c in row_lookup_columns(table) {
+        b = b.set_column_data_page_size_limit(path(c), ROW_LOOKUP_PAGE_BYTES);
     }
     b.build()
+}
+
+/// Page size of the columns read row by row (see [`row_lookup_columns`]): the writer closes a
+/// page at the first 1,024-row write batch past it, so these pages hold about 1,024 rows.
+const ROW_LOOKUP_PAGE_BYTES: usize = 64 * 1024;
+
+/// Columns a reader fetches for a few scattered rows (the web view's free text reads the rows
+/// its word index picks, with a row selection): small pages, so a scattered row costs one small
+/// page to decompress rather than a 1 MB one (~7,000 rows of observation text).
+fn row_lookup_columns(table: &str) -> &'static [&'static str] {
+    match table {
+        "rot" => &["rot_id", "evidence", "failed_observation"],
+        "near_misses" => &["near_miss_id", "execution.text"],
+        _ => &[],
+    }
 }
 
 /// Sorts a batch by the table's cluster columns, so each commit's files hold runs of one

@@ -19,9 +19,11 @@ pub mod output;
 pub mod pinned;
 pub mod run_count;
 pub mod session;
+pub mod text_index;
 pub mod udf;
 
 pub use datafusion::execution::SendableRecordBatchStream as BatchStream;
 pub use error::{Error, Result};
 pub use output::OutputFormat;
 pub use session::{At, Session};
+pub use text_index::TextIndex;

@@ -20,13 +20,16 @@ use deltalake::DeltaTable;
 
 use crate::error::{Error, Result};
 
-/// The listing of `table`'s pinned files, or `None` when the version needs the Delta provider
-/// (partitions, deletion vectors, column mapping) or has no file to infer anything from.
-pub fn listing(
-    table: &DeltaTable,
-    delta: &Arc<dyn TableProvider>,
-    state: &SessionState,
-) -> Result<Option<Arc<dyn TableProvider>>> {
+/// A Parquet file a table's version names: where it is and how many bytes it holds.
+#[derive(Debug, Clone)]
+pub(crate) struct PinnedFile {
+    pub url: ListingTableUrl,
+    pub size: u64,
+}
+
+/// The files `table`'s version names, or `None` when the version needs the Delta provider
+/// (partitions, deletion vectors, column mapping): plain Parquet would read it wrongly.
+pub(crate) fn files(table: &DeltaTable) -> Result<Option<Vec<PinnedFile>>> {
     let snapshot = table.snapshot().map_err(|e| Error::Usage(format!("Delta snapshot: {e}")))?;
     let metadata = snapshot.metadata();
     let mapped = metadata.configuration().get("delta.columnMapping.mode").is_some_and(|m| m != "none");
@@ -38,17 +41,28 @@ pub fn listing(
         let dir = format!("{}/", root.path());
         root.set_path(&dir);
     }
-    let mut urls = Vec::new();
+    let mut files = Vec::new();
     for file in snapshot.log_data().iter() {
         if file.deletion_vector_descriptor().is_some() {
             return Ok(None);
         }
         let url = root.join(&file.path()).map_err(|e| Error::Usage(format!("file URL of {}: {e}", file.path())))?;
-        urls.push(ListingTableUrl::parse(url.as_str())?);
+        files.push(PinnedFile { url: ListingTableUrl::parse(url.as_str())?, size: file.size().max(0) as u64 });
     }
-    if urls.is_empty() {
-        return Ok(None);
-    }
+    Ok(Some(files))
+}
+
+/// The listing of `table`'s pinned files, or `None` when the version needs the Delta provider
+/// (partitions, deletion vectors, column mapping) or has no file to infer anything from.
+pub fn listing(
+    table: &DeltaTable,
+    delta: &Arc<dyn TableProvider>,
+    state: &SessionState,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    let urls: Vec<ListingTableUrl> = match files(table)? {
+        Some(files) if !files.is_empty() => files.into_iter().map(|f| f.url).collect(),
+        _ => return Ok(None),
+    };
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     // Strings come out of the scan as views (no copy of the bytes), as the Delta provider's do.
     let schema = Arc::new(transform_schema_to_view(&delta.schema()));

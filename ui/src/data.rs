@@ -2,21 +2,25 @@
 //!
 //! A browse page is one query: the filter's conditions (pushed into the Parquet scans), a
 //! keyset on the row id (`id > $after`, never an OFFSET) and a LIMIT; then the page's verdicts
-//! are looked up. The `latest_reviews` table holds each reviewed row's latest verdict.
+//! are looked up. The `latest_reviews` table holds each reviewed row's latest verdict. Free
+//! text reads, once the table's word index is built, only the rows that can hold the text
+//! ([`regrpo_queries::TextIndex`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use regrpo_queries::Session;
 use regrpo_schemas::Record;
 use serde::{Deserialize, Serialize};
 
-use crate::RowTable;
+use crate::{Reader, RowTable};
 
 /// Rows on a browse page.
 pub(crate) const PAGE_ROWS: usize = 50;
@@ -150,6 +154,38 @@ impl Filter {
     }
 }
 
+/// What a filtered statement reads: the table itself or, for free text once the table's word
+/// index is built, only the rows the index says can hold the text (a superset: the statement
+/// still applies the exact condition), registered under a name of their own while the statement
+/// runs.
+struct Rows {
+    name: String,
+    registered: Option<SessionContext>,
+}
+
+impl Rows {
+    async fn of(reader: &Reader, filter: &Filter) -> anyhow::Result<Rows> {
+        let table = filter.table();
+        let plain = Rows { name: table.as_str().to_string(), registered: None };
+        let Some(q) = &filter.q else { return Ok(plain) };
+        let Some(index) = reader.text_index(table).await else { return Ok(plain) };
+        let Some(candidates) = index.candidates(q) else { return Ok(plain) };
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("{}__text_{}", table.as_str(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let ctx = reader.context().clone();
+        ctx.register_table(name.as_str(), index.provider(&candidates))?;
+        Ok(Rows { name, registered: Some(ctx) })
+    }
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        if let Some(ctx) = &self.registered {
+            let _ = ctx.deregister_table(self.name.as_str());
+        }
+    }
+}
+
 /// Positional parameters of one statement.
 #[derive(Default)]
 struct Bound {
@@ -245,8 +281,9 @@ pub(crate) struct Page {
 }
 
 /// One page of the rows the filter matches, in id order.
-pub(crate) async fn page(session: &Session, filter: &Filter, at: &Keyset, rows: usize) -> anyhow::Result<Page> {
+pub(crate) async fn page(session: &Reader, filter: &Filter, at: &Keyset, rows: usize) -> anyhow::Result<Page> {
     let table = filter.table();
+    let from = Rows::of(session, filter).await?;
     let mut bound = Bound::default();
     let mut conds = filter.conditions(&mut bound);
     let id = table.id_column();
@@ -271,7 +308,7 @@ pub(crate) async fn page(session: &Session, filter: &Filter, at: &Keyset, rows: 
     let sql = format!(
         "SELECT t.{id} AS id, t.error_type, t.tool, {tag} AS tag, {snippet} AS snippet FROM {table} t \
          {where_} ORDER BY t.{id} {order} LIMIT {limit}",
-        table = table.as_str(),
+        table = from.name,
         where_ = where_clause(&conds),
         limit = rows + 1,
     );
@@ -310,37 +347,39 @@ fn where_clause(conds: &[String]) -> String {
 }
 
 /// How many rows the filter matches.
-pub(crate) async fn count(session: &Session, filter: &Filter) -> anyhow::Result<i64> {
+pub(crate) async fn count(session: &Reader, filter: &Filter) -> anyhow::Result<i64> {
+    let from = Rows::of(session, filter).await?;
     let mut bound = Bound::default();
     let conds = filter.conditions(&mut bound);
-    let sql = format!("SELECT count(*) FROM {} t {}", filter.table().as_str(), where_clause(&conds));
+    let sql = format!("SELECT count(*) FROM {} t {}", from.name, where_clause(&conds));
     Ok(ints(&run(session, &sql, bound).await?, 0)?.first().copied().unwrap_or(0))
 }
 
 /// The ids of every row the filter matches (a bulk action's rows).
-pub(crate) async fn ids(session: &Session, filter: &Filter) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn ids(session: &Reader, filter: &Filter) -> anyhow::Result<Vec<String>> {
+    let from = Rows::of(session, filter).await?;
     let mut bound = Bound::default();
     let conds = filter.conditions(&mut bound);
     let table = filter.table();
-    let sql = format!("SELECT t.{} FROM {} t {}", table.id_column(), table.as_str(), where_clause(&conds));
+    let sql = format!("SELECT t.{} FROM {} t {}", table.id_column(), from.name, where_clause(&conds));
     Ok(strings(&run(session, &sql, bound).await?, 0)?.into_iter().flatten().collect())
 }
 
 /// The row after (`forward`) or before `id` among those the filter matches.
 pub(crate) async fn neighbour(
-    session: &Session,
+    session: &Reader,
     filter: &Filter,
     id: &str,
     forward: bool,
 ) -> anyhow::Result<Option<String>> {
     let table = filter.table();
+    let from = Rows::of(session, filter).await?;
     let col = table.id_column();
     let mut bound = Bound::default();
     let mut conds = filter.conditions(&mut bound);
     let (op, order) = if forward { (">", "ASC") } else { ("<", "DESC") };
     conds.push(format!("t.{col} {op} {}", bound.bind(id)));
-    let sql =
-        format!("SELECT t.{col} FROM {} t {} ORDER BY t.{col} {order} LIMIT 1", table.as_str(), where_clause(&conds));
+    let sql = format!("SELECT t.{col} FROM {} t {} ORDER BY t.{col} {order} LIMIT 1", from.name, where_clause(&conds));
     Ok(strings(&run(session, &sql, bound).await?, 0)?.into_iter().flatten().next())
 }
 

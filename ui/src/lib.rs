@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use axum::Router;
 use axum::routing::{get, post};
 use regrpo_datasets::Repository;
-use regrpo_queries::{At, Session};
+use regrpo_queries::{At, Session, TextIndex};
 use regrpo_schemas::{Record, Review};
 use tokio::net::TcpListener;
 
@@ -65,7 +65,7 @@ pub(crate) struct App {
     /// The value every state-changing request must carry (`X-CSRF-Token` or a `csrf` field).
     csrf: String,
     /// Open sessions by snapshot, with the `reviews` version each has registered.
-    sessions: tokio::sync::Mutex<HashMap<Option<String>, (Session, i64)>>,
+    sessions: tokio::sync::Mutex<HashMap<Option<String>, (Reader, i64)>>,
     /// The `reviews` version this process last wrote or read.
     reviews_version: AtomicI64,
     /// One review commit at a time from this process (Delta retries the rest).
@@ -74,7 +74,7 @@ pub(crate) struct App {
 
 impl App {
     /// The session of snapshot `name` (`None`: the configured one), with the latest reviews.
-    pub(crate) async fn session(&self, name: Option<&str>) -> anyhow::Result<Session> {
+    pub(crate) async fn session(&self, name: Option<&str>) -> anyhow::Result<Reader> {
         let key = name.map(str::to_string).or_else(|| self.cfg.snapshot.clone());
         let want = self.reviews_version.load(Ordering::SeqCst);
         let mut sessions = self.sessions.lock().await;
@@ -85,7 +85,7 @@ impl App {
         }
         let session = match sessions.get(&key) {
             Some((s, _)) => s.clone(),
-            None => Session::open(&self.cfg.repo, At::from_option(key.as_deref())).await?,
+            None => Reader::new(&self.cfg.repo, Session::open(&self.cfg.repo, At::from_option(key.as_deref())).await?),
         };
         let v = session.register_latest(&self.cfg.repo, Review::TABLE).await?;
         data::register_latest_reviews(&session).await?;
@@ -107,6 +107,77 @@ impl App {
     /// The snapshot a page reads when it names none.
     pub(crate) fn default_snapshot(&self) -> Option<&str> {
         self.cfg.snapshot.as_deref()
+    }
+}
+
+/// A snapshot's session, with the word indexes of its text columns (built in the background
+/// when the session opens; free text scans until its table's index is ready).
+#[derive(Clone)]
+pub(crate) struct Reader {
+    session: Session,
+    repo: Repository,
+    rot: Arc<TextSlot>,
+    near_misses: Arc<TextSlot>,
+}
+
+/// A table's word index: being built, built (`Some`), or not available (`None`: the version
+/// needs Delta's reader, or the build failed and was logged).
+type TextSlot = tokio::sync::OnceCell<Option<Arc<TextIndex>>>;
+
+impl Reader {
+    fn new(repo: &Repository, session: Session) -> Reader {
+        let reader = Reader {
+            session,
+            repo: repo.clone(),
+            rot: Arc::new(TextSlot::new()),
+            near_misses: Arc::new(TextSlot::new()),
+        };
+        let r = reader.clone();
+        tokio::spawn(async move {
+            for table in [RowTable::Rot, RowTable::NearMisses] {
+                r.text_index(table).await;
+            }
+        });
+        reader
+    }
+
+    /// `table`'s word index, waiting for its build if it is under way (the build started with
+    /// the session, so waiting costs less than a scan beside it).
+    pub(crate) async fn text_index(&self, table: RowTable) -> Option<Arc<TextIndex>> {
+        let slot = match table {
+            RowTable::Rot => &self.rot,
+            RowTable::NearMisses => &self.near_misses,
+        };
+        slot.get_or_init(|| async {
+            let started = std::time::Instant::now();
+            match TextIndex::build(&self.repo, &self.session, table.as_str(), table.text_columns()).await {
+                Ok(Some(index)) => {
+                    tracing::info!(
+                        table = table.as_str(),
+                        rows = index.rows(),
+                        words = index.words(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "text index built"
+                    );
+                    Some(Arc::new(index))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(table = table.as_str(), "text index not built, free text scans: {e}");
+                    None
+                }
+            }
+        })
+        .await
+        .clone()
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
     }
 }
 
@@ -169,6 +240,14 @@ impl RowTable {
         match self {
             RowTable::Rot => regrpo_schemas::Rot::TABLE,
             RowTable::NearMisses => regrpo_schemas::NearMiss::TABLE,
+        }
+    }
+
+    /// The text columns free text searches (dotted paths for struct fields).
+    pub(crate) fn text_columns(self) -> &'static [&'static str] {
+        match self {
+            RowTable::Rot => &["evidence", "failed_observation"],
+            RowTable::NearMisses => &["execution.text"],
         }
     }
 

@@ -62,7 +62,7 @@ impl IntoResponse for PageError {
 }
 
 /// The session of snapshot `s` (the server's when `None`); an unknown snapshot is a 404.
-async fn open_session(app: &App, s: Option<&str>) -> Result<regrpo_queries::Session, PageError> {
+async fn open_session(app: &App, s: Option<&str>) -> Result<crate::Reader, PageError> {
     if let Some(name) = s
         && snapshot::get(&app.cfg.repo, name).is_err()
     {

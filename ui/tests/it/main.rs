@@ -244,6 +244,11 @@ async fn a_hostile_record_renders_as_text_under_a_strict_policy() {
     let browse = page(&r, "/browse?q=onerror").await;
     assert_eq!(listed(&browse.body), vec!["hostile"]);
     assert!(!browse.body.contains("<script>alert"));
+    // Free text is case-blind, finds cuts inside words, and searches near-misses' observations
+    // (a struct field) through the same word index.
+    assert_eq!(listed(&page(&r, "/browse?q=NERRO").await.body), vec!["hostile"]);
+    assert_eq!(listed(&page(&r, "/browse?kind=near_misses&q=src%3Dx%20ONERROR").await.body), vec!["nhostile"]);
+    assert_eq!(listed(&page(&r, "/browse?kind=near_misses&q=a.tx%27%20not").await.body), vec!["n000", "n001"]);
 }
 
 #[tokio::test]
