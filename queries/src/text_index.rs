@@ -179,7 +179,8 @@ struct FileWords {
 
 impl TextIndex {
     /// Indexes `columns` (dotted paths for struct fields: `execution.text`) of `table` at the
-    /// version `session` reads. `None` when that version needs Delta's own reader.
+    /// version `session` reads. `None` when the session has no such table, or its version needs
+    /// Delta's own reader.
     pub async fn build(
         repo: &Repository,
         session: &Session,
@@ -187,7 +188,7 @@ impl TextIndex {
         columns: &[&str],
     ) -> Result<Option<TextIndex>> {
         let Some(version) = session.versions().get(table).copied() else {
-            return Err(Error::Usage(format!("the session has no table `{table}`")));
+            return Ok(None);
         };
         let delta = repo.load(table, Some(version)).await?;
         let Some(pinned) = crate::pinned::files(&delta)? else {

@@ -101,6 +101,16 @@ fn get(addr: SocketAddr, path: &str) -> (String, usize) {
     (status, buf.len())
 }
 
+/// This process's resident memory (Linux), in MiB; 0 where it cannot be read.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -137,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let cfg = UiConfig { repo, snapshot: None, addr, token: None, reviewer: "bench".into(), allowed_hosts: vec![] };
+    let rss_before = rss_mib();
     let router = regrpo_ui::router(cfg).await?;
     tokio::spawn(async move { axum::serve(listener, router).await });
     let Rot { rot_id: middle, error_type: middle_type, .. } = row(rows / 2);
@@ -167,7 +178,11 @@ async fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     })
     .await?;
-    println!("first free-text request after the start (waits for the word index): {first_search:.1} s");
+    println!(
+        "first free-text request after the start (waits for the word indexes): {first_search:.1} s; \
+         process RSS {rss_before:.0} MiB before the server, {:.0} MiB after the search",
+        rss_mib()
+    );
     println!("browse pages over {rows} RoT rows, {runs} runs each after a warm-up, real HTTP on loopback (ms)");
     println!("| page | p50 | p95 | max | bytes |");
     println!("| --- | ---: | ---: | ---: | ---: |");

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -59,13 +60,17 @@ pub struct UiConfig {
     pub allowed_hosts: Vec<String>,
 }
 
+/// Snapshots whose sessions stay open at once.
+const OPEN_SNAPSHOTS: usize = 4;
+
 /// What every handler shares.
 pub(crate) struct App {
     cfg: UiConfig,
     /// The value every state-changing request must carry (`X-CSRF-Token` or a `csrf` field).
     csrf: String,
-    /// Open sessions by snapshot, with the `reviews` version each has registered.
-    sessions: tokio::sync::Mutex<HashMap<Option<String>, (Reader, i64)>>,
+    /// Open sessions by snapshot, with the `reviews` version each has registered and when a
+    /// page last used it (at most [`OPEN_SNAPSHOTS`], the least recently used closed first).
+    sessions: tokio::sync::Mutex<HashMap<Option<String>, (Reader, i64, Instant)>>,
     /// The `reviews` version this process last wrote or read.
     reviews_version: AtomicI64,
     /// One review commit at a time from this process (Delta retries the rest).
@@ -73,24 +78,45 @@ pub(crate) struct App {
 }
 
 impl App {
+    fn new(cfg: UiConfig) -> App {
+        App {
+            csrf: security::random_token(),
+            cfg,
+            sessions: tokio::sync::Mutex::new(HashMap::new()),
+            reviews_version: AtomicI64::new(0),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// The session of snapshot `name` (`None`: the configured one), with the latest reviews.
     pub(crate) async fn session(&self, name: Option<&str>) -> anyhow::Result<Reader> {
         let key = name.map(str::to_string).or_else(|| self.cfg.snapshot.clone());
         let want = self.reviews_version.load(Ordering::SeqCst);
         let mut sessions = self.sessions.lock().await;
-        if let Some((s, v)) = sessions.get(&key)
+        if let Some((s, v, used)) = sessions.get_mut(&key)
             && *v == want
         {
+            *used = Instant::now();
             return Ok(s.clone());
         }
         let session = match sessions.get(&key) {
-            Some((s, _)) => s.clone(),
-            None => Reader::new(&self.cfg.repo, Session::open(&self.cfg.repo, At::from_option(key.as_deref())).await?),
+            Some((s, _, _)) => s.clone(),
+            None => {
+                // A session holds its snapshot's footers, statistics and word indexes: keep a few.
+                while sessions.len() >= OPEN_SNAPSHOTS {
+                    let Some(oldest) = sessions.iter().min_by_key(|(_, (_, _, used))| *used).map(|(k, _)| k.clone())
+                    else {
+                        break;
+                    };
+                    sessions.remove(&oldest);
+                }
+                Reader::new(&self.cfg.repo, Session::open(&self.cfg.repo, At::from_option(key.as_deref())).await?)
+            }
         };
         let v = session.register_latest(&self.cfg.repo, Review::TABLE).await?;
         data::register_latest_reviews(&session).await?;
         self.reviews_version.fetch_max(v, Ordering::SeqCst);
-        sessions.insert(key, (session.clone(), v));
+        sessions.insert(key, (session.clone(), v, Instant::now()));
         Ok(session)
     }
 
@@ -185,13 +211,7 @@ impl std::ops::Deref for Reader {
 pub async fn router(cfg: UiConfig) -> anyhow::Result<Router> {
     // Reviews need their table; a repository made before it existed gains it here.
     cfg.repo.ensure_table(Review::TABLE).await?;
-    let app = Arc::new(App {
-        csrf: security::random_token(),
-        cfg,
-        sessions: tokio::sync::Mutex::new(HashMap::new()),
-        reviews_version: AtomicI64::new(0),
-        writing: tokio::sync::Mutex::new(()),
-    });
+    let app = Arc::new(App::new(cfg));
     // Open the default session now: a bad snapshot name fails the start, not the first page.
     app.session(None).await?;
     let routes = Router::new()
@@ -257,5 +277,32 @@ impl RowTable {
             RowTable::Rot => regrpo_schemas::Rot::ID,
             RowTable::NearMisses => regrpo_schemas::NearMiss::ID,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_few_snapshots_stay_open_the_least_recently_used_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).await.unwrap();
+        repo.ensure_table(Review::TABLE).await.unwrap();
+        let names: Vec<String> = (0..=OPEN_SNAPSHOTS).map(|i| format!("s{i}")).collect();
+        for n in &names {
+            regrpo_datasets::snapshot::create(&repo, n, None).await.unwrap();
+        }
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let cfg = UiConfig { repo, snapshot: None, addr, token: None, reviewer: "t".into(), allowed_hosts: vec![] };
+        let app = App::new(cfg);
+        for n in &names[..OPEN_SNAPSHOTS] {
+            app.session(Some(n)).await.unwrap();
+        }
+        app.session(Some(&names[0])).await.unwrap(); // s0 used again: s1 is now the oldest
+        app.session(Some(&names[OPEN_SNAPSHOTS])).await.unwrap();
+        let open = app.sessions.lock().await;
+        assert_eq!(open.len(), OPEN_SNAPSHOTS);
+        assert!(open.contains_key(&Some(names[0].clone())) && !open.contains_key(&Some(names[1].clone())));
     }
 }
