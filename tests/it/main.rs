@@ -225,15 +225,7 @@ fn sigkill_mid_ingest_leaves_the_last_version_and_a_rerun_completes_exactly() {
         .unwrap();
     // Wait until a few commits landed (version 0 is the empty table), then kill -9 while the
     // writer is busy with the next one.
-    let started = Instant::now();
-    while delta_commits(&repo) < 4 {
-        assert!(started.elapsed() < Duration::from_secs(120), "ingest made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "ingest finished before it could be killed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(30));
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    kill_when(&mut child, "ingest", Duration::from_secs(120), || delta_commits(&repo) >= 4, Duration::from_millis(30));
 
     // The repository opens at a committed version whose rows are whole chunks.
     let rows: usize = sql(&repo, None, "SELECT count(*) FROM trajectories")[0].parse().unwrap();
@@ -245,6 +237,27 @@ fn sigkill_mid_ingest_leaves_the_last_version_and_a_rerun_completes_exactly() {
     ok(&["ingest", s(&repo), "-f", "openai", "--chunk-rows", "1000", s(&corpus)]);
     assert_eq!(sql(&repo, None, "SELECT trajectory_id FROM trajectories ORDER BY 1"), want);
     assert!(ok(&["snapshot", "verify", s(&repo), "after-kill"]).contains("verified"));
+}
+
+/// Waits until `ready()` (polled every 5 ms, for at most `limit`), waits `then` more, and
+/// SIGKILLs `child`: kill points chosen from what the run has written, not from sleeps. Fails
+/// when the run ends first or `ready` never holds.
+pub(crate) fn kill_when(
+    child: &mut std::process::Child,
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+    then: Duration,
+) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < limit, "{what} made no progress in {limit:?}");
+        assert!(child.try_wait().unwrap().is_none(), "{what} finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(then);
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
 }
 
 fn table_commits(repo: &Path, table: &str) -> usize {
@@ -271,15 +284,9 @@ fn sigkill_mid_engine_run_then_rerun_gives_the_uninterrupted_rot_table() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
     // Version 0 is the empty table: wait for the first batch commit, then kill.
-    while table_commits(&killed, "rot") < 2 {
-        assert!(started.elapsed() < Duration::from_secs(300), "the engine made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the run finished before it could be killed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let committed = || table_commits(&killed, "rot") >= 2;
+    kill_when(&mut child, "the engine run", Duration::from_secs(300), committed, Duration::ZERO);
     let partial = sql(&killed, None, "SELECT count(*) FROM rot")[0].parse::<usize>().unwrap();
     assert!(partial < want.len(), "{partial} rows after the kill");
 

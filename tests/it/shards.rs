@@ -3,12 +3,12 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use regrpo_datasets::Repository;
 use regrpo_schemas::{NearMiss, Rot};
 
-use crate::{bin, ok, s};
+use crate::{bin, kill_when, ok, s};
 
 /// Every RoT and near-miss row, in id order; execution times zeroed (they are measured).
 fn rows(repo: &Path) -> (Vec<Rot>, Vec<NearMiss>) {
@@ -65,14 +65,8 @@ fn three_shard_processes_one_killed_and_rerun_equal_the_shards_run_in_one_proces
     let first = shard(&sharded, &[], &[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "1")]);
     let mut killed = shard(&sharded, &["--shard", "1"], &[]);
     let last = shard(&sharded, &[], &[("JOB_COMPLETION_INDEX", "2")]);
-    let started = Instant::now();
-    while !marked(&sharded, "rot", "shard-1-of-3") {
-        assert!(started.elapsed() < Duration::from_secs(300), "shard 1 made no commit");
-        assert!(killed.try_wait().unwrap().is_none(), "shard 1 finished before it could be killed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    killed.kill().unwrap(); // SIGKILL on Unix
-    killed.wait().unwrap();
+    let committed = || marked(&sharded, "rot", "shard-1-of-3");
+    kill_when(&mut killed, "shard 1", Duration::from_secs(300), committed, Duration::ZERO);
     succeeds(first);
     succeeds(last);
     let (partial, _) = rows(&sharded);
