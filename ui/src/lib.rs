@@ -137,7 +137,8 @@ impl App {
 }
 
 /// A snapshot's session, with the word indexes of its text columns (built in the background
-/// when the session opens; free text scans until its table's index is ready).
+/// when the session opens; free text waits for a build under way, and scans where a table has
+/// no index).
 #[derive(Clone)]
 pub(crate) struct Reader {
     session: Session,
