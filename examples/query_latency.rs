@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let (runs, clients, per_client) = (num(1, 5)?, num(2, 16)?, num(3, 6)?);
 
     let t = Instant::now();
-    let repo = Repository::open(dir)?;
+    let repo = Repository::open(dir).await?;
     let session = Session::open(&repo, At::Latest).await?;
     println!("{}", json!({"phase": "open", "seconds": t.elapsed().as_secs_f64()}));
 
@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     // adds per query, for the report.
     let raw = datafusion::prelude::SessionContext::new();
     for table in ["near_misses", "rot"] {
-        let dir = repo.table_path(table);
+        let dir = repo.table_path(table).ok_or_else(|| anyhow::anyhow!("the bench reads a local repository"))?;
         raw.register_parquet(table, dir.to_string_lossy().as_ref(), datafusion::prelude::ParquetReadOptions::default())
             .await?;
     }

@@ -73,6 +73,14 @@ pub struct DeviceArgs {
     pub device: DeviceKind,
 }
 
+/// Parses `KEY=VALUE` (the value may itself hold `=`).
+pub fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

@@ -38,6 +38,13 @@ struct Cli {
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// A storage option for a repository on S3 (`s3://bucket/prefix`), repeatable: the keys of
+    /// object_store's S3 builder, e.g. `aws_endpoint=http://127.0.0.1:9000`,
+    /// `aws_allow_http=true`, `aws_region=eu-west-1`. Credentials and endpoint are also read
+    /// from the standard AWS environment variables; options win.
+    #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE", value_parser = args::key_value)]
+    storage_options: Vec<(String, String)>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +94,7 @@ fn init_logging(quiet: bool, verbose: u8) {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
+    regrpo_datasets::store::set_process_options(cli.storage_options.into_iter().collect());
     match cli.command {
         Command::Init(a) => cmd::init::run(a).await,
         Command::Ingest(a) => cmd::ingest::run(a, quiet).await,

@@ -38,7 +38,7 @@ pub fn emit(batches: &[RecordBatch], format: OutputFormat, out: Option<&Path>) -
 
 /// Prints an engine run's summary: RoT rows by ErrorType against the target mix, rejections
 /// by reason, tools without an executor.
-pub fn print_engine_report(r: &EngineReport, mix: &Mix, root: &Path) {
+pub fn print_engine_report(r: &EngineReport, mix: &Mix, repo: &regrpo_datasets::Location) {
     let total = r.accepted_total();
     let main: usize = ErrorType::MAIN.iter().map(|t| r.accepted.get(t).copied().unwrap_or(0)).sum();
     let secs = r.elapsed.as_secs_f64().max(1e-9);
@@ -78,10 +78,7 @@ pub fn print_engine_report(r: &EngineReport, mix: &Mix, root: &Path) {
     }
     println!(
         "{total} RoT rows ({} verified by re-execution), {} new RoT rows and {} new near-miss rows committed to {}",
-        r.verified,
-        r.rot_added,
-        r.near_misses_added,
-        root.display()
+        r.verified, r.rot_added, r.near_misses_added, repo
     );
     if !r.rejected.is_empty() {
         println!("rejected near-misses, by reason:");

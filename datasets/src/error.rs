@@ -45,6 +45,18 @@ pub enum Error {
     #[error("{path}: {reason}")]
     BadManifest { path: PathBuf, reason: String },
 
+    /// A location the CLI cannot read as a folder or an `s3://` URL, or a store it cannot open.
+    #[error("repository location {location}: {reason}")]
+    BadLocation { location: String, reason: String },
+
+    /// An object store (S3, or the local folder through the same interface) failed.
+    #[error("{key}: {source}")]
+    Store {
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
     #[error(transparent)]
     Schema(#[from] regrpo_schemas::Error),
 
@@ -72,6 +84,17 @@ pub(crate) trait DeltaContext<T> {
 impl<T> DeltaContext<T> for std::result::Result<T, deltalake::DeltaTableError> {
     fn table(self, table: &str) -> Result<T> {
         self.map_err(|source| Error::Delta { table: table.to_string(), source: Box::new(source) })
+    }
+}
+
+/// Attaches the key (path below the repository) an object store call was about.
+pub(crate) trait StoreContext<T> {
+    fn at_key(self, key: &str) -> Result<T>;
+}
+
+impl<T> StoreContext<T> for std::result::Result<T, object_store::Error> {
+    fn at_key(self, key: &str) -> Result<T> {
+        self.map_err(|source| Error::Store { key: key.to_string(), source: Box::new(source) })
     }
 }
 

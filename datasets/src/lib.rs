@@ -18,8 +18,10 @@ pub mod error;
 pub mod repo;
 pub mod reviews;
 pub mod snapshot;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use repo::{AppTransaction, Appended, Appender, Repository};
 pub use reviews::Verdicts;
 pub use snapshot::Snapshot;
+pub use store::Location;

@@ -1,23 +1,26 @@
-//! The dataset repository: a folder of Delta tables, one per record kind, plus snapshots.
+//! The dataset repository: a folder (or an S3 prefix) of Delta tables, one per record kind,
+//! plus snapshots.
 //!
 //! ```text
-//! DIR/
+//! DIR/ or s3://bucket/prefix/
 //!   regrpo.json              what this folder is (format version)
 //!   tables/<table>/          one Delta table per kind: _delta_log/ + Parquet files
 //!   snapshots/<name>.json    immutable manifests (see `snapshot`)
+//!   sandboxes/               the files toolworld tasks' tools read
 //! ```
 //!
 //! Every append is one Delta commit, so a crash leaves the last committed version intact. Ids
 //! are content hashes; [`Appender`] skips rows whose id the table already holds, so appending
 //! the same input twice adds nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::compute::{SortColumn, cast, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
+use deltalake::datafusion::execution::runtime_env::RuntimeEnv;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
@@ -28,12 +31,15 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use regrpo_schemas::Record;
 use regrpo_schemas::table::all_tables;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::{DeltaContext, Error, IoContext, Result};
+use crate::error::{DeltaContext, Error, IoContext, Result, StoreContext};
+use crate::store::{Location, local_cache_for, local_path_of, object_path};
 
 const MANIFEST: &str = "regrpo.json";
 const FORMAT_VERSION: u32 = 1;
@@ -45,48 +51,84 @@ struct Manifest {
     created_by: String,
 }
 
-/// A dataset repository on the local file system.
+/// A dataset repository: a local folder or an S3 prefix (see [`crate::store`]).
 #[derive(Debug, Clone)]
 pub struct Repository {
-    root: PathBuf,
+    location: Location,
+    /// Storage options handed to every Delta table and store of the repository.
+    options: HashMap<String, String>,
+    /// Everything below the repository's root, as `/`-separated keys.
+    store: Arc<dyn ObjectStore>,
+    /// For a remote repository: the bucket's URL and a store rooted there, which query sessions
+    /// register to read the Parquet files a snapshot pins.
+    bucket: Option<(Url, Arc<dyn ObjectStore>)>,
+    /// A local folder for what tools must read as files (sandboxes): the repository itself when
+    /// it is local, a cache folder when it is remote.
+    workdir: PathBuf,
 }
 
 impl Repository {
-    /// Creates a repository in `root` (made if missing; it must not already hold one) with an
-    /// empty Delta table per record kind.
-    pub async fn init(root: impl AsRef<Path>) -> Result<Repository> {
-        let root = root.as_ref();
-        std::fs::create_dir_all(root).at(root)?;
-        let root = root.canonicalize().at(root)?;
-        if root.join(MANIFEST).exists() {
-            return Err(Error::AlreadyExists { path: root });
+    /// Creates a repository at `location` (a folder, made if missing, or `s3://bucket/prefix`;
+    /// it must not already hold one) with an empty Delta table per record kind.
+    pub async fn init(location: impl AsRef<Path>) -> Result<Repository> {
+        Self::init_with(location, crate::store::process_options()).await
+    }
+
+    /// [`init`](Self::init) with storage options of its own.
+    pub async fn init_with(location: impl AsRef<Path>, options: HashMap<String, String>) -> Result<Repository> {
+        let location = match Self::parse(location.as_ref())? {
+            Location::Local(root) => {
+                std::fs::create_dir_all(&root).at(&root)?;
+                Location::Local(root.canonicalize().at(&root)?)
+            }
+            remote => remote,
+        };
+        let repo = Self::at(location, options)?;
+        if repo.exists(MANIFEST).await? {
+            return Err(Error::AlreadyExists { path: repo.display_path(MANIFEST) });
         }
-        std::fs::create_dir_all(root.join("tables")).at(&root)?;
-        std::fs::create_dir_all(root.join("snapshots")).at(&root)?;
-        let repo = Repository { root };
+        if let Location::Local(root) = &repo.location {
+            std::fs::create_dir_all(root.join("tables")).at(root)?;
+            std::fs::create_dir_all(root.join("snapshots")).at(root)?;
+        }
         for (name, schema) in all_tables() {
             repo.create_table(name, &schema).await?;
         }
         // The manifest goes last: a folder without it is not (yet) a repository.
         let manifest = Manifest { format: FORMAT_VERSION, created_by: format!("regrpo {}", env!("CARGO_PKG_VERSION")) };
-        let path = repo.root.join(MANIFEST);
-        let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-        std::fs::write(&path, text + "\n").at(&path)?;
-        Ok(repo)
+        let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))? + "\n";
+        match repo.put_new(MANIFEST, text.into_bytes()).await {
+            Err(Error::Store { source, .. }) if matches!(*source, object_store::Error::AlreadyExists { .. }) => {
+                Err(Error::AlreadyExists { path: repo.display_path(MANIFEST) })
+            }
+            other => other.map(|()| repo),
+        }
     }
 
-    /// Opens an existing repository.
-    pub fn open(root: impl AsRef<Path>) -> Result<Repository> {
-        let root = root.as_ref();
-        let manifest_path = root.join(MANIFEST);
-        let text = match std::fs::read_to_string(&manifest_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotARepository { path: root.to_path_buf() });
-            }
-            Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path: manifest_path, source: e })),
+    /// Opens an existing repository (a folder or `s3://bucket/prefix`).
+    pub async fn open(location: impl AsRef<Path>) -> Result<Repository> {
+        Self::open_with(location, crate::store::process_options()).await
+    }
+
+    /// [`open`](Self::open) with storage options of its own.
+    pub async fn open_with(location: impl AsRef<Path>, options: HashMap<String, String>) -> Result<Repository> {
+        let location = Self::parse(location.as_ref())?;
+        let shown = location.display();
+        let missing = || Error::NotARepository { path: PathBuf::from(&shown) };
+        let location = match location {
+            Location::Local(root) => match root.canonicalize() {
+                Ok(root) => Location::Local(root),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
+                Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path: root, source: e })),
+            },
+            remote => remote,
         };
-        let manifest: Manifest = serde_json::from_str(&text)
+        let repo = Self::at(location, options)?;
+        let manifest_path = repo.display_path(MANIFEST);
+        let Some(bytes) = repo.get_if_present(MANIFEST).await? else {
+            return Err(missing());
+        };
+        let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadManifest { path: manifest_path.clone(), reason: e.to_string() })?;
         if manifest.format != FORMAT_VERSION {
             return Err(Error::UnsupportedFormat {
@@ -95,12 +137,195 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let root = root.canonicalize().at(root)?;
-        Ok(Repository { root })
+        Ok(repo)
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    fn parse(location: &Path) -> Result<Location> {
+        match location.to_str() {
+            Some(text) => Location::parse(text),
+            None => Ok(Location::Local(location.to_path_buf())),
+        }
+    }
+
+    /// The repository at `location`, without reading anything.
+    fn at(location: Location, options: HashMap<String, String>) -> Result<Repository> {
+        crate::store::register_object_stores();
+        let (store, bucket, workdir): (Arc<dyn ObjectStore>, _, _) = match &location {
+            Location::Local(root) => {
+                let store = object_store::local::LocalFileSystem::new_with_prefix(root)
+                    .map_err(|e| Error::BadLocation { location: root.display().to_string(), reason: e.to_string() })?;
+                (Arc::new(store), None, root.clone())
+            }
+            Location::Remote(url) => {
+                let root: Arc<dyn ObjectStore> = Arc::new(crate::store::s3_store(url, &options)?);
+                let prefix = object_store::path::Path::from_url_path(url.path())
+                    .map_err(|e| Error::BadLocation { location: url.to_string(), reason: e.to_string() })?;
+                let store = Arc::new(object_store::prefix::PrefixStore::new(Arc::clone(&root), prefix));
+                let mut bucket_url = url.clone();
+                bucket_url.set_path("/");
+                (store, Some((bucket_url, root)), local_cache_for(url))
+            }
+        };
+        Ok(Repository { location, options, store, bucket, workdir })
+    }
+
+    /// Where the repository lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The repository's folder, when it is a local one (tests and tools that edit files).
+    pub fn local_root(&self) -> Option<&Path> {
+        match &self.location {
+            Location::Local(root) => Some(root),
+            Location::Remote(_) => None,
+        }
+    }
+
+    /// The storage options the repository was opened with.
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The local folder tools read sandbox files from: the repository's own folder, or for a
+    /// remote repository the cache folder [`sandboxes`](Self::sandboxes) fills.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Makes the repository's sandboxes readable as local files and returns the folder they
+    /// are below (as [`workdir`](Self::workdir)): a local repository already is; a remote one's
+    /// `sandboxes/` objects are copied to the cache folder (those already there with their size
+    /// are kept).
+    pub async fn sandboxes(&self) -> Result<PathBuf> {
+        if self.bucket.is_some() {
+            self.pull(SANDBOXES).await?;
+        }
+        Ok(self.workdir.clone())
+    }
+
+    /// Uploads the sandbox files written below [`workdir`](Self::workdir) that a remote
+    /// repository does not hold yet (nothing to do for a local one). Returns how many.
+    pub async fn push_sandboxes(&self) -> Result<usize> {
+        if self.bucket.is_none() {
+            return Ok(0);
+        }
+        let remote: HashSet<String> = self.list(SANDBOXES).await?.into_iter().map(|m| m.location.to_string()).collect();
+        let mut local = Vec::new();
+        let mut stack = vec![self.workdir.join(SANDBOXES)];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path: dir, source: e })),
+            };
+            for entry in entries {
+                let path = entry.at(&dir)?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.workdir) {
+                    let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                    if !remote.contains(&key) {
+                        local.push((key, path));
+                    }
+                }
+            }
+        }
+        let n = local.len();
+        futures::stream::iter(local.into_iter().map(|(key, path)| async move {
+            let bytes = tokio::fs::read(&path).await.at(&path)?;
+            self.store.put(&object_path(&key)?, PutPayload::from(bytes)).await.at_key(&key)?;
+            Ok::<_, Error>(())
+        }))
+        .buffer_unordered(TRANSFERS)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(n)
+    }
+
+    /// Copies every object below `prefix` to the same path below the work folder, skipping
+    /// files already there with the object's size.
+    async fn pull(&self, prefix: &str) -> Result<usize> {
+        let wanted: Vec<_> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                let local = local_path_of(&self.workdir, m.location.as_ref());
+                std::fs::metadata(local).map_or(true, |l| l.len() != m.size)
+            })
+            .collect();
+        let n = wanted.len();
+        futures::stream::iter(wanted.into_iter().map(|meta| async move {
+            let key = meta.location.to_string();
+            let bytes = self.store.get(&meta.location).await.at_key(&key)?.bytes().await.at_key(&key)?;
+            let local = local_path_of(&self.workdir, &key);
+            if let Some(dir) = local.parent() {
+                tokio::fs::create_dir_all(dir).await.at(dir)?;
+            }
+            // Written aside and renamed, so a reader never sees half a file.
+            let tmp = local.with_extension(format!("part-{}", std::process::id()));
+            tokio::fs::write(&tmp, &bytes).await.at(&tmp)?;
+            tokio::fs::rename(&tmp, &local).await.at(&local)?;
+            Ok::<_, Error>(())
+        }))
+        .buffer_unordered(TRANSFERS)
+        .try_collect::<Vec<()>>()
+        .await?;
+        Ok(n)
+    }
+
+    /// Registers the store a remote repository's files are read through with a DataFusion
+    /// runtime (a local repository's files need nothing: `file://` is always known).
+    pub fn register_store(&self, runtime: &RuntimeEnv) {
+        if let Some((url, store)) = &self.bucket {
+            runtime.register_object_store(url, Arc::clone(store));
+        }
+    }
+
+    /// Every object below `prefix` (a `/`-separated path below the root).
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        let p = object_path(prefix)?;
+        self.store.list(Some(&p)).try_collect().await.at_key(prefix)
+    }
+
+    /// Whether an object exists.
+    pub(crate) async fn exists(&self, rel: &str) -> Result<bool> {
+        match self.store.head(&object_path(rel)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e).at_key(rel),
+        }
+    }
+
+    /// An object's bytes, or `None` when it does not exist.
+    pub(crate) async fn get_if_present(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let got = match self.store.get(&object_path(rel)?).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e).at_key(rel),
+        };
+        Ok(Some(got.bytes().await.at_key(rel)?.to_vec()))
+    }
+
+    /// Writes an object that must not exist yet: of two writers racing, one fails with
+    /// `AlreadyExists` (a hard link locally, `If-None-Match: *` on S3).
+    pub(crate) async fn put_new(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.store.put_opts(&object_path(rel)?, PutPayload::from(bytes), opts).await.at_key(rel).map(|_| ())
+    }
+
+    /// The store below the repository's root.
+    pub(crate) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// How a file of the repository is named in messages: its local path, or its URL.
+    pub fn display_path(&self, rel: &str) -> PathBuf {
+        match &self.location {
+            Location::Local(root) => local_path_of(root, rel),
+            Location::Remote(url) => PathBuf::from(format!("{}/{rel}", url.as_str().trim_end_matches('/'))),
+        }
     }
 
     /// The names of all tables.
@@ -110,15 +335,27 @@ impl Repository {
 
     /// The tables this repository holds: every table but those added to the format after the
     /// repository was made and not yet written (`reviews` in an older repository).
-    pub fn present_tables(&self) -> Vec<&'static str> {
-        Self::table_names().into_iter().filter(|n| self.table_path(n).join("_delta_log").is_dir()).collect()
+    pub async fn present_tables(&self) -> Result<Vec<&'static str>> {
+        let mut out = Vec::new();
+        for name in Self::table_names() {
+            if self.has_table(name).await? {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn has_table(&self, name: &str) -> Result<bool> {
+        let log = format!("tables/{name}/_delta_log");
+        let p = object_path(&log)?;
+        Ok(self.store.list(Some(&p)).next().await.transpose().at_key(&log)?.is_some())
     }
 
     /// Creates table `name` where this repository does not hold it yet (a table added to the
     /// format after the repository was made). Returns whether it was created.
     pub async fn ensure_table(&self, name: &str) -> Result<bool> {
         Self::check_table(name)?;
-        if self.table_path(name).join("_delta_log").is_dir() {
+        if self.has_table(name).await? {
             return Ok(false);
         }
         let schema = all_tables().into_iter().find(|(n, _)| *n == name).map(|(_, s)| s).expect("checked above");
@@ -134,25 +371,30 @@ impl Repository {
         }
     }
 
-    /// The folder of a table.
-    pub fn table_path(&self, name: &str) -> PathBuf {
-        self.root.join("tables").join(name)
+    /// The folder of a table, when the repository is local.
+    pub fn table_path(&self, name: &str) -> Option<PathBuf> {
+        self.local_root().map(|root| root.join("tables").join(name))
     }
 
     /// The URL a Delta reader opens the table at.
     pub fn table_url(&self, name: &str) -> Result<Url> {
         Self::check_table(name)?;
-        let path = self.table_path(name);
-        Url::from_directory_path(&path)
-            .map_err(|()| Error::Internal(format!("cannot make a URL of {}", path.display())))
+        self.location.join_url(&format!("tables/{name}"), true)
+    }
+
+    fn table_builder(&self, name: &str) -> Result<DeltaTableBuilder> {
+        DeltaTableBuilder::from_url(self.table_url(name)?)
+            .table(name)
+            .map(|b| b.with_storage_options(self.options.clone()))
     }
 
     async fn create_table(&self, name: &str, schema: &SchemaRef) -> Result<()> {
-        let path = self.table_path(name);
-        std::fs::create_dir_all(&path).at(&path)?;
+        if let Some(path) = self.table_path(name) {
+            std::fs::create_dir_all(&path).at(&path)?;
+        }
         let kernel: StructType =
             schema.as_ref().try_into_kernel().map_err(|e| Error::Internal(format!("{name}: {e}")))?;
-        let table = DeltaTableBuilder::from_url(self.table_url(name)?).table(name)?.build().table(name)?;
+        let table = self.table_builder(name)?.build().table(name)?;
         table
             .create()
             .with_table_name(name)
@@ -167,7 +409,7 @@ impl Repository {
 
     /// Opens a table at its latest version or at `version`.
     pub async fn load(&self, name: &str, version: Option<i64>) -> Result<DeltaTable> {
-        let mut builder = DeltaTableBuilder::from_url(self.table_url(name)?).table(name)?;
+        let mut builder = self.table_builder(name)?;
         if let Some(v) = version {
             builder = builder.with_version(v as _);
         }
@@ -177,7 +419,7 @@ impl Repository {
     /// The latest version of every table the repository holds.
     pub async fn versions(&self) -> Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
-        for name in self.present_tables() {
+        for name in self.present_tables().await? {
             let t = self.load(name, None).await?;
             out.insert(name.to_string(), t.version().unwrap_or(0) as i64);
         }
@@ -329,6 +571,12 @@ impl Repository {
 /// retry only waits for a version number; shards of an engine run racing on one table need a
 /// few at most.
 const COMMIT_RETRIES: usize = 100;
+
+/// The folder of the tools' files (see [`Repository::sandboxes`]).
+const SANDBOXES: &str = "sandboxes";
+
+/// How many objects move at once when sandboxes are copied to or from an object store.
+const TRANSFERS: usize = 16;
 
 /// An application's mark in a commit: `app_id` has written up to `version` (Delta `txn`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -551,11 +799,11 @@ mod tests {
     async fn appends_are_idempotent_and_read_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(dir.path().join("repo")).await.unwrap();
-        assert!(matches!(Repository::init(repo.root()).await, Err(Error::AlreadyExists { .. })));
+        assert!(matches!(Repository::init(repo.workdir()).await, Err(Error::AlreadyExists { .. })));
         let mut app = repo.appender::<Reject>().await.unwrap();
         let first = app.append(vec![reject(1), reject(2), reject(2)], "test").await.unwrap();
         assert_eq!((first.added, first.duplicates, first.version), (2, 1, Some(1)));
-        let mut again = Repository::open(repo.root()).unwrap().appender::<Reject>().await.unwrap();
+        let mut again = Repository::open(repo.workdir()).await.unwrap().appender::<Reject>().await.unwrap();
         let second = again.append(vec![reject(1), reject(2)], "test").await.unwrap();
         assert_eq!((second.added, second.version), (0, None));
         let mut rows = repo.read::<Reject>(None).await.unwrap();
@@ -580,10 +828,10 @@ mod tests {
         assert_eq!(repo.transaction_version("rejects", "writer-b").await.unwrap(), None);
     }
 
-    #[test]
-    fn opening_a_plain_folder_says_what_to_do() {
+    #[tokio::test]
+    async fn opening_a_plain_folder_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Repository::open(dir.path()).unwrap_err();
+        let err = Repository::open(dir.path()).await.unwrap_err();
         assert!(err.to_string().contains("regrpo init"), "{err}");
     }
 }

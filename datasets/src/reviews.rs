@@ -17,7 +17,7 @@ pub async fn append(repo: &Repository, reviews: Vec<Review>) -> Result<Appended>
 
 /// Every review of the repository, oldest first (by time, then id).
 pub async fn all(repo: &Repository) -> Result<Vec<Review>> {
-    if !repo.present_tables().contains(&Review::TABLE) {
+    if !repo.present_tables().await?.contains(&Review::TABLE) {
         return Ok(Vec::new());
     }
     let mut reviews = repo.read::<Review>(None).await?;
@@ -110,7 +110,7 @@ mod tests {
     async fn an_older_repository_gains_the_table_on_first_review() {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(dir.path().join("repo")).await.unwrap();
-        std::fs::remove_dir_all(repo.table_path("reviews")).unwrap();
+        std::fs::remove_dir_all(repo.table_path("reviews").unwrap()).unwrap();
         assert!(!repo.versions().await.unwrap().contains_key("reviews"));
         assert!(all(&repo).await.unwrap().is_empty());
         append(&repo, vec![review("a", Verdict::Flag, 1)]).await.unwrap();

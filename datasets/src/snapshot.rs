@@ -6,15 +6,17 @@
 //! one; `verify` re-lists and re-hashes the files; `gc` never deletes a file a snapshot names.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use regrpo_schemas::{Split, SplitSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result, StoreContext};
 use crate::repo::{Repository, active_files};
+use crate::store::object_path;
 
 /// One data file of a table version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,19 +66,23 @@ impl Snapshot {
 }
 
 /// The split a job reading `snapshot` (or the latest tables, `None`) uses.
-pub fn split_spec(repo: &Repository, snapshot: Option<&str>) -> Result<SplitSpec> {
+pub async fn split_spec(repo: &Repository, snapshot: Option<&str>) -> Result<SplitSpec> {
     Ok(match snapshot {
-        Some(name) => get(repo, name)?.split,
+        Some(name) => get(repo, name).await?.split,
         None => SplitSpec::default(),
     })
 }
 
-fn snapshot_dir(repo: &Repository) -> PathBuf {
-    repo.root().join("snapshots")
+const SNAPSHOTS: &str = "snapshots";
+
+/// The key of a snapshot's manifest below the repository.
+fn snapshot_key(name: &str) -> String {
+    format!("{SNAPSHOTS}/{name}.json")
 }
 
+/// Where a snapshot's manifest is, for messages.
 fn snapshot_path(repo: &Repository, name: &str) -> PathBuf {
-    snapshot_dir(repo).join(format!("{name}.json"))
+    repo.display_path(&snapshot_key(name))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -87,24 +93,22 @@ fn check_name(name: &str) -> Result<()> {
     if ok { Ok(()) } else { Err(Error::BadSnapshotName { name: name.to_string() }) }
 }
 
-fn hash_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).at(path)?;
+/// The sha256 of a table's data file (`rel` as Delta names it, percent-encoded).
+async fn hash_file(repo: &Repository, table: &str, rel: &str) -> Result<String> {
+    let key = file_key(table, rel);
+    let mut stream = repo.store().get(&object_path(&key)?).await.at_key(&key)?.into_stream();
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+    while let Some(chunk) = stream.try_next().await.at_key(&key)? {
+        h.update(&chunk);
     }
     Ok(hex::encode(h.finalize()))
 }
 
-/// Decodes the percent-encoding Delta uses in file paths.
-fn local_path(repo: &Repository, table: &str, rel: &str) -> PathBuf {
+/// The key below the repository of a table's data file, decoding the percent-encoding Delta
+/// uses in file paths.
+fn file_key(table: &str, rel: &str) -> String {
     let decoded = percent_encoding::percent_decode_str(rel).decode_utf8_lossy();
-    repo.table_path(table).join(decoded.as_ref())
+    format!("tables/{table}/{decoded}")
 }
 
 /// Takes a snapshot of every table at its latest version, with the default split.
@@ -120,19 +124,18 @@ pub async fn create_with_split(
     split: SplitSpec,
 ) -> Result<Snapshot> {
     check_name(name)?;
-    let path = snapshot_path(repo, name);
-    if path.exists() {
+    if repo.exists(&snapshot_key(name)).await? {
         return Err(Error::SnapshotExists { name: name.to_string() });
     }
-    let existing = list(repo)?;
+    let existing = list(repo).await?;
     let mut tables = BTreeMap::new();
-    for table_name in repo.present_tables() {
+    for table_name in repo.present_tables().await? {
         let table = repo.load(table_name, None).await?;
         let mut files = Vec::new();
         let mut rows = 0;
         for (rel, size, n) in active_files(&table)? {
             rows += n;
-            let sha256 = hash_file(&local_path(repo, table_name, &rel))?;
+            let sha256 = hash_file(repo, table_name, &rel).await?;
             files.push(FileEntry { path: rel, size, sha256 });
         }
         let version = table.version().unwrap_or(0) as i64;
@@ -147,46 +150,36 @@ pub async fn create_with_split(
         tables,
         split,
     };
-    write_new(&path, &snap)?;
+    write_new(repo, &snap).await?;
     Ok(snap)
 }
 
-/// Writes the manifest to a temporary file and links it into place, which fails rather than
-/// replace a snapshot another process wrote meanwhile.
-fn write_new(path: &Path, snap: &Snapshot) -> Result<()> {
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+/// Writes the manifest with put-if-absent, which fails rather than replace a snapshot another
+/// process wrote meanwhile.
+async fn write_new(repo: &Repository, snap: &Snapshot) -> Result<()> {
     let text = serde_json::to_string_pretty(snap).map_err(|e| Error::Internal(e.to_string()))? + "\n";
-    std::fs::write(&tmp, text).at(&tmp)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+    match repo.put_new(&snapshot_key(&snap.name), text.into_bytes()).await {
+        Err(Error::Store { source, .. }) if matches!(*source, object_store::Error::AlreadyExists { .. }) => {
             Err(Error::SnapshotExists { name: snap.name.clone() })
         }
-        Err(e) => Err(Error::Io(regrpo_schemas::IoError { path: path.into(), source: e })),
+        other => other,
     }
 }
 
 /// Reads one snapshot.
-pub fn get(repo: &Repository, name: &str) -> Result<Snapshot> {
+pub async fn get(repo: &Repository, name: &str) -> Result<Snapshot> {
     check_name(name)?;
-    let path = snapshot_path(repo, name);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NoSuchSnapshot { name: name.to_string() });
-        }
-        Err(e) => return Err(Error::Io(regrpo_schemas::IoError { path, source: e })),
+    let Some(bytes) = repo.get_if_present(&snapshot_key(name)).await? else {
+        return Err(Error::NoSuchSnapshot { name: name.to_string() });
     };
-    serde_json::from_str(&text).map_err(|e| Error::BadSnapshot { path, reason: e.to_string() })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadSnapshot { path: snapshot_path(repo, name), reason: e.to_string() })
 }
 
 /// The version of `table` a snapshot pins; a snapshot file without that table (damaged, or
 /// hand-edited) is an error naming the file.
-pub fn table_version(repo: &Repository, name: &str, table: &str) -> Result<i64> {
-    let snap = get(repo, name)?;
+pub async fn table_version(repo: &Repository, name: &str, table: &str) -> Result<i64> {
+    let snap = get(repo, name).await?;
     match snap.tables.get(table) {
         Some(t) => Ok(t.version),
         None => Err(Error::BadSnapshot {
@@ -200,15 +193,19 @@ pub fn table_version(repo: &Repository, name: &str, table: &str) -> Result<i64> 
 }
 
 /// All snapshots, oldest first.
-pub fn list(repo: &Repository) -> Result<Vec<Snapshot>> {
-    let dir = snapshot_dir(repo);
+pub async fn list(repo: &Repository) -> Result<Vec<Snapshot>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).at(&dir)? {
-        let path = entry.at(&dir)?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+    for meta in repo.list(SNAPSHOTS).await? {
+        let key = meta.location.as_ref();
+        let Some(name) =
+            key.strip_prefix(SNAPSHOTS).and_then(|k| k.strip_prefix('/')).and_then(|n| n.strip_suffix(".json"))
+        else {
             continue;
         };
-        out.push(get(repo, name)?);
+        if name.contains('/') || check_name(name).is_err() {
+            continue;
+        }
+        out.push(get(repo, name).await?);
     }
     out.sort_by_key(|s| s.seq);
     Ok(out)
@@ -232,7 +229,7 @@ impl Verification {
 /// Re-opens every table at its pinned version, checks that it lists exactly the recorded
 /// files, and re-hashes them.
 pub async fn verify(repo: &Repository, name: &str) -> Result<Verification> {
-    let snap = get(repo, name)?;
+    let snap = get(repo, name).await?;
     let mut v = Verification::default();
     for (table_name, pinned) in &snap.tables {
         let table = match repo.load(table_name, Some(pinned.version)).await {
@@ -249,14 +246,13 @@ pub async fn verify(repo: &Repository, name: &str) -> Result<Verification> {
                 .push(format!("{table_name}@{}: file {extra} is in the table but not in the snapshot", pinned.version));
         }
         for f in &pinned.files {
-            let path = local_path(repo, table_name, &f.path);
             if !listed.contains(&f.path) {
                 v.problems.push(format!(
                     "{table_name}@{}: snapshot file {} is not in the table version",
                     pinned.version, f.path
                 ));
             }
-            match hash_file(&path) {
+            match hash_file(repo, table_name, &f.path).await {
                 Ok(h) if h == f.sha256 => {}
                 Ok(h) => v
                     .problems
@@ -283,8 +279,8 @@ pub struct TableDiff {
 }
 
 /// Compares two snapshots by versions, row counts and files.
-pub fn diff(repo: &Repository, a: &str, b: &str) -> Result<Vec<TableDiff>> {
-    let (sa, sb) = (get(repo, a)?, get(repo, b)?);
+pub async fn diff(repo: &Repository, a: &str, b: &str) -> Result<Vec<TableDiff>> {
+    let (sa, sb) = (get(repo, a).await?, get(repo, b).await?);
     let names: BTreeSet<&String> = sa.tables.keys().chain(sb.tables.keys()).collect();
     let empty = TableSnapshot { version: -1, rows: 0, files: vec![] };
     Ok(names
@@ -321,48 +317,38 @@ pub struct GcReport {
 /// Deletes data files that neither the latest version of their table nor any snapshot
 /// references. Files younger than `min_age` are kept. Delta log files are never touched.
 pub async fn gc(repo: &Repository, min_age: std::time::Duration, dry_run: bool) -> Result<GcReport> {
-    let snaps = list(repo)?;
+    let snaps = list(repo).await?;
     let mut report = GcReport::default();
-    for table_name in repo.present_tables() {
+    let now = chrono::Utc::now();
+    for table_name in repo.present_tables().await? {
         let latest = repo.load(table_name, None).await?;
-        let mut keep: BTreeSet<PathBuf> =
-            active_files(&latest)?.into_iter().map(|(p, _, _)| local_path(repo, table_name, &p)).collect();
+        let mut keep: BTreeSet<String> =
+            active_files(&latest)?.into_iter().map(|(p, _, _)| file_key(table_name, &p)).collect();
         for s in &snaps {
             if let Some(t) = s.tables.get(table_name) {
-                keep.extend(t.files.iter().map(|f| local_path(repo, table_name, &f.path)));
+                keep.extend(t.files.iter().map(|f| file_key(table_name, &f.path)));
             }
         }
-        let root = repo.table_path(table_name);
-        let mut stack = vec![root.clone()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).at(&dir)? {
-                let entry = entry.at(&dir)?;
-                let path = entry.path();
-                let meta = entry.metadata().at(&path)?;
-                if meta.is_dir() {
-                    if path.file_name().is_some_and(|n| n != "_delta_log") {
-                        stack.push(path);
-                    }
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "parquet") {
-                    continue;
-                }
-                if keep.contains(&path) {
-                    report.files_kept += 1;
-                    continue;
-                }
-                let age = meta.modified().ok().and_then(|m| m.elapsed().ok()).unwrap_or_default();
-                if age < min_age {
-                    report.files_too_young += 1;
-                    continue;
-                }
-                if !dry_run {
-                    std::fs::remove_file(&path).at(&path)?;
-                }
-                report.files_removed += 1;
-                report.bytes_removed += meta.len();
+        let log = format!("tables/{table_name}/_delta_log/");
+        for meta in repo.list(&format!("tables/{table_name}")).await? {
+            let key = percent_encoding::percent_decode_str(meta.location.as_ref()).decode_utf8_lossy().into_owned();
+            if key.starts_with(&log) || !key.ends_with(".parquet") {
+                continue;
             }
+            if keep.contains(&key) {
+                report.files_kept += 1;
+                continue;
+            }
+            let age = (now - meta.last_modified).to_std().unwrap_or_default();
+            if age < min_age {
+                report.files_too_young += 1;
+                continue;
+            }
+            if !dry_run {
+                repo.store().delete(&meta.location).await.at_key(&key)?;
+            }
+            report.files_removed += 1;
+            report.bytes_removed += meta.size;
         }
     }
     Ok(report)

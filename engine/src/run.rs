@@ -191,7 +191,7 @@ pub async fn run(
 ) -> Result<EngineReport> {
     let started = Instant::now();
     let version = match &cfg.snapshot {
-        Some(name) => Some(regrpo_datasets::snapshot::table_version(repo, name, "trajectories")?),
+        Some(name) => Some(regrpo_datasets::snapshot::table_version(repo, name, "trajectories").await?),
         None => None,
     };
     let mut trajectories: Vec<Trajectory> = repo.read::<Trajectory>(version).await?;
@@ -246,7 +246,7 @@ pub async fn run(
 
     let mut planner = Planner::new(cfg.mix.clone());
     let (near_app, rot_app) = tokio::try_join!(repo.appender::<NearMiss>(), repo.appender::<Rot>())?;
-    let root = repo.root().to_path_buf();
+    let root = repo.sandboxes().await?;
     let shared = Arc::new(Shared {
         suite: suite.clone(),
         cfg: cfg.clone(),

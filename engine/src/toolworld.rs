@@ -438,7 +438,7 @@ pub async fn generate_into(
 ) -> Result<(usize, usize)> {
     use futures::StreamExt;
     let suite = ToolSuite::builtin();
-    let root = repo.root().to_path_buf();
+    let root = repo.workdir().to_path_buf();
     let batch = regrpo_schemas::id::content_id([format!("toolworld seed={seed} tasks={tasks}").as_bytes()]);
     let mut app = repo.appender::<Trajectory>().await?;
     let (mut added, mut skipped) = (0, 0);
@@ -458,6 +458,9 @@ pub async fn generate_into(
         .collect()
         .await;
         let rows = made.into_iter().collect::<Result<Vec<_>>>()?;
+        // A remote repository gets the chunk's sandboxes before its trajectories: a trajectory
+        // in the table always has its files in the store.
+        repo.push_sandboxes().await?;
         let a = app.append(rows, &format!("toolworld seed={seed}")).await?;
         added += a.added;
         skipped += a.duplicates;

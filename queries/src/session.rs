@@ -82,7 +82,7 @@ impl Session {
         let (snapshot, versions) = match &at {
             At::Latest => (None, repo.versions().await?),
             At::Snapshot(name) => {
-                let s = snapshot::get(repo, name)?;
+                let s = snapshot::get(repo, name).await?;
                 let v = s.versions();
                 (Some(s), v)
             }
@@ -99,6 +99,8 @@ impl Session {
             .with_physical_optimizer_rule(Arc::new(RunCount))
             .build();
         let mut ctx = SessionContext::new_with_state(state);
+        // The pinned listings read `s3://bucket/…` files through the repository's store.
+        repo.register_store(ctx.runtime_env().as_ref());
         register_tables(&ctx, repo, &versions, None).await?;
         crate::udf::register_all(&mut ctx)?;
         Ok(Session { ctx, snapshot, versions })
@@ -110,7 +112,7 @@ impl Session {
         if ["public", "information_schema"].contains(&schema) {
             return Err(Error::Usage(format!("`{schema}` cannot name an attached snapshot")));
         }
-        let versions = snapshot::get(repo, snapshot_name)?.versions();
+        let versions = snapshot::get(repo, snapshot_name).await?.versions();
         let catalog = self.ctx.catalog("regrpo").expect("sessions are opened with the `regrpo` catalog");
         catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
         register_tables(&self.ctx, repo, &versions, Some(schema)).await

@@ -110,7 +110,7 @@ fn shards_of(a: &RunArgs) -> Result<Vec<Shard>> {
 pub async fn run(c: Command, quiet: bool) -> Result<Vec<EngineReport>> {
     let Command::Run(a) = c;
     let shards = shards_of(&a)?;
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     let limits = WasmLimits {
         deadline: Duration::from_millis(a.wasm_deadline_ms),
         memory_bytes: a.wasm_memory_mib << 20,
@@ -136,7 +136,7 @@ pub async fn run(c: Command, quiet: bool) -> Result<Vec<EngineReport>> {
         let report =
             regrpo_engine::run::run(&repo, &suite, &cfg, Some(progress.clone() as Arc<dyn EngineProgress>)).await?;
         progress.bar.finish_and_clear();
-        crate::output::print_engine_report(&report, &cfg.mix, repo.root());
+        crate::output::print_engine_report(&report, &cfg.mix, repo.location());
         reports.push(report);
     }
     Ok(reports)

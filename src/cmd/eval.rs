@@ -151,7 +151,7 @@ async fn eval(
     cfg: &EvalConfig,
     quiet: bool,
 ) -> Result<EvalReport> {
-    let repo = Repository::open(dir)?;
+    let repo = Repository::open(dir).await?;
     let suite = regrpo_engine::ToolSuite::builtin();
     let bar = progress::steps(quiet, (cfg.max_failure_states + cfg.max_clean_states) as u64, "eval");
     let label = model.display().to_string();

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     let r = snapshot::gc(&repo, Duration::from_secs(a.min_age), a.dry_run).await?;
     println!(
         "gc{}: {} unreferenced file(s) removed ({} bytes), {} kept (latest versions and snapshots), {} too young to remove (< {}s)",

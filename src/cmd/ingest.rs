@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args, quiet: bool) -> Result<()> {
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     if a.paths.is_empty() {
         bail!("no input files given");
     }
@@ -57,7 +57,7 @@ pub async fn run(a: Args, quiet: bool) -> Result<()> {
         s.rejected,
         s.duplicates,
         s.commits,
-        repo.root().display()
+        repo.location()
     );
     if s.rejected > 0 {
         println!(

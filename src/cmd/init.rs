@@ -13,10 +13,6 @@ pub struct Args {
 
 pub async fn run(a: Args) -> Result<()> {
     let repo = Repository::init(&a.dir).await?;
-    println!(
-        "created dataset repository {} with tables: {}",
-        repo.root().display(),
-        Repository::table_names().join(", ")
-    );
+    println!("created dataset repository {} with tables: {}", repo.location(), Repository::table_names().join(", "));
     Ok(())
 }

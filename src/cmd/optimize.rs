@@ -16,7 +16,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     let names: Vec<String> =
         if a.tables.is_empty() { Repository::table_names().iter().map(|t| t.to_string()).collect() } else { a.tables };
     for name in &names {

@@ -119,7 +119,7 @@ async fn publish(w: What, format: PublishFormat) -> Result<()> {
         },
         ..Default::default()
     };
-    let repo = Repository::open(&w.dir)?;
+    let repo = Repository::open(&w.dir).await?;
     let p = regrpo_formats::publish::publish(&repo, &w.snapshot, &w.out, &opts)
         .await
         .with_context(|| format!("publishing snapshot `{}`", w.snapshot))?;

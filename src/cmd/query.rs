@@ -55,7 +55,7 @@ pub async fn run(a: Args) -> Result<()> {
         println!("{}", q.sql);
         return Ok(());
     }
-    let repo = Repository::open(&dir)?;
+    let repo = Repository::open(&dir).await?;
     let (_, df) = regrpo_queries::library::plan(&repo, At::from_option(a.snapshot.as_deref()), q, &a.params).await?;
     crate::output::emit(&df.collect().await.map_err(regrpo_queries::Error::from)?, a.format, a.out.as_deref())
 }

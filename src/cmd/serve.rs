@@ -36,7 +36,7 @@ pub async fn run(a: Args) -> Result<()> {
     if token.len() < 8 {
         bail!("{}: the token must be at least 8 characters", a.token_file.display());
     }
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     let session = Session::open(&repo, At::from_option(a.snapshot.as_deref())).await?;
     let versions: Vec<String> = session.versions().iter().map(|(t, v)| format!("{t}@{v}")).collect();
     let cfg = ServeConfig {
@@ -47,7 +47,7 @@ pub async fn run(a: Args) -> Result<()> {
     let (listener, local) = FlightSqlServer::bind(a.addr).await.with_context(|| format!("binding {}", a.addr))?;
     eprintln!(
         "serving {} ({}) over Flight SQL at grpc://{local}, read-only; {} MiB and {}s per query; Ctrl-C stops",
-        repo.root().display(),
+        repo.location(),
         a.snapshot.map_or_else(|| format!("latest: {}", versions.join(" ")), |s| format!("snapshot {s}")),
         a.memory_limit_mb,
         a.timeout_s

@@ -41,7 +41,7 @@ fn parse_fractions(s: &str) -> Result<[f64; 3], String> {
 pub async fn run(c: Command) -> Result<()> {
     match c {
         Command::Create { dir, name, note, split, split_seed } => {
-            let repo = Repository::open(&dir)?;
+            let repo = Repository::open(&dir).await?;
             let spec = SplitSpec::new(split, split_seed).map_err(anyhow::Error::msg)?;
             let s = snapshot::create_with_split(&repo, &name, note.as_deref(), spec).await?;
             let rows: i64 = s.tables.values().map(|t| t.rows).sum();
@@ -53,12 +53,12 @@ pub async fn run(c: Command) -> Result<()> {
                 s.tables.len(),
                 s.split.fractions,
                 s.split.seed,
-                repo.root().join("snapshots").join(format!("{name}.json")).display()
+                repo.display_path(&format!("snapshots/{name}.json")).display()
             );
         }
         Command::List { dir } => {
-            let repo = Repository::open(&dir)?;
-            let snaps = snapshot::list(&repo)?;
+            let repo = Repository::open(&dir).await?;
+            let snaps = snapshot::list(&repo).await?;
             if snaps.is_empty() {
                 println!("no snapshots yet: regrpo snapshot create {} NAME", dir.display());
             }
@@ -75,8 +75,8 @@ pub async fn run(c: Command) -> Result<()> {
             }
         }
         Command::Show { dir, name } => {
-            let repo = Repository::open(&dir)?;
-            let s = snapshot::get(&repo, &name)?;
+            let repo = Repository::open(&dir).await?;
+            let s = snapshot::get(&repo, &name).await?;
             println!(
                 "snapshot {} (#{}, {}), parent {}",
                 s.name,
@@ -94,9 +94,9 @@ pub async fn run(c: Command) -> Result<()> {
             }
         }
         Command::Diff { dir, a, b } => {
-            let repo = Repository::open(&dir)?;
+            let repo = Repository::open(&dir).await?;
             println!("{:<14} {:>15} {:>21} {:>12}", "table", "version", "rows", "files +/-");
-            for d in snapshot::diff(&repo, &a, &b)? {
+            for d in snapshot::diff(&repo, &a, &b).await? {
                 println!(
                     "{:<14} {:>6} → {:<6} {:>8} → {:<8} (+{:<5}) {:>5}/{:<5}",
                     d.table,
@@ -111,7 +111,7 @@ pub async fn run(c: Command) -> Result<()> {
             }
         }
         Command::Verify { dir, name } => {
-            let repo = Repository::open(&dir)?;
+            let repo = Repository::open(&dir).await?;
             let v = snapshot::verify(&repo, &name).await?;
             if !v.is_ok() {
                 for p in &v.problems {

@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     let session = Session::open(&repo, At::from_option(a.snapshot.as_deref())).await?;
     let batches = session.query(&a.query).await?;
     crate::output::emit(&batches, a.format, a.out.as_deref())

@@ -25,14 +25,14 @@ pub enum Command {
 
 pub async fn run(c: Command, quiet: bool) -> Result<()> {
     let Command::Generate { dir, tasks, seed, concurrency } = c;
-    let repo = Repository::open(&dir)?;
+    let repo = Repository::open(&dir).await?;
     let b = progress::steps(quiet, tasks as u64, "toolworld");
     let (added, skipped) =
         regrpo_engine::toolworld::generate_into(&repo, tasks, seed, concurrency, || b.inc(1)).await?;
     b.finish_and_clear();
     println!(
         "toolworld seed {seed}: {tasks} tasks, {added} trajectories added, {skipped} already there; sandboxes under {}",
-        repo.root().join("sandboxes").display()
+        repo.display_path("sandboxes").display()
     );
     Ok(())
 }

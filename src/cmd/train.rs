@@ -306,7 +306,7 @@ impl RegrpoArgs {
 }
 
 pub async fn tokenizer(dir: &Path, snapshot: Option<&str>, vocab: usize, out: &Path) -> Result<()> {
-    let repo = Repository::open(dir)?;
+    let repo = Repository::open(dir).await?;
     let tk = jobs::train_tokenizer(&repo, snapshot, vocab, out).await?;
     println!(
         "trained a byte-level BPE of {} tokens on {} → {}",
@@ -318,7 +318,7 @@ pub async fn tokenizer(dir: &Path, snapshot: Option<&str>, vocab: usize, out: &P
 }
 
 pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
-    let repo = Repository::open(dir)?;
+    let repo = Repository::open(dir).await?;
     let bar = progress::steps(quiet, job.sft.steps, "sft");
     let outcome = jobs::run_sft(&repo, &job, |l| {
         bar.set_position(l.step);
@@ -346,7 +346,7 @@ pub async fn sft(dir: &Path, job: SftJob, quiet: bool) -> Result<SftOutcome> {
 }
 
 pub async fn regrpo(dir: &Path, job: RegrpoJob, quiet: bool) -> Result<RegrpoOutcome> {
-    let repo = Repository::open(dir)?;
+    let repo = Repository::open(dir).await?;
     let suite = regrpo_engine::ToolSuite::builtin();
     let bar = progress::steps(quiet, job.cfg.steps, "regrpo");
     let o = jobs::run_regrpo(&repo, &job, &suite, |s| {

@@ -41,7 +41,7 @@ pub async fn run(a: Args) -> Result<()> {
         None => None,
     };
     regrpo_ui::check_bind(a.addr, token.as_deref())?;
-    let repo = Repository::open(&a.dir)?;
+    let repo = Repository::open(&a.dir).await?;
     let listener = tokio::net::TcpListener::bind(a.addr).await.with_context(|| format!("binding {}", a.addr))?;
     let addr = listener.local_addr()?;
     let cfg = UiConfig {
@@ -52,11 +52,11 @@ pub async fn run(a: Args) -> Result<()> {
         reviewer: a.reviewer.clone(),
         allowed_hosts: a.allow_hosts,
     };
-    let router = regrpo_ui::router(cfg).await.with_context(|| format!("opening {}", repo.root().display()))?;
+    let router = regrpo_ui::router(cfg).await.with_context(|| format!("opening {}", repo.location()))?;
     // The token itself is never printed: the user has it in the file.
     println!(
         "serving {} ({}) at http://{addr}/{}; reviews as `{}`; Ctrl-C stops",
-        repo.root().display(),
+        repo.location(),
         a.snapshot.map_or_else(|| "latest tables".to_string(), |s| format!("snapshot {s}")),
         if token.is_some() { "?token=<the token in --token-file>" } else { "" },
         a.reviewer,

@@ -55,7 +55,7 @@ pub async fn run(layout: &Layout, cfg: &DemoConfig, quiet: bool) -> Result<DemoR
         bail!("{} is not empty; the demo starts from a fresh folder (pass --dir NEW_DIR)", dir.display());
     }
     let repo = Repository::init(&layout.repo).await?;
-    say(quiet, &format!("[1/7] dataset repository at {}", repo.root().display()));
+    say(quiet, &format!("[1/7] dataset repository at {}", repo.location()));
     for (_, name, text) in FIXTURES {
         let path = layout.inputs.join(name);
         std::fs::create_dir_all(path.parent().expect("fixture paths have a folder"))?;
@@ -87,7 +87,7 @@ pub async fn run(layout: &Layout, cfg: &DemoConfig, quiet: bool) -> Result<DemoR
     let engine_report = regrpo_engine::run::run(&repo, &suite, &engine_cfg, None).await?;
     say(quiet, "[3/7] data engine: executed near-misses → grounded RoT rows");
     if !quiet {
-        output::print_engine_report(&engine_report, &engine_cfg.mix, repo.root());
+        output::print_engine_report(&engine_report, &engine_cfg.mix, repo.location());
     }
 
     let snap = snapshot::create(&repo, "demo-v1", Some("regrpo demo")).await?;
@@ -107,7 +107,7 @@ pub async fn run(layout: &Layout, cfg: &DemoConfig, quiet: bool) -> Result<DemoR
     let tk = jobs::train_tokenizer(&repo, Some(&snap.name), design::VOCAB, &tk_path).await?;
     let eval_cfg = design::eval_config(cfg);
     let rows = regrpo_trainer::data::snapshot_rows(&repo, Some(&snap.name)).await?;
-    let candidates = regrpo_trainer::eval::held_out(&rows, repo.root(), &eval_cfg);
+    let candidates = regrpo_trainer::eval::held_out(&rows, &repo.sandboxes().await?, &eval_cfg);
     let (states, check) = rollout::self_check(candidates.states, &suite).await;
     let eval_set = EvalSet { states, tasks: candidates.tasks };
     let eval_size = EvalSetSize {

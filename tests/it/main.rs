@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `regrpo` binary, and of the crates working together.
 
 mod one_split;
+mod s3;
 mod shards;
 mod ui_browser;
 

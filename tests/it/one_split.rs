@@ -49,7 +49,7 @@ async fn the_published_test_split_is_the_set_eval_holds_out() {
     for split in Split::ALL {
         let cfg =
             EvalConfig { split, max_failure_states: usize::MAX, max_clean_states: usize::MAX, ..EvalConfig::default() };
-        let set = held_out(&rows, repo.root(), &cfg);
+        let set = held_out(&rows, repo.workdir(), &cfg);
         let evaluated: BTreeSet<String> =
             set.states.failures.iter().chain(&set.states.cleans).map(|s| s.trajectory_id.clone()).collect();
         assert!(!evaluated.is_empty(), "{split}: no states");

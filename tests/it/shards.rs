@@ -12,8 +12,13 @@ use crate::{bin, kill_when, ok, s};
 
 /// Every RoT and near-miss row, in id order; execution times zeroed (they are measured).
 fn rows(repo: &Path) -> (Vec<Rot>, Vec<NearMiss>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rows_of(rt.block_on(Repository::open(repo)).unwrap())
+}
+
+/// [`rows`] of an open repository (local or on S3).
+pub(crate) fn rows_of(repo: Repository) -> (Vec<Rot>, Vec<NearMiss>) {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let repo = Repository::open(repo).unwrap();
         let mut rot = repo.read::<Rot>(None).await.unwrap();
         let mut near = repo.read::<NearMiss>(None).await.unwrap();
         rot.sort_by(|a, b| a.rot_id.cmp(&b.rot_id));

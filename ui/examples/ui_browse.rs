@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     let rows: u64 = args.get(1).map_or(Ok(2_000_000), |s| s.parse())?;
     let dir = PathBuf::from(args.get(2).cloned().unwrap_or_else(|| format!("/tmp/regrpo-bench-ui-{rows}")));
     let runs: usize = args.get(3).map_or(Ok(20), |s| s.parse())?;
-    let repo = match Repository::open(&dir) {
+    let repo = match Repository::open(&dir).await {
         Ok(r) => r,
         Err(_) => {
             let repo = Repository::init(&dir).await?;

@@ -64,7 +64,7 @@ impl IntoResponse for PageError {
 /// The session of snapshot `s` (the server's when `None`); an unknown snapshot is a 404.
 async fn open_session(app: &App, s: Option<&str>) -> Result<crate::Reader, PageError> {
     if let Some(name) = s
-        && snapshot::get(&app.cfg.repo, name).is_err()
+        && snapshot::get(&app.cfg.repo, name).await.is_err()
     {
         return Err(PageError::NotFound(format!("no snapshot `{name}` (the overview lists them)")));
     }
@@ -204,7 +204,7 @@ pub(crate) async fn overview(State(app): AppState, Query(q): Query<SnapshotQuery
         "SELECT verdict, count(*) AS n FROM latest_reviews WHERE row_table = 'rot' GROUP BY 1 ORDER BY 1",
     )
     .await?;
-    let snapshots: Vec<String> = snapshot::list(&app.cfg.repo)?.into_iter().map(|s| s.name).collect();
+    let snapshots: Vec<String> = snapshot::list(&app.cfg.repo).await?.into_iter().map(|s| s.name).collect();
     let chrome = Chrome::new(&app, s.as_deref());
     let page = Overview {
         current: chrome.snapshot.clone().unwrap_or_default(),

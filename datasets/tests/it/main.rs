@@ -58,12 +58,12 @@ async fn snapshots_pin_rows_while_the_tables_move_on_and_gc_keeps_them() {
     let s2 = snapshot::create(&repo, "s2", None).await.unwrap();
     assert_eq!(s2.parent.as_deref(), Some("s1"));
     assert_eq!(repo.read::<Trajectory>(Some(s1.tables["trajectories"].version)).await.unwrap(), at_s1);
-    let d = snapshot::diff(&repo, "s1", "s2").unwrap();
+    let d = snapshot::diff(&repo, "s1", "s2").await.unwrap();
     let t = d.iter().find(|d| d.table == "trajectories").unwrap();
     assert_eq!((t.rows_a, t.rows_b, t.files_added, t.files_removed), (4, 9, 2, 0));
 
     // An orphan (what a killed writer leaves) is collected; pinned files are not.
-    let table_dir = repo.table_path("trajectories");
+    let table_dir = repo.table_path("trajectories").unwrap();
     let pinned = &s1.tables["trajectories"].files[0].path;
     let orphan = table_dir.join("part-00000-orphan.parquet");
     std::fs::copy(table_dir.join(pinned), &orphan).unwrap();
@@ -113,15 +113,18 @@ async fn a_snapshot_records_its_split_and_older_manifests_read_as_the_default() 
     repo.appender::<Trajectory>().await.unwrap().append(trajectories("a", 40), "a").await.unwrap();
     let spec = regrpo_schemas::SplitSpec::new([0.5, 0.25, 0.25], 9).unwrap();
     let s = snapshot::create_with_split(&repo, "s", None, spec).await.unwrap();
-    assert_eq!(snapshot::get(&repo, "s").unwrap().split, spec);
-    assert_eq!(snapshot::split_spec(&repo, Some("s")).unwrap(), spec);
+    assert_eq!(snapshot::get(&repo, "s").await.unwrap().split, spec);
+    assert_eq!(snapshot::split_spec(&repo, Some("s")).await.unwrap(), spec);
     let ids: Vec<String> = repo.read::<Trajectory>(None).await.unwrap().into_iter().map(|t| t.trajectory_id).collect();
     assert!(ids.iter().all(|id| s.split_of(id) == spec.of(id)));
     // A manifest from before splits were recorded: the default split.
-    let path = repo.root().join("snapshots/s.json");
+    let path = repo.local_root().unwrap().join("snapshots/s.json");
     let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     v.as_object_mut().unwrap().remove("split");
-    std::fs::write(repo.root().join("snapshots/old.json"), v.to_string().replace("\"name\":\"s\"", "\"name\":\"old\""))
-        .unwrap();
-    assert_eq!(snapshot::get(&repo, "old").unwrap().split, regrpo_schemas::SplitSpec::default());
+    std::fs::write(
+        repo.local_root().unwrap().join("snapshots/old.json"),
+        v.to_string().replace("\"name\":\"s\"", "\"name\":\"old\""),
+    )
+    .unwrap();
+    assert_eq!(snapshot::get(&repo, "old").await.unwrap().split, regrpo_schemas::SplitSpec::default());
 }

@@ -53,7 +53,7 @@ async fn every_toolworld_trajectory_replays() {
         let meta: serde_json::Value = serde_json::from_str(t.meta.as_deref().unwrap()).unwrap();
         *families.entry(meta["family"].as_str().unwrap().to_string()).or_insert(0) += 1;
         assert!((2..=6).contains(&t.steps.len()), "{}", t.source_id);
-        let ctx = CallContext::new(toolworld::sandbox_of(repo.root(), t));
+        let ctx = CallContext::new(toolworld::sandbox_of(repo.workdir(), t));
         for (i, s) in t.steps.iter().enumerate() {
             let action = s.action.as_ref().unwrap().parse().unwrap();
             let e = execute_action(&suite, &action, &declared_specs(t), &ctx, i + 1 == t.steps.len()).await;

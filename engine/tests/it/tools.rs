@@ -23,7 +23,7 @@ async fn real_calls(dir: &tempfile::TempDir) -> BTreeMap<String, (Map<String, Va
         for s in &t.steps {
             let action = s.action.as_ref().unwrap().parse().unwrap();
             out.entry(action.tool().to_string())
-                .or_insert_with(|| (action.arguments(), toolworld::sandbox_of(repo.root(), &t)));
+                .or_insert_with(|| (action.arguments(), toolworld::sandbox_of(repo.workdir(), &t)));
         }
     }
     out
@@ -176,7 +176,7 @@ async fn a_snapshot_file_without_the_trajectories_table_is_an_error_naming_it() 
     let dir = tempfile::tempdir().unwrap();
     let repo = world(&dir, "damaged", 3, 1).await;
     regrpo_datasets::snapshot::create(&repo, "s1", None).await.unwrap();
-    let file = repo.root().join("snapshots").join("s1.json");
+    let file = repo.local_root().unwrap().join("snapshots").join("s1.json");
     let mut snap: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     snap["tables"].as_object_mut().unwrap().remove("trajectories");
     std::fs::write(&file, snap.to_string()).unwrap();

@@ -170,7 +170,7 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     if out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(Error::OutputNotEmpty { path: out.to_path_buf() });
     }
-    let snap = snapshot::get(repo, snapshot_name)?;
+    let snap = snapshot::get(repo, snapshot_name).await?;
     let versions = snap.versions();
     std::fs::create_dir_all(out).at(out)?;
     let mut trajectories = repo.read::<Trajectory>(versions.get("trajectories").copied()).await?;

@@ -460,7 +460,7 @@ async fn run_regrpo_on<B: AutodiffBackend>(
             .await?;
     // States whose gold completion does not succeed (no sandbox, no executor) teach nothing: the
     // run self-checks each state it draws, once, and draws again where one fails.
-    let mut states = crate::regrpo::rollout::StatePool::new(train_rots, train_ts, repo.root());
+    let mut states = crate::regrpo::rollout::StatePool::new(train_rots, train_ts, &repo.sandboxes().await?);
     if job.cfg.derivable_only {
         states.keep_derivable();
     }
@@ -578,7 +578,7 @@ pub async fn run_eval(
     on_state: impl FnMut(),
 ) -> Result<crate::eval::EvalReport> {
     let rows = snapshot_rows(repo, job.snapshot).await?;
-    let set = crate::eval::held_out(&rows, repo.root(), job.cfg);
+    let set = crate::eval::held_out(&rows, &repo.sandboxes().await?, job.cfg);
     eval_on(repo, job, rows.versions, &set, suite, on_state).await
 }
 
@@ -596,9 +596,10 @@ pub async fn eval_on(
     let dir = model_dir(model);
     let tk = ChatTokenizer::load(&dir.join("tokenizer.json"))?;
     let decoder = TurnDecoder::new(ChatWindow::new(tk, cfg.window)?, cfg.constrained);
+    let sandboxes = repo.sandboxes().await?;
     let report = crate::on_device!(cfg.device, B => {
         let (_, policy) = hf::load::<B>(&dir, &Default::default())?;
-        crate::eval::evaluate(&policy, &decoder, suite, set, repo.root(), cfg, on_state).await
+        crate::eval::evaluate(&policy, &decoder, suite, set, &sandboxes, cfg, on_state).await
     })?;
     let mut log = RunLog::new(
         "eval",

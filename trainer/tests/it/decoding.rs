@@ -64,7 +64,7 @@ async fn a_state_is_tokenised_the_same_for_sft_and_for_inference() {
     let by_id: HashMap<String, Trajectory> = ts.iter().map(|t| (t.trajectory_id.clone(), t.clone())).collect();
     // Failure states: the RoT sample's tokens before its target are the inference prompt.
     for r in &rots {
-        let states = failure_states(std::slice::from_ref(r), &by_id, repo.root());
+        let states = failure_states(std::slice::from_ref(r), &by_id, repo.workdir());
         let [state] = states.as_slice() else { panic!("one failure state per RoT row") };
         let sample = Sample {
             id: r.rot_id.clone(),
@@ -94,7 +94,7 @@ async fn a_state_is_tokenised_the_same_for_sft_and_for_inference() {
         };
         let (enc, cuts) = encode_all(&[sample], &w, RotTarget::Reflection).unwrap();
         assert_eq!((enc.len(), cuts.total()), (1, 0));
-        for s in clean_states(std::slice::from_ref(t), repo.root()) {
+        for s in clean_states(std::slice::from_ref(t), repo.workdir()) {
             let (prompt, _) = w.prompt(&s.messages).unwrap();
             assert_eq!(&enc[0].ids[..prompt.len()], &prompt[..], "{}", s.state_id);
             assert!(enc[0].mask[prompt.len()]);
@@ -107,7 +107,7 @@ async fn gold_completions_score_one_and_repeating_the_failure_scores_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, ts, rots) = world(dir.path(), 21).await;
     let suite = ToolSuite::builtin();
-    let states = States::of(&rots, &ts, repo.root());
+    let states = States::of(&rots, &ts, repo.workdir());
     let (n_f, n_c) = (states.failures.len(), states.cleans.len());
     assert!(n_f > 10 && n_c > 20);
     let (kept, check) = rollout::self_check(states, &suite).await;
@@ -133,7 +133,7 @@ async fn every_completion_of_a_random_model_under_the_grammar_parses() {
     let mut cfg = window();
     cfg.max_target_tokens = 96;
     let decoder = TurnDecoder::new(ChatWindow::new(tk, cfg).unwrap(), true);
-    let states = States::of(&rots, &ts, repo.root());
+    let states = States::of(&rots, &ts, repo.workdir());
     let sample = SampleConfig { temperature: 1.0, top_p: 1.0, max_new_tokens: 96 };
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut n = 0;

@@ -131,7 +131,7 @@ async fn a_later_argument_decides_success_when_executed() {
     // Task 4 of the world is an image_color task: image_info, crop, final_answer.
     regrpo_engine::toolworld::generate_into(&repo, 5, 1, 2, || {}).await.unwrap();
     let ts = repo.read::<regrpo_schemas::Trajectory>(None).await.unwrap();
-    let states = rollout::clean_states(&ts, repo.root());
+    let states = rollout::clean_states(&ts, repo.workdir());
     let crop = states.iter().find(|s| s.kind == StateKind::Clean && s.gt_action.tool() == "crop").expect("a crop step");
     let suite = ToolSuite::builtin();
     let right = crop.gt_action.to_text();
