@@ -78,6 +78,9 @@ enum Command {
     Serve(cmd::serve::Args),
     Sql(cmd::sql::Args),
     Ui(cmd::ui::Args),
+    /// SQL across machines: a Ballista scheduler and executors for `--cluster df://HOST:PORT`.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::Command),
 }
 
 fn init_logging(quiet: bool, verbose: u8) {
@@ -113,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(a) => cmd::serve::run(a).await,
         Command::Sql(a) => cmd::sql::run(a).await,
         Command::Ui(a) => cmd::ui::run(a).await,
+        Command::Cluster(c) => cmd::cluster::run(c).await,
     }
 }
 

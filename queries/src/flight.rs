@@ -206,14 +206,18 @@ impl FlightSqlServer {
         let planned = tokio::time::timeout(self.cfg.timeout, ctx.sql_with_options(sql, read_only()))
             .await
             .map_err(|_| Status::deadline_exceeded(format!("planning took longer than {:?}", self.cfg.timeout)))?;
-        planned.map_err(|e| {
+        let df = planned.map_err(|e| {
             let msg = e.to_string();
             if ["DDL not supported", "DML not supported", "Statement not supported"].iter().any(|m| msg.contains(m)) {
                 Status::permission_denied(format!("query refused: the server is read-only ({msg})"))
             } else {
                 Status::invalid_argument(msg)
             }
-        })
+        })?;
+        if self.session.on_cluster() {
+            crate::cluster::check_plan(df.logical_plan()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        Ok(df)
     }
 
     /// Runs the statement a handle names, once its turn comes, and streams its batches,

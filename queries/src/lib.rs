@@ -12,6 +12,7 @@
 //!                                   RecordBatches → table | csv | json | parquet
 //! ```
 
+pub mod cluster;
 pub mod error;
 pub mod flight;
 pub mod library;

@@ -225,8 +225,22 @@ pub async fn plan(
     query: &NamedQuery,
     given: &[(String, String)],
 ) -> Result<(Session, DataFrame)> {
+    plan_on(repo, at, None, query, given).await
+}
+
+/// [`plan`], the statement running on a Ballista cluster (`df://HOST:PORT`) when one is given.
+pub async fn plan_on(
+    repo: &Repository,
+    at: At,
+    cluster: Option<&str>,
+    query: &NamedQuery,
+    given: &[(String, String)],
+) -> Result<(Session, DataFrame)> {
     let binding = query.bind(given)?;
-    let session = Session::open(repo, at).await?;
+    let session = match cluster {
+        Some(url) => Session::open_on_cluster(repo, at, url).await?,
+        None => Session::open(repo, at).await?,
+    };
     for (schema, snapshot) in &binding.snapshots {
         session.attach(repo, schema, snapshot).await?;
     }

@@ -12,10 +12,14 @@
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::catalog::view::ViewTable;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::physical_plan::parquet::transform_schema_to_view;
 use datafusion::execution::context::SessionState;
+use datafusion::functions::expr_fn::random;
+use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
 use deltalake::DeltaTable;
 
 use crate::error::{Error, Result};
@@ -50,6 +54,20 @@ pub(crate) fn files(table: &DeltaTable) -> Result<Option<Vec<PinnedFile>>> {
         files.push(PinnedFile { url: ListingTableUrl::parse(url.as_str())?, size: file.size().max(0) as u64 });
     }
     Ok(Some(files))
+}
+
+/// An empty table of the Delta provider's schema, for a version with no files, in a form that
+/// can travel to a cluster: a view of one row of typed NULLs filtered by `random() < 0`. (An
+/// empty relation loses its columns on the way to the scheduler, a constant `false` filter or
+/// `LIMIT 0` is folded into one, and an empty listing gives a stage of no partitions, which a
+/// cluster never finishes; a volatile filter is kept, and drops the row when it runs.)
+pub fn empty(delta: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+    let schema = transform_schema_to_view(&delta.schema());
+    let row =
+        schema.fields().iter().map(|f| Ok(lit(ScalarValue::try_from(f.data_type())?))).collect::<Result<Vec<_>>>()?;
+    let named = schema.fields().iter().enumerate().map(|(i, f)| col(format!("column{}", i + 1)).alias(f.name()));
+    let plan = LogicalPlanBuilder::values(vec![row])?.filter(random().lt(lit(0.0)))?.project(named)?.build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// The listing of `table`'s pinned files, or `None` when the version needs the Delta provider

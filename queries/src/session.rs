@@ -41,14 +41,18 @@ pub struct Session {
     ctx: SessionContext,
     snapshot: Option<Snapshot>,
     versions: BTreeMap<String, i64>,
+    /// Whether statements run on a Ballista cluster.
+    cluster: bool,
 }
 
-/// Registers every table at its version, unqualified or under `schema`.
+/// Registers every table at its version, unqualified or under `schema`. With `listings_only`
+/// (a cluster session) a version only Delta's reader can read is an error.
 async fn register_tables(
     ctx: &SessionContext,
     repo: &Repository,
     versions: &BTreeMap<String, i64>,
     schema: Option<&str>,
+    listings_only: bool,
 ) -> Result<()> {
     for (name, version) in versions {
         let table = repo.load(name, Some(*version)).await?;
@@ -56,7 +60,18 @@ async fn register_tables(
             .update_datafusion_session(&ctx.state())
             .map_err(|e| Error::Dataset(regrpo_datasets::Error::Delta { table: name.clone(), source: Box::new(e) }))?;
         let delta = table.table_provider().await?;
-        let provider = crate::pinned::listing(&table, &delta, &ctx.state())?.unwrap_or(delta);
+        let provider = match crate::pinned::listing(&table, &delta, &ctx.state())? {
+            Some(listing) => listing,
+            None if listings_only && table.snapshot().is_ok_and(|s| s.log_data().num_files() > 0) => {
+                return Err(Error::Usage(format!(
+                    "table `{name}` at version {version} needs Delta's own reader (deletion vectors, column \
+                     mapping or partitions), which a cluster does not have: run this query locally"
+                )));
+            }
+            // No file: nothing for an executor to read, and the Delta provider cannot travel.
+            None if listings_only => crate::pinned::empty(&delta)?,
+            None => delta,
+        };
         match schema {
             None => ctx.register_table(name.as_str(), provider)?,
             Some(schema) => ctx.register_table(TableReference::partial(schema, name.as_str()), provider)?,
@@ -79,6 +94,17 @@ impl Session {
 
     /// Like [`Session::open`], with a DataFusion configuration (memory limits, batch size…).
     pub async fn open_with_config(repo: &Repository, at: At, config: SessionConfig) -> Result<Session> {
+        Self::open_inner(repo, at, config, None).await
+    }
+
+    /// A session whose statements run on a Ballista cluster (`df://HOST:PORT`, started with
+    /// `regrpo cluster`): the tables are the Parquet files the chosen versions pin, read by the
+    /// cluster's executors (see [`crate::cluster`]).
+    pub async fn open_on_cluster(repo: &Repository, at: At, cluster: &str) -> Result<Session> {
+        Self::open_inner(repo, at, SessionConfig::new(), Some(cluster)).await
+    }
+
+    async fn open_inner(repo: &Repository, at: At, config: SessionConfig, cluster: Option<&str>) -> Result<Session> {
         let (snapshot, versions) = match &at {
             At::Latest => (None, repo.versions().await?),
             At::Snapshot(name) => {
@@ -93,17 +119,23 @@ impl Session {
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(RunCount))
-            .build();
+            .with_physical_optimizer_rule(Arc::new(RunCount));
+        if cluster.is_some() {
+            builder = builder.with_runtime_env(crate::cluster::client_runtime()?);
+        }
+        let mut state = builder.build();
+        if let Some(url) = cluster {
+            state = crate::cluster::upgrade(state, url)?;
+        }
         let mut ctx = SessionContext::new_with_state(state);
         // The pinned listings read `s3://bucket/…` files through the repository's store.
         repo.register_store(ctx.runtime_env().as_ref());
-        register_tables(&ctx, repo, &versions, None).await?;
+        register_tables(&ctx, repo, &versions, None, cluster.is_some()).await?;
         crate::udf::register_all(&mut ctx)?;
-        Ok(Session { ctx, snapshot, versions })
+        Ok(Session { ctx, snapshot, versions, cluster: cluster.is_some() })
     }
 
     /// Makes the tables of another snapshot readable as `schema.<table>` (for queries that
@@ -115,7 +147,7 @@ impl Session {
         let versions = snapshot::get(repo, snapshot_name).await?.versions();
         let catalog = self.ctx.catalog("regrpo").expect("sessions are opened with the `regrpo` catalog");
         catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
-        register_tables(&self.ctx, repo, &versions, Some(schema)).await
+        register_tables(&self.ctx, repo, &versions, Some(schema), self.cluster).await
     }
 
     /// Registers table `name` at its latest version in place of the version this session
@@ -124,8 +156,13 @@ impl Session {
     pub async fn register_latest(&self, repo: &Repository, name: &str) -> Result<i64> {
         let version = repo.load(name, None).await?.version().unwrap_or(0) as i64;
         self.ctx.deregister_table(name)?;
-        register_tables(&self.ctx, repo, &BTreeMap::from([(name.to_string(), version)]), None).await?;
+        register_tables(&self.ctx, repo, &BTreeMap::from([(name.to_string(), version)]), None, self.cluster).await?;
         Ok(version)
+    }
+
+    /// Whether statements run on a Ballista cluster ([`Session::open_on_cluster`]).
+    pub fn on_cluster(&self) -> bool {
+        self.cluster
     }
 
     /// The DataFusion context, for callers that build plans themselves.
@@ -152,6 +189,7 @@ impl Session {
     /// Plans a read-only statement. Writes of any kind are refused with [`Error::ReadOnly`].
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         match self.ctx.sql_with_options(sql, read_only()).await {
+            Ok(df) if self.cluster => crate::cluster::check_plan(df.logical_plan()).map(|()| df),
             Ok(df) => Ok(df),
             Err(e) => {
                 let msg = e.to_string();

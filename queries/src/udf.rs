@@ -22,31 +22,32 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArr
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::{ScalarValue, exec_err};
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
-use datafusion::prelude::SessionContext;
 use regex::Regex;
 use regrpo_schemas::ErrorType;
 
-/// Registers every UDF on a context.
-pub fn register_all(ctx: &mut SessionContext) -> datafusion::error::Result<()> {
-    ctx.register_udf(create_udf(
+/// Registers every UDF on a context, a session state, or a cluster's function registry (the
+/// executors of `regrpo cluster` know the same functions as a local session).
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> datafusion::error::Result<()> {
+    registry.register_udf(Arc::new(create_udf(
         "error_family",
         vec![DataType::Utf8],
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(error_family),
-    ));
-    ctx.register_udf(create_udf(
+    )))?;
+    registry.register_udf(Arc::new(create_udf(
         "token_count",
         vec![DataType::Utf8],
         DataType::Int64,
         Volatility::Immutable,
         Arc::new(token_count_udf),
-    ));
-    ctx.register_udf(ScalarUDF::from(IContains::new()));
-    datafusion_functions_json::register_all(ctx)
+    )))?;
+    registry.register_udf(Arc::new(ScalarUDF::from(IContains::new())))?;
+    datafusion_functions_json::register_all(registry)
 }
 
 /// `icontains(text, needle)`; see the module's documentation.

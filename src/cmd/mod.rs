@@ -1,5 +1,6 @@
 //! One module per command, each with its arguments type next to its handler.
 
+pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod eval;

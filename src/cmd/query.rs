@@ -32,6 +32,9 @@ pub struct Args {
     /// Write to this file instead of stdout (required for parquet).
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Run on a Ballista cluster (`regrpo cluster`) at df://HOST:PORT instead of in this process.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 fn param(s: &str) -> Result<(String, String), String> {
@@ -56,7 +59,8 @@ pub async fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let repo = Repository::open(&dir).await?;
-    let (_, df) = regrpo_queries::library::plan(&repo, At::from_option(a.snapshot.as_deref()), q, &a.params).await?;
+    let at = At::from_option(a.snapshot.as_deref());
+    let (_, df) = regrpo_queries::library::plan_on(&repo, at, a.cluster.as_deref(), q, &a.params).await?;
     crate::output::emit(&df.collect().await.map_err(regrpo_queries::Error::from)?, a.format, a.out.as_deref())
 }
 

@@ -26,6 +26,9 @@ pub struct Args {
     /// Wall-clock limit of each query, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
+    /// Run every query on a Ballista cluster (`regrpo cluster`) at df://HOST:PORT.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -37,7 +40,11 @@ pub async fn run(a: Args) -> Result<()> {
         bail!("{}: the token must be at least 8 characters", a.token_file.display());
     }
     let repo = Repository::open(&a.dir).await?;
-    let session = Session::open(&repo, At::from_option(a.snapshot.as_deref())).await?;
+    let at = At::from_option(a.snapshot.as_deref());
+    let session = match &a.cluster {
+        Some(url) => Session::open_on_cluster(&repo, at, url).await?,
+        None => Session::open(&repo, at).await?,
+    };
     let versions: Vec<String> = session.versions().iter().map(|(t, v)| format!("{t}@{v}")).collect();
     let cfg = ServeConfig {
         memory_limit: a.memory_limit_mb << 20,
@@ -46,9 +53,10 @@ pub async fn run(a: Args) -> Result<()> {
     };
     let (listener, local) = FlightSqlServer::bind(a.addr).await.with_context(|| format!("binding {}", a.addr))?;
     eprintln!(
-        "serving {} ({}) over Flight SQL at grpc://{local}, read-only; {} MiB and {}s per query; Ctrl-C stops",
+        "serving {} ({}) over Flight SQL at grpc://{local}{}, read-only; {} MiB and {}s per query; Ctrl-C stops",
         repo.location(),
         a.snapshot.map_or_else(|| format!("latest: {}", versions.join(" ")), |s| format!("snapshot {s}")),
+        a.cluster.map(|c| format!(" (plans run on {c})")).unwrap_or_default(),
         a.memory_limit_mb,
         a.timeout_s
     );

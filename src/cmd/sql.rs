@@ -19,11 +19,18 @@ pub struct Args {
     /// Write to this file instead of stdout (required for parquet).
     #[arg(long, short)]
     out: Option<PathBuf>,
+    /// Run on a Ballista cluster (`regrpo cluster`) at df://HOST:PORT instead of in this process.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 pub async fn run(a: Args) -> Result<()> {
     let repo = Repository::open(&a.dir).await?;
-    let session = Session::open(&repo, At::from_option(a.snapshot.as_deref())).await?;
+    let at = At::from_option(a.snapshot.as_deref());
+    let session = match &a.cluster {
+        Some(url) => Session::open_on_cluster(&repo, at, url).await?,
+        None => Session::open(&repo, at).await?,
+    };
     let batches = session.query(&a.query).await?;
     crate::output::emit(&batches, a.format, a.out.as_deref())
 }

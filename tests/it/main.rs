@@ -1,5 +1,6 @@
 //! End-to-end tests of the real `regrpo` binary, and of the crates working together.
 
+mod cluster;
 mod one_split;
 mod s3;
 mod shards;

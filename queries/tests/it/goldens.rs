@@ -7,6 +7,10 @@
 //! A record's SQL is either plain SQL (run at the latest versions) or a library call written
 //! as on the command line: `regrpo query NAME [--param k=v]… [--snapshot S]`.
 //!
+//! The same goldens run again on a Ballista cluster started in this process (a scheduler and
+//! an executor from `regrpo_queries::cluster`, on free loopback ports): a plan run there gives
+//! the rows it gives locally. `explain.slt` is left out there (a cluster plan is another plan).
+//!
 //! Regenerate the expected results after an intended change with
 //! `REGRPO_COMPLETE=1 cargo test -p regrpo-queries --test it goldens` and review the diff.
 
@@ -55,6 +59,8 @@ async fn build_repository(dir: &Path) -> Repository {
 
 struct Db {
     repo: Repository,
+    /// `df://HOST:PORT` where statements run on a cluster.
+    cluster: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +142,11 @@ impl sqllogictest::AsyncDB for Db {
         let batches = if sql.starts_with("regrpo query ") {
             let (name, params, snap) = parse_call(sql)?;
             let q = library::find(&name).map_err(err)?;
-            let (_, df) = library::plan(&self.repo, At::from_option(snap.as_deref()), q, &params).await.map_err(err)?;
+            let at = At::from_option(snap.as_deref());
+            let (_, df) = library::plan_on(&self.repo, at, self.cluster.as_deref(), q, &params).await.map_err(err)?;
             df.collect().await.map_err(err)?
+        } else if let Some(url) = &self.cluster {
+            Session::open_on_cluster(&self.repo, At::Latest, url).await.map_err(err)?.query(sql).await.map_err(err)?
         } else {
             // Fixed partitions: plans (EXPLAIN) do not depend on the machine's core count.
             let config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
@@ -158,8 +167,63 @@ impl sqllogictest::AsyncDB for Db {
     }
 }
 
+/// Runs golden files; returns one line per file that differs.
+async fn run_goldens(repo: &Arc<Repository>, files: &[PathBuf], cluster: Option<&str>, complete: bool) -> Vec<String> {
+    let mut failures = Vec::new();
+    for file in files {
+        let (repo, url) = (Arc::clone(repo), cluster.map(str::to_string));
+        let mut runner = sqllogictest::Runner::new(move || {
+            let (repo, cluster) = ((*repo).clone(), url.clone());
+            async move { Ok::<_, DbError>(Db { repo, cluster }) }
+        });
+        if complete {
+            runner
+                .update_test_file(
+                    file,
+                    " ",
+                    sqllogictest::default_validator,
+                    sqllogictest::default_normalizer,
+                    sqllogictest::strict_column_validator,
+                )
+                .await
+                .unwrap();
+        } else if let Err(e) = runner.run_file_async(file).await {
+            let on = cluster.map(|c| format!(" (on the cluster at {c})")).unwrap_or_default();
+            failures.push(format!("{}{on}: {e}", file.display()));
+        }
+    }
+    failures
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A scheduler and one executor in this process; returns the cluster's URL once it answers.
+async fn start_cluster(repo: &Repository) -> String {
+    use regrpo_queries::cluster::{ExecutorOptions, run_executor, run_scheduler};
+    let scheduler: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    tokio::spawn(run_scheduler(scheduler));
+    let bind = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let executor = ExecutorOptions { scheduler, bind, grpc_port: free_port(), concurrent_tasks: 2, work_dir: None };
+    tokio::spawn(run_executor(executor));
+    let url = format!("df://{scheduler}");
+    let started = std::time::Instant::now();
+    loop {
+        let answer =
+            async { Session::open_on_cluster(repo, At::Latest, &url).await?.query("SELECT count(*) FROM rot").await };
+        match answer.await {
+            Ok(_) => return url,
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(60) => {
+                panic!("the cluster did not answer: {e}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn named_queries_match_their_goldens() {
+async fn named_queries_match_their_goldens_locally_and_on_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(build_repository(&dir.path().join("r")).await);
     let complete = std::env::var_os("REGRPO_COMPLETE").is_some();
@@ -174,26 +238,28 @@ async fn named_queries_match_their_goldens() {
     for q in library::library() {
         assert!(files.iter().any(|f| f.file_stem().unwrap() == q.name.as_str()), "no golden for query `{}`", q.name);
     }
-    let mut failures = Vec::new();
-    for file in &files {
-        let repo = Arc::clone(&repo);
-        let mut runner = sqllogictest::Runner::new(move || {
-            let repo = (*repo).clone();
-            async move { Ok::<_, DbError>(Db { repo }) }
-        });
-        if complete {
-            runner
-                .update_test_file(
-                    file,
-                    " ",
-                    sqllogictest::default_validator,
-                    sqllogictest::default_normalizer,
-                    sqllogictest::strict_column_validator,
-                )
-                .await
-                .unwrap();
-        } else if let Err(e) = runner.run_file_async(file).await {
-            failures.push(format!("{}: {e}", file.display()));
+    let mut failures = run_goldens(&repo, &files, None, complete).await;
+    if !complete {
+        let url = start_cluster(&repo).await;
+        // Left out there: EXPLAIN (another plan), and the two library queries with a UNION under
+        // ORDER BY, which a cluster refuses (Ballista 55 answers some with no rows;
+        // `cluster::check_plan`) — the refusal is checked instead.
+        let refused = ["snapshot_diff", "unverified_and_rejected"];
+        let on_cluster: Vec<PathBuf> = files
+            .iter()
+            .filter(|f| {
+                let stem = f.file_stem().unwrap().to_str().unwrap();
+                stem != "explain" && !refused.contains(&stem)
+            })
+            .cloned()
+            .collect();
+        failures.extend(run_goldens(&repo, &on_cluster, Some(&url), false).await);
+        let given = [("base".to_string(), "s1".to_string()), ("head".to_string(), "s2".to_string())];
+        for name in refused {
+            let q = library::find(name).unwrap();
+            let params = if name == "snapshot_diff" { &given[..] } else { &[] };
+            let err = library::plan_on(&repo, At::Latest, Some(&url), q, params).await.err().expect("refused");
+            assert!(err.to_string().contains("UNION under ORDER BY"), "{name}: {err}");
         }
     }
     assert!(failures.is_empty(), "goldens differ (REGRPO_COMPLETE=1 regenerates them):\n{}", failures.join("\n\n"));
