@@ -76,7 +76,7 @@ wait_cluster() {
 rot_rows=$("$bin" sql "$repo" "SELECT count(*) FROM rot" --format csv | tail -1)
 echo
 echo "SQL on $rot_rows RoT rows: one process vs a local Ballista cluster (median of 5, ms, whole command)"
-echo "| statement | one process | 1 executor | 2 executors | 2 executors vs one process |"
+echo "| statement | one process | 1 executor | 2 executors | 2 executors ÷ one process (time) |"
 echo "| --- | ---: | ---: | ---: | ---: |"
 declare -A solo one two
 solo[named]=$(median_ms "$bin" --quiet query "$repo" failures_by_error_type --format csv)
