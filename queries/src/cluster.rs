@@ -72,8 +72,9 @@ fn s3_bucket(url: &Url) -> Option<String> {
     matches!(url.scheme(), "s3" | "s3a").then(|| format!("s3://{}", url.host_str().unwrap_or_default()))
 }
 
-/// A runtime whose object stores are [`Stores`].
-fn runtime() -> datafusion::error::Result<Arc<RuntimeEnv>> {
+/// A runtime whose object stores are [`Stores`]: the scheduler's and executors', and the
+/// client's own (it plans the scans whose files the executors then read).
+pub(crate) fn runtime() -> datafusion::error::Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new().with_object_store_registry(Arc::new(Stores::default())).build_arc()
 }
 
@@ -178,12 +179,6 @@ pub fn cluster_url(url: &str) -> Result<String> {
         return Err(bad("no host or a bad port"));
     }
     Ok(format!("df://{host}:{port}"))
-}
-
-/// A runtime that knows our stores, for the client's own session (it plans the scans whose
-/// files the executors then read).
-pub(crate) fn client_runtime() -> Result<Arc<RuntimeEnv>> {
-    Ok(runtime()?)
 }
 
 fn ballista(e: ballista_core::error::BallistaError) -> Error {

@@ -237,10 +237,7 @@ pub async fn plan_on(
     given: &[(String, String)],
 ) -> Result<(Session, DataFrame)> {
     let binding = query.bind(given)?;
-    let session = match cluster {
-        Some(url) => Session::open_on_cluster(repo, at, url).await?,
-        None => Session::open(repo, at).await?,
-    };
+    let session = Session::open_on(repo, at, cluster).await?;
     for (schema, snapshot) in &binding.snapshots {
         session.attach(repo, schema, snapshot).await?;
     }

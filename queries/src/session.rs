@@ -97,11 +97,11 @@ impl Session {
         Self::open_inner(repo, at, config, None).await
     }
 
-    /// A session whose statements run on a Ballista cluster (`df://HOST:PORT`, started with
-    /// `regrpo cluster`): the tables are the Parquet files the chosen versions pin, read by the
-    /// cluster's executors (see [`crate::cluster`]).
-    pub async fn open_on_cluster(repo: &Repository, at: At, cluster: &str) -> Result<Session> {
-        Self::open_inner(repo, at, SessionConfig::new(), Some(cluster)).await
+    /// [`Session::open`], or with `cluster` a session whose statements run on a Ballista
+    /// cluster (`df://HOST:PORT`, started with `regrpo cluster`): the tables are the Parquet
+    /// files the chosen versions pin, read by the cluster's executors (see [`crate::cluster`]).
+    pub async fn open_on(repo: &Repository, at: At, cluster: Option<&str>) -> Result<Session> {
+        Self::open_inner(repo, at, SessionConfig::new(), cluster).await
     }
 
     async fn open_inner(repo: &Repository, at: At, config: SessionConfig, cluster: Option<&str>) -> Result<Session> {
@@ -124,7 +124,7 @@ impl Session {
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(RunCount));
         if cluster.is_some() {
-            builder = builder.with_runtime_env(crate::cluster::client_runtime()?);
+            builder = builder.with_runtime_env(crate::cluster::runtime()?);
         }
         let mut state = builder.build();
         if let Some(url) = cluster {
@@ -160,7 +160,7 @@ impl Session {
         Ok(version)
     }
 
-    /// Whether statements run on a Ballista cluster ([`Session::open_on_cluster`]).
+    /// Whether statements run on a Ballista cluster ([`Session::open_on`]).
     pub fn on_cluster(&self) -> bool {
         self.cluster
     }

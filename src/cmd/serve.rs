@@ -41,10 +41,7 @@ pub async fn run(a: Args) -> Result<()> {
     }
     let repo = Repository::open(&a.dir).await?;
     let at = At::from_option(a.snapshot.as_deref());
-    let session = match &a.cluster {
-        Some(url) => Session::open_on_cluster(&repo, at, url).await?,
-        None => Session::open(&repo, at).await?,
-    };
+    let session = Session::open_on(&repo, at, a.cluster.as_deref()).await?;
     let versions: Vec<String> = session.versions().iter().map(|(t, v)| format!("{t}@{v}")).collect();
     let cfg = ServeConfig {
         memory_limit: a.memory_limit_mb << 20,

@@ -27,10 +27,7 @@ pub struct Args {
 pub async fn run(a: Args) -> Result<()> {
     let repo = Repository::open(&a.dir).await?;
     let at = At::from_option(a.snapshot.as_deref());
-    let session = match &a.cluster {
-        Some(url) => Session::open_on_cluster(&repo, at, url).await?,
-        None => Session::open(&repo, at).await?,
-    };
+    let session = Session::open_on(&repo, at, a.cluster.as_deref()).await?;
     let batches = session.query(&a.query).await?;
     crate::output::emit(&batches, a.format, a.out.as_deref())
 }

@@ -2,26 +2,11 @@
 //! executor` as two children on free loopback ports; every named query and a plain statement
 //! with `--cluster` give what they give in one process.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::{bin, ok, run, s};
-
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::{Killed, bin, free_port, ok, run, s};
 
 fn spawn(args: &[&str]) -> Killed {
     Killed(bin().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())

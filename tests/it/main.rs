@@ -12,6 +12,21 @@ use std::time::{Duration, Instant};
 
 use regrpo::demo::{Arm, DemoReport, Layout, table};
 
+/// Kills a child process when the test ends, however it ends.
+pub(crate) struct Killed(pub(crate) std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free at the time of asking.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_regrpo"));
     c.arg("--quiet");

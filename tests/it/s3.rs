@@ -8,31 +8,24 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use regrpo_datasets::Repository;
 
-use crate::{bin, fixture, s};
+use crate::{Killed, bin, fixture, free_port, s};
 
 /// A moto S3 server on a free loopback port, with one bucket; killed on drop.
 struct S3Server {
-    child: Child,
+    _child: Killed,
     endpoint: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl S3Server {
     fn start(bucket: &str) -> S3Server {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let program = std::env::var("REGRPO_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let child = Command::new(&program)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -40,7 +33,7 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let server = S3Server { _child: Killed(child), endpoint: format!("http://127.0.0.1:{port}") };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(started.elapsed() < Duration::from_secs(60), "moto_server did not listen on {port} in 60 s");
@@ -103,13 +96,15 @@ impl S3Server {
     }
 }
 
-/// The RoT and near-miss rows of a repository, comparable across repositories (shards.rs).
-fn rows(repo: Repository) -> (Vec<regrpo_schemas::Rot>, Vec<regrpo_schemas::NearMiss>) {
-    crate::shards::rows_of(repo)
-}
-
-fn local(path: &Path) -> Repository {
-    tokio::runtime::Runtime::new().unwrap().block_on(Repository::open(path)).unwrap()
+/// Asserts that the repository at `url` holds row for row the RoT and near-miss rows of the
+/// local one at `here` (compared as shards.rs compares them), and that there are some.
+fn assert_same_rows(server: &S3Server, here: &Path, url: &str, what: &str) {
+    let local = tokio::runtime::Runtime::new().unwrap().block_on(Repository::open(here)).unwrap();
+    let (want_rot, want_near) = crate::shards::rows_of(local);
+    let (rot, near) = crate::shards::rows_of(server.open(url));
+    assert!(want_rot.len() > 20, "{} RoT rows", want_rot.len());
+    assert_eq!(rot, want_rot, "{what}: the RoT rows differ");
+    assert_eq!(near, want_near, "{what}: the near-miss rows differ");
 }
 
 #[test]
@@ -130,11 +125,7 @@ fn every_command_runs_on_an_s3_repository_and_gives_what_a_local_one_gives() {
     let again = server.command(&["init", url]).output().unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"), "{again:?}");
 
-    let (want_rot, want_near) = rows(local(&here));
-    let (rot, near) = rows(server.open(url));
-    assert!(want_rot.len() > 20, "{} RoT rows", want_rot.len());
-    assert_eq!(rot, want_rot, "RoT rows on S3 differ from the local repository's");
-    assert_eq!(near, want_near);
+    assert_same_rows(&server, &here, url, "S3 vs the local repository");
 
     let verified = server.ok(&["snapshot", "verify", url, "s1"]);
     assert!(verified.contains("verified"), "{verified}");
@@ -257,11 +248,7 @@ fn two_shard_processes_on_s3_equal_one_local_process() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "a shard failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let (want_rot, want_near) = rows(local(&here));
-    let (rot, near) = rows(server.open(url));
-    assert!(want_rot.len() > 20, "{} RoT rows", want_rot.len());
-    assert_eq!(rot, want_rot, "the S3 shards' RoT rows differ from one local process's");
-    assert_eq!(near, want_near);
+    assert_same_rows(&server, &here, url, "the S3 shards vs one local process");
     let again = server.ok(&["engine", "run", url, "--seed", "4", "--batch", "5", "--shards", "2", "--shard", "1"]);
     assert!(again.contains("nothing to do"), "{again}");
     server.ok(&["snapshot", "create", url, "after-shards"]);

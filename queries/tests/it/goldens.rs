@@ -146,7 +146,7 @@ impl sqllogictest::AsyncDB for Db {
             let (_, df) = library::plan_on(&self.repo, at, self.cluster.as_deref(), q, &params).await.map_err(err)?;
             df.collect().await.map_err(err)?
         } else if let Some(url) = &self.cluster {
-            Session::open_on_cluster(&self.repo, At::Latest, url).await.map_err(err)?.query(sql).await.map_err(err)?
+            Session::open_on(&self.repo, At::Latest, Some(url)).await.map_err(err)?.query(sql).await.map_err(err)?
         } else {
             // Fixed partitions: plans (EXPLAIN) do not depend on the machine's core count.
             let config = datafusion::prelude::SessionConfig::new().with_target_partitions(2);
@@ -211,7 +211,7 @@ async fn start_cluster(repo: &Repository) -> String {
     let started = std::time::Instant::now();
     loop {
         let answer =
-            async { Session::open_on_cluster(repo, At::Latest, &url).await?.query("SELECT count(*) FROM rot").await };
+            async { Session::open_on(repo, At::Latest, Some(&url)).await?.query("SELECT count(*) FROM rot").await };
         match answer.await {
             Ok(_) => return url,
             Err(e) if started.elapsed() > std::time::Duration::from_secs(60) => {
