@@ -1,8 +1,9 @@
 //! The quality gates a RoT row passes before it is written, cheapest first. Each gate has a
 //! name (stored in the row's `gates` column) and a reason when it fails (stored on the
-//! near-miss): the evidence quotes the failed observation, the failed and corrected actions
-//! differ, a ToolMismatch changes the tool, the reflection's ErrorType is the judge's, the failed
-//! action does not already carry the corrected value, and the texts have sane lengths.
+//! near-miss): the corrected action validates against the tool's schema, the evidence quotes
+//! the failed observation, the failed and corrected actions differ, a ToolMismatch changes the
+//! tool, the reflection's ErrorType is the judge's, the failed action does not already carry
+//! the corrected value, and the texts have sane lengths.
 
 use regrpo_schemas::ErrorType;
 use serde_json::Value;
@@ -12,6 +13,10 @@ use crate::reflect::{Failure, Reflected};
 /// Runs the quality gates; returns the names of those passed, or the first failure.
 pub fn check(f: &Failure<'_>, r: &Reflected) -> Result<Vec<String>, String> {
     let mut passed = Vec::new();
+    if let Some(e) = f.corrected_schema_error {
+        return Err(format!("gate corrected_valid: the corrected action does not validate against its schema: {e}"));
+    }
+    passed.push("corrected_valid".into());
     let ev = &r.reflection.evidence;
     match r.evidence_span {
         Some((a, b)) if b > a && f.failed_observation.get(a..b).is_some_and(|q| ev.contains(q)) => {

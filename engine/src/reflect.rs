@@ -30,6 +30,9 @@ pub struct Failure<'a> {
     /// What the corrected action returned: the source's own observation, or ours when it ran;
     /// `None` when neither exists (a function-calling source ships schemas, not executors).
     pub original_observation: Option<&'a str>,
+    /// The validator's message when the corrected action does not validate against the tool's
+    /// schema (a source's answer that names an undeclared argument or misses a required one).
+    pub corrected_schema_error: Option<&'a str>,
     pub error_type: ErrorType,
 }
 
@@ -44,7 +47,10 @@ pub struct Reflected {
 const MAX_QUOTE: usize = 120;
 
 /// The most telling line of the failed observation: the first error line, else the first line
-/// the original observation does not have, else the first line. Cut to 120 characters.
+/// the original observation does not have, else the first line. A line longer than 120
+/// characters is cut at its last sentence or clause boundary within them (`.`, `;`, `:`, `,`,
+/// `!` or `?` before a space, or a space before `(`), so that a quote never ends mid-clause;
+/// only a line with no such boundary past its first 30 characters is cut at a space.
 pub fn pick_quote(failed: &str, original: &str) -> Option<(usize, usize)> {
     let mut lines = Vec::new();
     let mut at = 0;
@@ -64,14 +70,33 @@ pub fn pick_quote(failed: &str, original: &str) -> Option<(usize, usize)> {
         .or_else(|| lines.iter().find(|(_, l)| !original_lines.contains(l)))
         .or_else(|| lines.first())
         .copied()?;
-    let mut end = text.len();
-    if text.chars().count() > MAX_QUOTE {
-        end = text.char_indices().nth(MAX_QUOTE).map_or(text.len(), |(i, _)| i);
-        if let Some(space) = text[..end].rfind(' ').filter(|s| *s > MAX_QUOTE / 2) {
-            end = space;
+    Some((start, start + clause_end(text, MAX_QUOTE)))
+}
+
+/// The byte length of the longest prefix of `text` of at most `max` characters that ends at a
+/// sentence or clause boundary (see [`pick_quote`]); a sentence's closing `.`, `!` or `?` is
+/// kept, a `;`, `:` or `,` is not.
+fn clause_end(text: &str, max: usize) -> usize {
+    if text.chars().count() <= max {
+        return text.len();
+    }
+    let limit = text.char_indices().nth(max).map_or(text.len(), |(i, _)| i);
+    let min = text.char_indices().nth(30).map_or(0, |(i, _)| i);
+    let bytes = text.as_bytes();
+    let mut best = None;
+    for (i, &b) in bytes[..limit].iter().enumerate() {
+        let next_is_space = bytes.get(i + 1).is_some_and(u8::is_ascii_whitespace);
+        let end = match b {
+            b'.' | b'!' | b'?' if next_is_space => i + 1,
+            b';' | b':' | b',' if next_is_space => i,
+            b' ' if bytes.get(i + 1) == Some(&b'(') => i,
+            _ => continue,
+        };
+        if end >= min {
+            best = Some(end);
         }
     }
-    Some((start, start + end))
+    best.or_else(|| text[..limit].rfind(' ').filter(|s| *s > max / 2)).unwrap_or(limit)
 }
 
 fn short(v: &Value) -> String {
@@ -259,6 +284,25 @@ mod tests {
         let long = "x ".repeat(200);
         let (a, b) = pick_quote(&long, "").unwrap();
         assert!(b - a <= 120 && long.contains(&long[a..b]));
+    }
+
+    #[test]
+    fn a_long_quote_ends_at_a_clause_not_mid_clause() {
+        // BFCL's validator messages, joined by `; `: the cut used to leave `… "appointment_time" is a`.
+        let obs = "Error: invalid arguments for book: \"date\" is a required property; \"doctor\" is not of \
+                   type \"string\"; \"appointment_time\" is a required property. book takes: date, doctor";
+        let (a, b) = pick_quote(obs, "").unwrap();
+        assert_eq!(
+            &obs[a..b],
+            "Error: invalid arguments for book: \"date\" is a required property; \"doctor\" is not of type \"string\""
+        );
+        let obs = format!("First sentence is long enough to count here. {}", "word ".repeat(40));
+        let (a, b) = pick_quote(&obs, "").unwrap();
+        assert_eq!(&obs[a..b], "First sentence is long enough to count here.");
+        // No boundary at all: a space, as before.
+        let obs = "w".repeat(10) + &" abcdefgh".repeat(30);
+        let (a, b) = pick_quote(&obs, "").unwrap();
+        assert!(b - a <= 120 && obs[..b].ends_with("abcdefgh"));
     }
 
     #[test]

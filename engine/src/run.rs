@@ -428,6 +428,8 @@ async fn process(shared: &Shared, job: &Job) -> Outcome {
             failed_observation: &failed_exec.text,
             failed_error_code: failed_exec.error_code.as_deref(),
             original_observation: verify::observation(stored, &original_exec),
+            corrected_schema_error: (original_exec.status == ExecStatus::SchemaError)
+                .then_some(original_exec.text.as_str()),
             error_type: claimed,
         };
         let reflected: std::result::Result<Reflected, String> = match &cfg.teacher {

@@ -32,10 +32,6 @@ pub enum Error {
     )]
     NoAnswers { questions: PathBuf, looked_for: Vec<PathBuf> },
 
-    /// A line of a BFCL answers file that is not `{"id": …, "ground_truth": […]}`.
-    #[error("{path}: line {line}: {reason}")]
-    BadAnswers { path: PathBuf, line: usize, reason: String },
-
     /// An answers file that answers none of the questions' ids.
     #[error(
         "{questions}: the answers file {} has none of these questions' ids (the first are {}); is it the answers of another questions file?",

@@ -140,8 +140,13 @@ async fn bfcl_failures_are_the_schema_validators_own_messages() {
     // tool mismatch is realistic.
     let multiple = r#"{"id": "fx_multiple_0", "question": [[{"role": "user", "content": "Convert 20 USD to EUR."}]], "function": [{"name": "convert_currency", "description": "Convert money.", "parameters": {"type": "dict", "properties": {"amount": {"type": "integer", "description": "Amount."}, "from_currency": {"type": "string", "description": "From."}, "to_currency": {"type": "string", "description": "To."}}, "required": ["amount", "from_currency", "to_currency"]}}, {"name": "exchange_rate", "description": "The rate between two currencies.", "parameters": {"type": "dict", "properties": {"from_currency": {"type": "string", "description": "From."}, "to_currency": {"type": "string", "description": "To."}}, "required": ["from_currency", "to_currency"]}}]}"#;
     let answer = r#"{"id": "fx_multiple_0", "ground_truth": [{"convert_currency": {"amount": [20], "from_currency": ["USD"], "to_currency": ["EUR"]}}]}"#;
-    std::fs::write(dir.path().join("multiple.json"), format!("{multiple}\n")).unwrap();
-    std::fs::write(dir.path().join("multiple.answers.json"), format!("{answer}\n")).unwrap();
+    // An answer whose only value names an argument the function does not declare: the call
+    // its own schema refuses can never be a corrected action.
+    let undeclared = r#"{"id": "fx_undeclared_0", "question": [[{"role": "user", "content": "Book table 4 at 7pm."}]], "function": [{"name": "book_table", "description": "Book a table.", "parameters": {"type": "dict", "properties": {"table": {"type": "integer", "description": "Table."}, "time": {"type": "string", "description": "Time."}}, "required": ["table", "time"]}}]}"#;
+    let undeclared_answer =
+        r#"{"id": "fx_undeclared_0", "ground_truth": [{"book_table": {"table": [4], "time": ["7pm"], "party": [2]}}]}"#;
+    std::fs::write(dir.path().join("multiple.json"), format!("{multiple}\n{undeclared}\n")).unwrap();
+    std::fs::write(dir.path().join("multiple.answers.json"), format!("{answer}\n{undeclared_answer}\n")).unwrap();
     ingest::ingest(&repo, Format::Bfcl, &[dir.path().join("multiple.json")], &IngestOptions::default()).await.unwrap();
     let mut c = cfg(1);
     c.mix = Mix::parse("1,1,1,1", 0.0).unwrap();
@@ -159,7 +164,17 @@ async fn bfcl_failures_are_the_schema_validators_own_messages() {
         assert!(offered.len() > 1, "a one-function question got a tool mismatch");
         assert!(offered.contains(&r.failed_action.tool), "{} not in {offered:?}", r.failed_action.tool);
     }
+    let refused: Vec<&Trajectory> = trajectories.values().filter(|t| t.source_id == "fx_undeclared_0").collect();
+    assert!(rots.iter().all(|r| r.trajectory_id != refused[0].trajectory_id));
+    let near = repo.read::<NearMiss>(None).await.unwrap();
+    assert!(
+        near.iter().any(|n| n.trajectory_id == refused[0].trajectory_id
+            && n.reason.as_deref().is_some_and(|r| r.starts_with("gate corrected_valid:") && r.contains("party"))),
+        "{:?}",
+        near.iter().filter(|n| n.trajectory_id == refused[0].trajectory_id).map(|n| &n.reason).collect::<Vec<_>>()
+    );
     for r in &rots {
+        assert!(r.gates.contains(&"corrected_valid".to_string()), "{:?}", r.gates);
         assert!(r.failed_observation.starts_with("Error: invalid arguments for "), "{}", r.failed_observation);
         assert!(
             ["is a required property", "is not of type", "Additional properties are not allowed", "is not one of"]

@@ -1,8 +1,10 @@
 //! Berkeley Function Calling Leaderboard records (JSON Lines): `{id, question: [[{role,
 //! content}]], function: [specs]}`, with a side file of answers `{id, ground_truth: [{name:
-//! {arg: [accepted values…]}}]}`. Each record becomes a one-step trajectory whose action uses
-//! the first accepted value of every argument (`""` first means "omitted"); the accepted-value
-//! lists are kept as `gt_answer` and the specs, mapped to JSON Schema, as `tool_specs`.
+//! {arg: [accepted values…]}}]}`. Each record becomes a one-step trajectory whose action takes,
+//! for every argument, the first accepted value that the function's declared schema allows
+//! (`""` means "omitted", allowed for an optional argument; an argument the function does not
+//! declare can only be omitted); the accepted-value lists are kept as `gt_answer` and the
+//! specs, mapped to JSON Schema, as `tool_specs`.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -36,11 +38,13 @@ pub(crate) struct BfclReader {
     explicit: Option<PathBuf>,
     answers: HashMap<String, Value>,
     answers_path: PathBuf,
+    /// The lines of the answers file that could not be read, with why.
+    unreadable: Vec<String>,
 }
 
 impl BfclReader {
     pub fn new(explicit: Option<PathBuf>) -> Self {
-        BfclReader { explicit, answers: HashMap::new(), answers_path: PathBuf::new() }
+        BfclReader { explicit, answers: HashMap::new(), answers_path: PathBuf::new(), unreadable: Vec::new() }
     }
 }
 
@@ -83,6 +87,49 @@ pub(crate) fn to_json_schema(v: &Value) -> Value {
     }
 }
 
+/// The arguments of one answer call: for each, the first of its accepted values that the
+/// declared `parameters` (JSON Schema) allow. BFCL lists an optional argument's accepted
+/// values with `""` ("omit it") among them, in any order, and some answers name an argument
+/// the function does not declare; taking the first value blindly gave calls that their own
+/// schema refuses. An argument with no allowed value keeps its first one (the engine's
+/// `corrected_valid` gate then keeps the call out of RoT rows, with the reason).
+fn choose_args(args: &Map<String, Value>, parameters: Option<&Value>) -> Vec<Arg> {
+    let props = parameters.and_then(|p| p.get("properties")).and_then(Value::as_object);
+    let required: Vec<&str> = parameters
+        .and_then(|p| p.get("required"))
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (k, alts) in args {
+        let options: &[Value] = match alts {
+            Value::Array(a) => a,
+            other => std::slice::from_ref(other),
+        };
+        let allowed = |v: &Value| match props {
+            None => true,
+            Some(p) => p.get(k).is_some_and(|schema| {
+                jsonschema::validator_for(schema).map_or(true, |validator| validator.is_valid(v))
+            }),
+        };
+        let chosen = options.iter().find_map(|o| {
+            if o.as_str() == Some("") {
+                // Omitting is allowed unless the schema requires the argument.
+                (!required.contains(&k.as_str())).then_some(None)
+            } else {
+                let v = normalize(o);
+                allowed(&v).then_some(Some(v))
+            }
+        });
+        let value = match chosen {
+            Some(v) => v,
+            None => first_accepted(alts),
+        };
+        out.extend(value.map(|v| Arg::keyword(k.clone(), v)));
+    }
+    out
+}
+
 /// The first accepted value, recursing into dicts whose fields are lists of accepted values.
 /// `None` means the argument may be omitted and its first choice is to omit it.
 fn first_accepted(alternatives: &Value) -> Option<Value> {
@@ -123,25 +170,32 @@ impl FormatReader for BfclReader {
         };
         self.answers.clear();
         self.answers_path = answers.clone();
-        let f = std::fs::File::open(answers).at(answers)?;
-        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let line = line.at(answers)?;
-            if line.trim().is_empty() {
+        // A bad answers line costs only its own question (rejected below, naming the line),
+        // never the file.
+        self.unreadable.clear();
+        let mut lines = std::io::BufReader::new(std::fs::File::open(answers).at(answers)?);
+        let mut line = Vec::new();
+        for n in 1.. {
+            line.clear();
+            if lines.read_until(b'\n', &mut line).at(answers)? == 0 {
+                break;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).map_err(|e| Error::BadAnswers {
-                path: answers.clone(),
-                line: n + 1,
-                reason: e.to_string(),
-            })?;
-            let (Some(id), Some(gt)) = (v.get("id").and_then(Value::as_str), v.get("ground_truth")) else {
-                return Err(Error::BadAnswers {
-                    path: answers.clone(),
-                    line: n + 1,
-                    reason: "expected {\"id\": …, \"ground_truth\": […]}".into(),
-                });
+            let v: Value = match serde_json::from_slice(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.unreadable.push(format!("line {n}: {e}"));
+                    continue;
+                }
             };
-            self.answers.insert(id.to_string(), gt.clone());
+            match (v.get("id").and_then(Value::as_str), v.get("ground_truth")) {
+                (Some(id), Some(gt)) => {
+                    self.answers.insert(id.to_string(), gt.clone());
+                }
+                _ => self.unreadable.push(format!("line {n}: expected {{\"id\": …, \"ground_truth\": […]}}")),
+            }
         }
         // The answers of another questions file match no question: one clear error, not one
         // reject per record. (The first questions decide; a partial answers file is fine.)
@@ -164,11 +218,16 @@ impl FormatReader for BfclReader {
     }
 
     fn convert(&mut self, rec: &RawRecord<'_>) -> std::result::Result<Converted, String> {
+        rec.expect_object("a question object `{\"id\": …, \"question\": …, \"function\": …}`")?;
         let q: Question = rec.parse()?;
-        let gt = self
-            .answers
-            .get(&q.id)
-            .ok_or_else(|| format!("no ground-truth answer for `{}` in {}", q.id, self.answers_path.display()))?;
+        let gt = self.answers.get(&q.id).ok_or_else(|| {
+            let mut reason = format!("no ground-truth answer for `{}` in {}", q.id, self.answers_path.display());
+            if let Some(first) = self.unreadable.first() {
+                let n = self.unreadable.len();
+                reason.push_str(&format!(" ({n} of its lines could not be read, the first at {first})"));
+            }
+            reason
+        })?;
         let calls = gt
             .as_array()
             .filter(|a| !a.is_empty())
@@ -182,9 +241,13 @@ impl FormatReader for BfclReader {
             let args = args
                 .as_object()
                 .ok_or_else(|| format!("answer of `{}`: arguments of `{name}` are not an object", q.id))?;
-            let args =
-                args.iter().filter_map(|(k, alts)| first_accepted(alts).map(|v| Arg::keyword(k.clone(), v))).collect();
-            built.push(Call::new(name.clone(), args));
+            let parameters = q
+                .function
+                .iter()
+                .find(|f| f.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .and_then(|f| f.get("parameters"))
+                .map(to_json_schema);
+            built.push(Call::new(name.clone(), choose_args(args, parameters.as_ref())));
         }
         let mut action = Action::single(Surface::Json, built.remove(0));
         action.calls.extend(built);
@@ -249,6 +312,37 @@ mod tests {
             first_accepted(&json!([[{"field": ["age"]}, {"field": ["job"]}]])),
             Some(json!([{"field": "age"}, {"field": "job"}]))
         );
+    }
+
+    #[test]
+    fn chosen_arguments_are_ones_the_schema_allows() {
+        let params = to_json_schema(&json!({
+            "type": "dict",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"type": "string"}},
+            "required": ["city", "days"]
+        }));
+        let answer = json!({
+            // Required, `""` first: the value, not the omission.
+            "city": ["", "Paris"],
+            // A value of the wrong type first: the next one that validates.
+            "days": ["3", 3],
+            // Optional: the benchmark's order (its first choice is a value).
+            "unit": ["celsius", ""],
+            // Not declared: it can only be omitted.
+            "country": ["France", ""]
+        });
+        let args = choose_args(answer.as_object().unwrap(), Some(&params));
+        assert_eq!(
+            args,
+            [
+                Arg::keyword("city", json!("Paris")),
+                Arg::keyword("days", json!(3)),
+                Arg::keyword("unit", json!("celsius"))
+            ]
+        );
+        // Nothing allowed: the first value stays, for the engine's gate to refuse with a reason.
+        let args = choose_args(json!({"country": ["France"]}).as_object().unwrap(), Some(&params));
+        assert_eq!(args.len(), 1);
     }
 
     #[test]

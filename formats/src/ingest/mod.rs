@@ -109,6 +109,19 @@ impl RawRecord<'_> {
         })
     }
 
+    /// Refuses a record that is not a JSON object (an array or a scalar on its own line), with
+    /// what was expected: serde would read an array positionally into a struct and say only
+    /// that its length is wrong.
+    pub fn expect_object(&self, what: &str) -> std::result::Result<(), String> {
+        let found = match self.bytes.trim_ascii_start().first() {
+            Some(b'{') | None => return Ok(()),
+            Some(b'[') => "a JSON array",
+            Some(b'"') => "a string",
+            Some(_) => "something else",
+        };
+        Err(format!("expected {what} on this line, found {found}"))
+    }
+
     /// The trajectory this record holds: what the reader read of it, the source's name and id,
     /// and where it was read from (this record's file, offset, line and ingest batch); its id
     /// sealed from its content.

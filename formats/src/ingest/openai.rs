@@ -51,6 +51,48 @@ fn text_of(content: &Option<Value>) -> Option<String> {
     }
 }
 
+/// Whether the file is one JSON document spread over lines rather than JSON Lines: its first
+/// non-blank line opens an array or object that does not close on that line but does close
+/// further on. Then one clear error beats one reject per line. A first line that is a whole
+/// value (an array on one line), or that is no JSON at all (invalid UTF-8, a record cut short),
+/// is one bad record: it becomes a reject and the lines after it are read.
+fn spans_lines(path: &Path) -> crate::error::Result<bool> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
+    const SNIFF: u64 = 1 << 20;
+    let file = std::fs::File::open(path).at(path)?;
+    let mut reader = std::io::BufReader::new(file);
+    let (mut line, mut start) = (Vec::new(), 0u64);
+    loop {
+        line.clear();
+        let n = (&mut reader).take(SNIFF).read_until(b'\n', &mut line).at(path)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
+        start += n as u64;
+    }
+    if line.len() as u64 == SNIFF && !line.ends_with(b"\n") {
+        return Ok(false); // A very long first line: a record, not the head of a document.
+    }
+    const BOM: &[u8] = "\u{feff}".as_bytes();
+    if line.starts_with(BOM) {
+        start += BOM.len() as u64;
+    }
+    let t = line.strip_prefix(BOM).unwrap_or(&line).trim_ascii();
+    if !t.starts_with(b"[") && !t.starts_with(b"{") {
+        return Ok(false);
+    }
+    match serde_json::from_slice::<serde::de::IgnoredAny>(t) {
+        Err(e) if e.is_eof() => {}
+        _ => return Ok(false),
+    }
+    reader.seek(SeekFrom::Start(start)).at(path)?;
+    let mut values = serde_json::Deserializer::from_reader(reader).into_iter::<serde::de::IgnoredAny>();
+    Ok(matches!(values.next(), Some(Ok(_))))
+}
+
 pub(crate) struct OpenaiReader;
 
 impl FormatReader for OpenaiReader {
@@ -59,19 +101,7 @@ impl FormatReader for OpenaiReader {
     }
 
     fn open_file(&mut self, path: &Path) -> crate::error::Result<()> {
-        use std::io::BufRead;
-        let file = std::fs::File::open(path).at(path)?;
-        let mut first = String::new();
-        for line in std::io::BufReader::new(file).lines() {
-            first = line.at(path)?;
-            if !first.trim().is_empty() {
-                break;
-            }
-        }
-        let t = first.trim_start_matches('\u{feff}').trim();
-        // A JSON Lines file of chats has one object per line; `[` or a lone `{` opens a JSON
-        // document that spans lines: one clear error instead of one reject per line.
-        if t.starts_with('[') || t == "{" {
+        if spans_lines(path)? {
             return Err(Error::WrongLayout {
                 path: path.to_path_buf(),
                 reason: "this is a JSON document, not JSON Lines (one chat object per line); convert it with \
@@ -83,6 +113,7 @@ impl FormatReader for OpenaiReader {
     }
 
     fn convert(&mut self, rec: &RawRecord<'_>) -> Result<Converted, String> {
+        rec.expect_object("a chat object `{\"messages\": [...]}`")?;
         let r: ChatRecord = rec.parse()?;
         let mut system = None;
         let mut task: Option<String> = None;

@@ -209,9 +209,10 @@ async fn malformed_inputs_end_in_rejects_and_the_good_records_go_in() {
     // JSON Lines: a 20 MB line of garbage and a nesting bomb between good lines.
     let mut lines = format!("{GOOD_CHAT}\n{{\"messages\": \"").into_bytes();
     lines.extend(std::iter::repeat_n(b'x', 20 << 20));
-    lines.extend_from_slice(b"\n");
+    lines.extend_from_slice(b"\n{\"messages\": [], \"tools\": ");
     lines.extend(std::iter::repeat_n(b'[', 100_000));
     lines.extend(std::iter::repeat_n(b']', 100_000));
+    lines.extend_from_slice(b"}");
     lines.extend_from_slice(format!("\n{}\n", GOOD_CHAT.replace("hi", "hello")).as_bytes());
     let path = write(dir.path(), "chat.jsonl", &lines);
     let s = ingest(&repo, Format::Openai, std::slice::from_ref(&path)).await;
@@ -234,6 +235,33 @@ async fn malformed_inputs_end_in_rejects_and_the_good_records_go_in() {
 }
 
 #[tokio::test]
+async fn one_bad_first_line_never_costs_a_chat_file() {
+    // Each used to fail or refuse the whole file ("stream did not contain valid UTF-8"; an
+    // array line taken for a JSON document), losing the good line after it.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fresh_repo(&dir).await;
+    let cut = &GOOD_CHAT[..GOOD_CHAT.len() / 2];
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("utf8.jsonl", b"{\"messages\": [{\"role\": \"user\", \"content\": \"caf\xe9\"}]}".to_vec(), "UTF-8"),
+        ("array.jsonl", format!("[{GOOD_CHAT}]").into_bytes(), "found a JSON array"),
+        ("cut.jsonl", cut.as_bytes().to_vec(), "EOF"),
+        ("opened.jsonl", b"{\"messages\": [".to_vec(), "EOF"),
+        ("scalar.jsonl", b"42".to_vec(), "found something else"),
+    ];
+    for (name, first, expect) in cases {
+        let mut bytes = first;
+        bytes.extend(format!("\n{}\n", GOOD_CHAT.replace("hi", "hello")).as_bytes());
+        let path = write(dir.path(), name, &bytes);
+        let s = ingest(&repo, Format::Openai, &[path]).await;
+        assert_eq!((s.records_read, s.rejected, s.trajectories_added + s.duplicates), (2, 1, 1), "{name}");
+        let rejects = repo.read::<Reject>(None).await.unwrap();
+        let r = rejects.iter().find(|r| r.file.ends_with(name)).unwrap();
+        assert_eq!((r.line, r.byte_offset), (Some(1), 0), "{name}");
+        assert!(r.reason.contains(expect), "{name}: reason `{}` lacks `{expect}`", r.reason);
+    }
+}
+
+#[tokio::test]
 async fn bfcl_without_answers_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let repo = fresh_repo(&dir).await;
@@ -248,6 +276,21 @@ async fn bfcl_without_answers_is_a_clear_error() {
     let err = ingest::ingest(&repo, Format::Bfcl, &[q], &opts).await.unwrap_err().to_string();
     assert!(err.contains("other.answers.json") && err.contains("none of these questions' ids"), "{err}");
     assert!(repo.read::<Reject>(None).await.unwrap().is_empty());
+
+    // One unreadable answers line costs only its own question, and its reject names the line.
+    let answers = std::fs::read(fixture("bfcl/questions.answers.json")).unwrap();
+    let mut lines: Vec<&[u8]> = answers.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    lines[1] = b"{\"id\": \"fx_simple_1\", \"ground_truth\": [\xff";
+    let bad = write(dir.path(), "bad.answers.json", &lines.join(&b'\n'));
+    let opts = IngestOptions { answers: Some(bad), ..IngestOptions::default() };
+    let s = ingest::ingest(&repo, Format::Bfcl, &[dir.path().join("q.json")], &opts).await.unwrap();
+    assert_eq!((s.trajectories_added, s.rejected), (lines.len() - 1, 1));
+    let rejects = repo.read::<Reject>(None).await.unwrap();
+    assert!(
+        rejects[0].reason.contains("fx_simple_1") && rejects[0].reason.contains("line 2:"),
+        "{}",
+        rejects[0].reason
+    );
 }
 
 /// A repository with RoT and clean rows of three fixture formats, snapshotted as `v1`.
