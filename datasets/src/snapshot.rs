@@ -346,6 +346,7 @@ pub async fn gc(repo: &Repository, min_age: std::time::Duration, dry_run: bool) 
             }
             if !dry_run {
                 repo.store().delete(&meta.location).await.at_key(&key)?;
+                regrpo_schemas::pause_point("gc:deleted");
             }
             report.files_removed += 1;
             report.bytes_removed += meta.size;

@@ -38,6 +38,7 @@ pub struct Scanner<R> {
     offset: u64,
     line: u64,
     state: State,
+    max_record: usize,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -49,7 +50,13 @@ enum State {
 
 impl<R: BufRead> Scanner<R> {
     pub fn new(reader: R, layout: Layout) -> Self {
-        Scanner { reader, layout, offset: 0, line: 1, state: State::Start }
+        Scanner { reader, layout, offset: 0, line: 1, state: State::Start, max_record: MAX_RECORD_BYTES }
+    }
+
+    /// Rejects (and skips) records longer than `bytes` instead of [`MAX_RECORD_BYTES`].
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record = bytes;
+        self
     }
 
     /// Bytes consumed so far.
@@ -147,7 +154,7 @@ impl<R: BufRead> Scanner<R> {
                 }
             }
             let take = end.unwrap_or(buf.len());
-            if out.len() + take <= MAX_RECORD_BYTES {
+            if !oversized && out.len() + take <= self.max_record {
                 out.extend_from_slice(&buf[..take]);
             } else {
                 oversized = true;
@@ -188,7 +195,7 @@ impl<R: BufRead> Scanner<R> {
                 saw_any = true;
                 let nl = buf.iter().position(|b| *b == b'\n');
                 let take = nl.map_or(buf.len(), |p| p + 1);
-                if bytes.len() + take <= MAX_RECORD_BYTES {
+                if !oversized && bytes.len() + take <= self.max_record {
                     bytes.extend_from_slice(&buf[..take]);
                 } else {
                     oversized = true;
@@ -211,7 +218,7 @@ impl<R: BufRead> Scanner<R> {
                 return Ok(Some(Item::Bad {
                     offset: start,
                     line: Some(line_no),
-                    reason: format!("line longer than {MAX_RECORD_BYTES} bytes"),
+                    reason: format!("line longer than {} bytes", self.max_record),
                     excerpt: bytes[..bytes.len().min(EXCERPT)].to_vec(),
                 }));
             }
@@ -307,8 +314,16 @@ impl<R: BufRead> Scanner<R> {
             }
             let start = self.offset;
             let (bytes, complete, oversized) = self.read_value()?;
+            if bytes.is_empty() {
+                // A closing bracket where a record should start (`[}`, `{"k": ]`): nothing was
+                // read, so reading on would find it again. The structure ends here.
+                let found = self.bump()?;
+                self.state = State::Done;
+                let found = found.map(|b| format!("`{}`", b as char)).unwrap_or_else(|| "the end of the file".into());
+                return Ok(Some(self.bad(start, format!("expected a record, found {found}"), b"")));
+            }
             if oversized {
-                return Ok(Some(self.bad(start, format!("record larger than {MAX_RECORD_BYTES} bytes"), &bytes)));
+                return Ok(Some(self.bad(start, format!("record larger than {} bytes", self.max_record), &bytes)));
             }
             if !complete {
                 self.state = State::Done;
@@ -391,6 +406,34 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_line_is_one_bad_item_and_the_next_line_is_read() {
+        let text = b"{\"a\": \"0123456789012345678901234567890123456789\"}\n{\"b\":2}\n";
+        let items: Vec<Item> = Scanner::new(std::io::BufReader::with_capacity(7, &text[..]), Layout::Lines)
+            .with_max_record_bytes(16)
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            matches!(&items[0], Item::Bad { offset: 0, line: Some(1), reason, .. } if reason.contains("longer than 16"))
+        );
+        assert!(matches!(&items[1], Item::Record { offset: 50, line: Some(2), .. }));
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn a_stray_closing_bracket_ends_the_scan_instead_of_looping() {
+        // Found by the generated inputs below: `[}` read an empty record forever.
+        for (text, layout) in [(&b"[}"[..], Layout::Array), (b"[1, }]", Layout::Array), (b"{\"k\": ]}", Layout::Object)]
+        {
+            let items = scan(text, layout);
+            assert!(items.len() <= 2, "{items:?}");
+            assert!(
+                matches!(items.last(), Some(Item::Bad { reason, .. }) if reason.contains("expected a record")),
+                "{items:?}"
+            );
+        }
+    }
+
+    #[test]
     fn deep_nesting_is_delimited_without_recursion() {
         let mut text = b"[".to_vec();
         text.extend(std::iter::repeat_n(b'[', 200_000));
@@ -398,5 +441,136 @@ mod tests {
         text.extend(b", 1]");
         let items = scan(&text, Layout::Array);
         assert_eq!(items.len(), 2);
+    }
+
+    mod generated {
+        //! Generated inputs: valid files in every layout, cut anywhere and read through buffers
+        //! of every size, give serde_json's records; random bytes never panic and never loop.
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Number, Value};
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| Value::Number(n.into())),
+                any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+                any::<String>().prop_map(Value::String),
+                "[\\[\\]{},:\"\\\\ \n]{0,8}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map(".{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        fn layout() -> impl Strategy<Value = Layout> {
+            prop_oneof![Just(Layout::Array), Just(Layout::Object), Just(Layout::Lines)]
+        }
+
+        /// The file a producer would write: records in the layout, compact or pretty.
+        fn file(records: &[Value], layout: Layout, pretty: bool) -> Vec<u8> {
+            let text = |v: &Value| if pretty { serde_json::to_string_pretty(v) } else { serde_json::to_string(v) };
+            match layout {
+                Layout::Array => text(&Value::Array(records.to_vec())).unwrap().into_bytes(),
+                Layout::Object => {
+                    let m: Map<String, Value> =
+                        records.iter().enumerate().map(|(i, r)| (format!("k{i}"), r.clone())).collect();
+                    text(&Value::Object(m)).unwrap().into_bytes()
+                }
+                Layout::Lines => {
+                    records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>().into_bytes()
+                }
+            }
+        }
+
+        fn items(bytes: &[u8], layout: Layout, capacity: usize, max: usize) -> Vec<Item> {
+            let scanner =
+                Scanner::new(std::io::BufReader::with_capacity(capacity, bytes), layout).with_max_record_bytes(max);
+            // Each item consumes at least one byte, and the end adds at most one: no endless loop.
+            let out: Vec<Item> = scanner.take(bytes.len() + 2).map(Result::unwrap).collect();
+            assert!(out.len() <= bytes.len() + 1, "{} items from {} bytes", out.len(), bytes.len());
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            #[test]
+            fn valid_files_give_serde_jsons_records(
+                records in prop::collection::vec(json_value(), 1..6),
+                layout in layout(),
+                pretty in any::<bool>(),
+                capacity in 1usize..64,
+            ) {
+                let bytes = file(&records, layout, pretty);
+                let got = items(&bytes, layout, capacity, MAX_RECORD_BYTES);
+                prop_assert_eq!(got.len(), records.len());
+                for (i, (item, want)) in got.iter().zip(&records).enumerate() {
+                    let Item::Record { bytes: rb, key, offset, .. } = item else {
+                        return Err(TestCaseError::fail(format!("record {i}: {item:?}")));
+                    };
+                    let v: Value = serde_json::from_slice(rb).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(&v, want);
+                    prop_assert_eq!(&bytes[*offset as usize..*offset as usize + rb.len()], &rb[..]);
+                    if layout == Layout::Object {
+                        prop_assert_eq!(key.clone(), Some(format!("k{i}")));
+                    }
+                }
+            }
+
+            #[test]
+            fn a_cut_file_keeps_every_whole_record_before_the_cut(
+                records in prop::collection::vec(json_value(), 1..6),
+                layout in layout(),
+                cut in any::<prop::sample::Index>(),
+                capacity in 1usize..64,
+            ) {
+                let bytes = file(&records, layout, false);
+                let cut = cut.index(bytes.len());
+                let got = items(&bytes[..cut], layout, capacity, MAX_RECORD_BYTES);
+                let whole: Vec<Value> = got
+                    .iter()
+                    .filter_map(|i| match i {
+                        Item::Record { bytes, .. } => serde_json::from_slice(bytes).ok(),
+                        Item::Bad { .. } => None,
+                    })
+                    .collect();
+                // What was read is a prefix of what was written (a scalar cut short may still
+                // parse as a shorter scalar: only the records before it are compared).
+                let n = whole.len().saturating_sub(1);
+                prop_assert_eq!(&whole[..n], &records[..n]);
+                let reported = got.iter().any(|i| matches!(i, Item::Bad { .. }));
+                prop_assert!(reported || whole.len() == records.len() || layout == Layout::Lines);
+            }
+
+            #[test]
+            fn random_bytes_never_panic_and_records_stay_under_the_bound(
+                bytes in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..400),
+                    "[\\[\\]{},:\"\\\\ \na1]{0,200}".prop_map(String::into_bytes),
+                ],
+                layout in layout(),
+                capacity in 1usize..32,
+                max in 1usize..64,
+            ) {
+                for item in items(&bytes, layout, capacity, max) {
+                    match item {
+                        Item::Record { bytes: rb, offset, .. } => {
+                            prop_assert!(rb.len() <= max);
+                            prop_assert!(offset as usize + rb.len() <= bytes.len());
+                        }
+                        Item::Bad { offset, excerpt, .. } => {
+                            prop_assert!(offset as usize <= bytes.len());
+                            prop_assert!(excerpt.len() <= EXCERPT);
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -27,11 +27,14 @@ pub mod status;
 pub mod table;
 pub mod verdict;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use action::{Action, Arg, ArgValue, Call, Surface};
 pub use equivalence::ActionMatch;
 pub use error::{Error, Result};
 pub use error_type::ErrorType;
-pub use io::{IoContext, IoError};
+pub use io::{IoContext, IoError, pause_point, write_folder};
 pub use records::*;
 pub use split::{Split, SplitSpec};
 pub use status::ExecStatus;

@@ -54,7 +54,8 @@ pub(crate) fn tokenize(code: &str) -> Result<Vec<Token>> {
         match c {
             b' ' | b'\t' | b'\r' | b'\x0c' => i += 1,
             b'\\' if bytes.get(i + 1) == Some(&b'\n') => i += 2,
-            b'\\' if bytes.get(i + 1) == Some(&b'\r') => i += 3,
+            // A line continuation ends with `\r\n` or a lone `\r`: never step into the next character.
+            b'\\' if bytes.get(i + 1) == Some(&b'\r') => i += if bytes.get(i + 2) == Some(&b'\n') { 3 } else { 2 },
             b'\n' => {
                 if depth == 0 {
                     out.push(Token { tok: Tok::Newline, span: (i, i + 1) });
@@ -639,18 +640,24 @@ fn number(text: &str, negative: bool) -> Option<Value> {
     let clean: String = text.chars().filter(|c| *c != '_').collect();
     let lower = clean.to_ascii_lowercase();
     let int = if let Some(h) = lower.strip_prefix("0x") {
-        i64::from_str_radix(h, 16).ok()
+        u128::from_str_radix(h, 16).ok()
     } else if let Some(o) = lower.strip_prefix("0o") {
-        i64::from_str_radix(o, 8).ok()
+        u128::from_str_radix(o, 8).ok()
     } else if let Some(b) = lower.strip_prefix("0b") {
-        i64::from_str_radix(b, 2).ok()
+        u128::from_str_radix(b, 2).ok()
     } else if lower.bytes().all(|b| b.is_ascii_digit()) {
-        lower.parse::<i64>().ok()
+        lower.parse::<u128>().ok()
     } else {
         None
     };
-    if let Some(i) = int {
-        return Some(Value::Number(if negative { -i } else { i }.into()));
+    // Every integer JSON holds (i64 and u64, as `py_literal` prints them) reads back exact;
+    // a larger one becomes a float, as it has no JSON integer form.
+    let exact = int.and_then(|i| match negative {
+        true => i128::try_from(i).ok().and_then(|i| i64::try_from(-i).ok()).map(Number::from),
+        false => u64::try_from(i).ok().map(Number::from),
+    });
+    if let Some(n) = exact {
+        return Some(Value::Number(n));
     }
     if lower.ends_with('j') || lower.starts_with("0x") {
         return None; // complex numbers and overflowing hex have no JSON form

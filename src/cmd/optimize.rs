@@ -21,6 +21,7 @@ pub async fn run(a: Args) -> Result<()> {
         if a.tables.is_empty() { Repository::table_names().iter().map(|t| t.to_string()).collect() } else { a.tables };
     for name in &names {
         let o = repo.optimize(name).await?;
+        regrpo_schemas::pause_point(&format!("optimize:{name}"));
         let clustered = if o.clustered_by.is_empty() {
             String::new()
         } else {

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod one_split;
+mod reliability;
 mod s3;
 mod shards;
 mod ui_browser;
@@ -275,6 +276,28 @@ pub(crate) fn kill_when(
     std::thread::sleep(then);
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
+}
+
+/// Runs `regrpo ARGS` until it reaches the pause point `point` (it says so on stderr, see
+/// `regrpo_schemas::pause_point`), then SIGKILLs it: a kill at an exact point of a write.
+/// Fails when the run ends without reaching the point.
+pub(crate) fn kill_at(args: &[&str], point: &str) {
+    use std::io::BufRead;
+    let mut child =
+        bin().args(args).env("REGRPO_PAUSE_AT", point).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line == format!("regrpo: paused at {point}") {
+            child.kill().unwrap(); // SIGKILL on Unix
+            child.wait().unwrap();
+            return;
+        }
+        said.push(line);
+    }
+    let status = child.wait().unwrap();
+    panic!("regrpo {args:?} ended ({status}) without reaching {point}: {}", said.join("\n"));
 }
 
 fn table_commits(repo: &Path, table: &str) -> usize {

@@ -360,18 +360,19 @@ pub fn train<B: AutodiffBackend>(
         on_step(&log);
         logs.push(log);
         if cfg.checkpoint_every > 0 && (done % cfg.checkpoint_every == 0 || done == cfg.steps) {
-            let dir = checkpoint_dir(run, done);
-            std::fs::create_dir_all(&dir).at(&dir)?;
-            model
-                .clone()
-                .save_file(dir.join("model"), &recorder)
-                .map_err(|e| Error::Checkpoint { path: dir.clone(), reason: e.to_string() })?;
-            recorder
-                .record(optim.to_record(), dir.join("optim"))
-                .map_err(|e| Error::Checkpoint { path: dir.clone(), reason: e.to_string() })?;
             let state = CheckpointState { step: done, config: cfg.clone() };
-            let path = dir.join("state.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap_or_default()).at(&path)?;
+            regrpo_schemas::write_folder(&checkpoint_dir(run, done), |tmp| -> Result<()> {
+                model
+                    .clone()
+                    .save_file(tmp.join("model"), &recorder)
+                    .map_err(|e| Error::Checkpoint { path: tmp.to_path_buf(), reason: e.to_string() })?;
+                recorder
+                    .record(optim.to_record(), tmp.join("optim"))
+                    .map_err(|e| Error::Checkpoint { path: tmp.to_path_buf(), reason: e.to_string() })?;
+                let path = tmp.join("state.json");
+                std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap_or_default()).at(&path)?;
+                Ok(())
+            })?;
         }
     }
     Ok((model, logs))

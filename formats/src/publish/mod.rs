@@ -172,7 +172,6 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
     }
     let snap = snapshot::get(repo, snapshot_name).await?;
     let versions = snap.versions();
-    std::fs::create_dir_all(out).at(out)?;
     let mut trajectories = repo.read::<Trajectory>(versions.get("trajectories").copied()).await?;
     trajectories.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
     let mut rots = repo.read::<Rot>(versions.get("rot").copied()).await?;
@@ -210,11 +209,6 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         rots: &rots,
         reviews: review_counts,
     };
-    let mut files = match opts.format {
-        PublishFormat::Hf => hf::write(out, &p)?,
-        PublishFormat::OpenaiJsonl => jsonl::write(out, &p)?,
-        PublishFormat::RegrpoJson => regrpo_json::write(out, &p)?,
-    };
     let provenance = json!({
         "snapshot": snapshot_name,
         "table_versions": versions,
@@ -225,9 +219,19 @@ pub async fn publish(repo: &Repository, snapshot_name: &str, out: &Path, opts: &
         "empty_splits": empty_splits,
         "reviews": review_counts,
     });
-    let path = out.join("provenance.json");
-    write_json(&path, &provenance)?;
-    files.push(path);
+    // The folder appears whole, provenance included, or not at all: a publish killed midway
+    // leaves only `.NAME.tmp` beside it, which the next try replaces.
+    let files = regrpo_schemas::write_folder(out, |tmp| -> Result<Vec<PathBuf>> {
+        let mut files = match opts.format {
+            PublishFormat::Hf => hf::write(tmp, &p)?,
+            PublishFormat::OpenaiJsonl => jsonl::write(tmp, &p)?,
+            PublishFormat::RegrpoJson => regrpo_json::write(tmp, &p)?,
+        };
+        let path = tmp.join("provenance.json");
+        write_json(&path, &provenance)?;
+        files.push(path);
+        Ok(files.iter().map(|f| out.join(f.strip_prefix(tmp).unwrap_or(f))).collect())
+    })?;
     Ok(Published {
         out: out.to_path_buf(),
         snapshot: snapshot_name.to_string(),

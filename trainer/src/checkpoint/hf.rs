@@ -75,13 +75,15 @@ pub(crate) fn read_shard(path: &Path, into: &mut BTreeMap<String, Array>) -> Res
     Ok(())
 }
 
-/// Reads every tensor of a model folder.
-fn read_all(dir: &Path) -> Result<BTreeMap<String, Array>> {
+/// Reads every tensor of a model folder; also returns the names of the files read.
+fn read_all(dir: &Path) -> Result<(BTreeMap<String, Array>, Vec<String>)> {
     let mut out = BTreeMap::new();
+    let mut files = vec![];
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
     if single.exists() {
         read_shard(&single, &mut out)?;
+        files.push("model.safetensors".to_string());
     } else if index.exists() {
         let text = std::fs::read_to_string(&index).at(&index)?;
         let v: serde_json::Value =
@@ -96,7 +98,8 @@ fn read_all(dir: &Path) -> Result<BTreeMap<String, Array>> {
         shards.sort();
         shards.dedup();
         for s in shards {
-            read_shard(&dir.join(s), &mut out)?;
+            read_shard(&dir.join(&s), &mut out)?;
+            files.push(s);
         }
     } else {
         return Err(Error::BadModel {
@@ -104,11 +107,13 @@ fn read_all(dir: &Path) -> Result<BTreeMap<String, Array>> {
             reason: "neither model.safetensors nor model.safetensors.index.json".into(),
         });
     }
-    Ok(out)
+    Ok((out, files))
 }
 
 struct Loader<'a, B: Backend> {
     arrays: BTreeMap<String, Array>,
+    /// The safetensors files the arrays came from, for messages.
+    files: String,
     dir: &'a Path,
     device: &'a B::Device,
 }
@@ -117,12 +122,15 @@ impl<B: Backend> Loader<'_, B> {
     fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<B, D>> {
         let a = self.arrays.remove(name).ok_or_else(|| Error::BadModel {
             path: self.dir.to_path_buf(),
-            reason: format!("missing tensor {name}"),
+            reason: format!("missing tensor {name}: config.json implies it, {} does not hold it", self.files),
         })?;
         if a.shape != shape {
             return Err(Error::BadModel {
                 path: self.dir.to_path_buf(),
-                reason: format!("tensor {name} has shape {:?}, the config implies {shape:?}", a.shape),
+                reason: format!(
+                    "tensor {name} has shape {:?} in {}, config.json implies {shape:?}",
+                    a.shape, self.files
+                ),
             });
         }
         Ok(Tensor::from_data(TensorData::new(a.data, shape), self.device))
@@ -142,8 +150,22 @@ impl<B: Backend> Loader<'_, B> {
 /// Loads `config.json` and the weights of a model folder.
 pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(CausalLmConfig, CausalLm<B>)> {
     let config = CausalLmConfig::load(&dir.join("config.json"))?;
+    let (arrays, files) = read_all(dir)?;
+    // The model is allocated from the config: a corrupt size there must not ask for more
+    // memory than the weights on disk can fill.
+    let stored: usize = arrays.values().map(|a| a.data.len()).sum();
+    if config.num_params() > stored {
+        return Err(Error::BadModel {
+            path: dir.join("config.json"),
+            reason: format!(
+                "the config implies {} parameters, the weights ({}) hold {stored}: config.json does not match them",
+                config.num_params(),
+                files.join(", ")
+            ),
+        });
+    }
     let mut model = CausalLm::<B>::zeros(&config, device);
-    let mut l = Loader::<B> { arrays: read_all(dir)?, dir, device };
+    let mut l = Loader::<B> { arrays, files: files.join(", "), dir, device };
     let (h, i, hd, eps) = (config.hidden_size, config.intermediate_size, config.head_dim(), config.rms_norm_eps);
     let (q, kv, bias) = (config.num_attention_heads * hd, config.num_key_value_heads * hd, config.qkv_bias());
     model.embed_tokens.weight = Param::from_tensor(l.take::<2>("model.embed_tokens.weight", [config.vocab_size, h])?);
@@ -173,7 +195,10 @@ pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<(CausalLmConfi
     // Rotary inverse frequencies are recomputed from rope_theta; anything else is unexpected.
     let rest: Vec<&String> = l.arrays.keys().filter(|k| !k.ends_with("rotary_emb.inv_freq")).collect();
     if !rest.is_empty() {
-        return Err(Error::BadModel { path: dir.to_path_buf(), reason: format!("unexpected tensors: {rest:?}") });
+        return Err(Error::BadModel {
+            path: dir.to_path_buf(),
+            reason: format!("unexpected tensors in {}: {rest:?}", l.files),
+        });
     }
     Ok((config, model))
 }

@@ -21,6 +21,7 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use regrpo_datasets::Repository;
+use regrpo_schemas::write_folder;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -318,13 +319,16 @@ fn save_policy<B: Backend>(
     base: &str,
     out: &Path,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
+    // Each folder appears whole or not at all: a run killed while exporting leaves no half model.
     let model_dir = out.join("model");
-    hf::save(config, model, &model_dir)?;
-    tk.save(&model_dir.join("tokenizer.json"))?;
+    write_folder(&model_dir, |tmp| {
+        hf::save(config, model, tmp)?;
+        tk.save(&tmp.join("tokenizer.json"))
+    })?;
     let adapter_dir = match lora {
         Some(l) => {
             let dir = out.join("adapter");
-            crate::checkpoint::peft::save_adapter(model, l, base, &dir)?;
+            write_folder(&dir, |tmp| crate::checkpoint::peft::save_adapter(model, l, base, tmp).map(drop))?;
             Some(dir)
         }
         None => None,

@@ -159,6 +159,21 @@ impl CausalLmConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return bad("num_attention_heads and num_key_value_heads must be positive".into());
         }
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+            return bad(format!("{name} must be positive"));
+        }
+        if self.checked_num_params().is_none() {
+            return bad(format!(
+                "the shape (vocab {}, hidden {}, intermediate {}, {} layers) overflows a parameter count",
+                self.vocab_size, self.hidden_size, self.intermediate_size, self.num_hidden_layers
+            ));
+        }
         if !self.extra.contains_key("head_dim") && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {} (and no head_dim is given)",
@@ -261,7 +276,10 @@ impl CausalLmConfig {
         if let Some(t) = c.extra.get("rope_parameters").and_then(|r| r.get("rope_theta")).and_then(Value::as_f64) {
             c.rope_theta = t;
         }
-        c.validate()?;
+        c.validate().map_err(|e| match e {
+            Error::Config(reason) => Error::BadModel { path: path.to_path_buf(), reason },
+            other => other,
+        })?;
         Ok(c)
     }
 
@@ -275,16 +293,27 @@ impl CausalLmConfig {
         Ok(std::fs::write(path, text + "\n").at(path)?)
     }
 
-    /// Parameters of the model.
+    /// Parameters of the model (saturating; [`CausalLmConfig::validate`] refuses a shape whose
+    /// count overflows).
     pub fn num_params(&self) -> usize {
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+
+    /// Parameters of the model, `None` when a corrupt shape overflows the count.
+    pub fn checked_num_params(&self) -> Option<usize> {
         let (h, i, v, l) = (self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers);
-        let (q, kv) = (self.num_attention_heads * self.head_dim(), self.num_key_value_heads * self.head_dim());
-        let bias = if self.qkv_bias() { q + 2 * kv } else { 0 };
-        let norms = if self.qk_norm() { 2 * self.head_dim() } else { 0 };
-        let attn = h * q + 2 * h * kv + bias + q * h + norms;
-        let mlp = 3 * h * i;
-        let per_layer = attn + mlp + 2 * h;
-        v * h + l * per_layer + h + if self.tie_word_embeddings { 0 } else { v * h }
+        let hd = self.head_dim();
+        let (q, kv) = (self.num_attention_heads.checked_mul(hd)?, self.num_key_value_heads.checked_mul(hd)?);
+        let bias = if self.qkv_bias() { q.checked_add(kv.checked_mul(2)?)? } else { 0 };
+        let norms = if self.qk_norm() { hd.checked_mul(2)? } else { 0 };
+        let attn = [h.checked_mul(q)?, h.checked_mul(kv)?.checked_mul(2)?, bias, q.checked_mul(h)?, norms]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)?;
+        let mlp = h.checked_mul(i)?.checked_mul(3)?;
+        let per_layer = attn.checked_add(mlp)?.checked_add(h.checked_mul(2)?)?;
+        let embed = v.checked_mul(h)?;
+        let head = if self.tie_word_embeddings { 0 } else { embed };
+        [embed, l.checked_mul(per_layer)?, h, head].into_iter().try_fold(0usize, usize::checked_add)
     }
 }
 

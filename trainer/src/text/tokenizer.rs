@@ -50,7 +50,12 @@ impl ChatTokenizer {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             }));
         }
-        Self::wrap(Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?)
+        let named = |e: &dyn std::fmt::Display| Error::Tokenizer(format!("{}: {e}", path.display()));
+        let inner = Tokenizer::from_file(path).map_err(|e| named(&e))?;
+        Self::wrap(inner).map_err(|e| match e {
+            Error::Tokenizer(reason) => named(&reason),
+            other => other,
+        })
     }
 
     /// Trains a byte-level BPE of `vocab` tokens (special tokens included) on `texts`.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use burn::backend::NdArray;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use regrpo_trainer::checkpoint::gguf::write::{Raw, f32_bytes, gguf, permute_rows};
 use regrpo_trainer::checkpoint::gguf::{self, Meta};
 use regrpo_trainer::checkpoint::hf::{self, StoredDtype};
@@ -62,8 +64,9 @@ fn logits(model: &CausalLm<B>, ids: &[i64]) -> Vec<f32> {
     model.forward(t).into_data().to_vec().unwrap()
 }
 
-#[test]
-fn a_llama_gguf_imports_to_the_model_it_was_written_from() {
+/// A tiny random Llama written as GGUF (f32 tensors, a byte-level BPE vocabulary with one
+/// merge) into `written`: the file, its config and model, its tokens and tensor count.
+fn tiny_llama_gguf(written: &std::path::Path) -> (PathBuf, CausalLmConfig, CausalLm<B>, Vec<String>, usize) {
     let device = Default::default();
     let chars = byte_chars();
     // Vocabulary: three control tokens, the 256 byte characters, one merge ("h" + "e").
@@ -79,9 +82,8 @@ fn a_llama_gguf_imports_to_the_model_it_was_written_from() {
         ..CausalLmConfig::tiny(tokens.len())
     };
     let model = CausalLm::<B>::init(&config, 3, &device);
-    let written = tempfile::tempdir().unwrap();
-    hf::save(&config, &model, written.path()).unwrap();
-    let bytes = std::fs::read(written.path().join("model.safetensors")).unwrap();
+    hf::save(&config, &model, written).unwrap();
+    let bytes = std::fs::read(written.join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let hd = config.head_dim();
     let mut tensors: Vec<Raw> = st
@@ -123,14 +125,22 @@ fn a_llama_gguf_imports_to_the_model_it_was_written_from() {
         ("tokenizer.ggml.eos_token_id", u(2)),
         ("tokenizer.chat_template", Meta::Str("{% for m in messages %}{{ m['content'] }}{% endfor %}".into())),
     ];
-    let file = written.path().join("tiny.gguf");
+    let file = written.join("tiny.gguf");
     std::fs::write(&file, gguf(&metadata, &tensors)).unwrap();
 
+    (file, config, model, tokens, tensors.len())
+}
+
+#[test]
+fn a_llama_gguf_imports_to_the_model_it_was_written_from() {
+    let device = Default::default();
+    let written = tempfile::tempdir().unwrap();
+    let (file, config, model, tokens, n_tensors) = tiny_llama_gguf(written.path());
     let out = tempfile::tempdir().unwrap();
     let imported = gguf::import(&file, out.path(), StoredDtype::F32).unwrap();
     assert_eq!(imported.config.model_type, "llama");
     assert!(!imported.config.qkv_bias() && !imported.config.tie_word_embeddings);
-    assert_eq!(imported.types.get("F32"), Some(&tensors.len()));
+    assert_eq!(imported.types.get("F32"), Some(&n_tensors));
 
     let (loaded_config, loaded) = hf::load::<B>(out.path(), &device).unwrap();
     assert_eq!(loaded_config.num_key_value_heads, config.num_key_value_heads);
@@ -201,4 +211,133 @@ fn smollm2_imports_and_completes_a_sentence() {
     }
     let text = tok.decode(&ids.iter().map(|i| *i as u32).collect::<Vec<_>>()).unwrap();
     assert!(text.contains("Paris"), "greedy completion: {text:?}");
+}
+
+/// How a file is damaged: cut short, bits flipped, or a run of bytes overwritten.
+#[derive(Debug, Clone)]
+enum Damage {
+    Cut(prop::sample::Index),
+    Flip(Vec<(prop::sample::Index, u8)>),
+    Overwrite(prop::sample::Index, Vec<u8>),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        any::<prop::sample::Index>().prop_map(Damage::Cut),
+        prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..6).prop_map(Damage::Flip),
+        (any::<prop::sample::Index>(), prop::collection::vec(prop_oneof![Just(0xffu8), Just(0), any::<u8>()], 1..9))
+            .prop_map(|(at, b)| Damage::Overwrite(at, b)),
+    ]
+}
+
+fn apply(good: &[u8], d: &Damage) -> Vec<u8> {
+    let mut bytes = good.to_vec();
+    match d {
+        Damage::Cut(at) => bytes.truncate(at.index(good.len())),
+        Damage::Flip(bits) => bits.iter().for_each(|(at, bit)| bytes[at.index(good.len())] ^= 1 << bit),
+        Damage::Overwrite(at, run) => {
+            let at = at.index(good.len());
+            let end = (at + run.len()).min(good.len());
+            bytes[at..end].copy_from_slice(&run[..end - at]);
+        }
+    }
+    bytes
+}
+
+/// GGUF, safetensors, config and tokenizer files cut short, bit-flipped and overwritten:
+/// each load either works or fails with an error naming the damaged file; never a panic, and
+/// never an allocation sized by a corrupt count (the process would abort).
+#[test]
+fn damaged_model_files_fail_with_errors_naming_them() {
+    let device = Default::default();
+    let written = tempfile::tempdir().unwrap();
+    let (file, ..) = tiny_llama_gguf(written.path());
+    let good_gguf = std::fs::read(&file).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    gguf::import(&file, folder.path(), StoredDtype::F32).unwrap();
+    let names = ["config.json", "model.safetensors", "tokenizer.json"];
+    let good: Vec<Vec<u8>> = names.iter().map(|n| std::fs::read(folder.path().join(n)).unwrap()).collect();
+
+    let mut runner = TestRunner::new(Config { cases: 384, failure_persistence: None, ..Config::default() });
+    let (worked, failed) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    runner
+        .run(&(damage(), 0..=names.len()), |(d, which)| {
+            let dir = tempfile::tempdir().unwrap();
+            let (damaged, result) = if which == names.len() {
+                let path = dir.path().join("damaged.gguf");
+                std::fs::write(&path, apply(&good_gguf, &d)).unwrap();
+                let out = dir.path().join("imported");
+                let imported = gguf::import(&path, &out, StoredDtype::F32);
+                // What imports must also load (or fail cleanly).
+                let loaded = imported.and_then(|_| hf::load::<B>(&out, &device).map(|_| ()));
+                (path, loaded.map_err(|e| e.to_string()))
+            } else {
+                for (n, bytes) in names.iter().zip(&good) {
+                    std::fs::write(dir.path().join(n), bytes).unwrap();
+                }
+                let path = dir.path().join(names[which]);
+                std::fs::write(&path, apply(&good[which], &d)).unwrap();
+                let loaded = match names[which] {
+                    "tokenizer.json" => ChatTokenizer::load(&path).map(|_| ()),
+                    _ => hf::load::<B>(dir.path(), &device).map(|_| ()),
+                };
+                (path, loaded.map_err(|e| e.to_string()))
+            };
+            match result {
+                Ok(()) => worked.set(worked.get() + 1),
+                Err(e) => {
+                    failed.set(failed.get() + 1);
+                    let name = damaged.file_name().unwrap().to_str().unwrap();
+                    // A damaged GGUF may fail in what it imports into (a folder of its own).
+                    if !(e.contains(name) || e.contains("imported")) {
+                        return Err(TestCaseError::fail(format!("{name}: the error does not name it: {e}")));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (worked, failed) = (worked.get(), failed.get());
+    eprintln!("damaged model files: {worked} still loaded, {failed} refused with an error naming the file");
+    assert!(failed > 0);
+}
+
+/// Damage that generated runs found or that is too unlikely to be generated, kept as found.
+#[test]
+fn model_file_regressions() {
+    let device = Default::default();
+    let written = tempfile::tempdir().unwrap();
+    let (file, ..) = tiny_llama_gguf(written.path());
+    let folder = tempfile::tempdir().unwrap();
+    gguf::import(&file, folder.path(), StoredDtype::F32).unwrap();
+
+    // A config that asks for a trillion-token vocabulary: refused before anything is allocated.
+    let config_path = folder.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["vocab_size"] = serde_json::json!(1_000_000_000_000u64);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let e = hf::load::<B>(folder.path(), &device).err().unwrap().to_string();
+    assert!(e.contains("config.json") && e.contains("parameters"), "{e}");
+    config["vocab_size"] = serde_json::json!(u64::MAX);
+    config["hidden_size"] = serde_json::json!(1u64 << 62);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let e = hf::load::<B>(folder.path(), &device).err().unwrap().to_string();
+    assert!(e.contains("config.json") && e.contains("overflows"), "{e}");
+
+    // Metadata typed as arrays of arrays 100,000 deep used to recurse until the stack ran out.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes());
+    bytes.push(b'k');
+    bytes.extend(9u32.to_le_bytes());
+    for _ in 0..100_000 {
+        bytes.extend(9u32.to_le_bytes());
+        bytes.extend(1u64.to_le_bytes());
+    }
+    let path = written.path().join("nested.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let e = gguf::import(&path, &folder.path().join("n"), StoredDtype::F32).err().unwrap().to_string();
+    assert!(e.contains("nested.gguf") && e.contains("nested deeper"), "{e}");
 }

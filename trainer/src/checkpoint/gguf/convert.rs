@@ -86,7 +86,10 @@ pub fn import(path: &Path, dir: &Path, dtype: StoredDtype) -> Result<Imported> {
         return Err(g.bad(format!("general.architecture `{arch}` is not supported (expected llama or qwen2)")));
     }
     let config = config_of(&g, &arch)?;
-    config.validate()?;
+    config.validate().map_err(|e| match e {
+        Error::Config(reason) => g.bad(format!("the model its metadata describes: {reason}")),
+        other => other,
+    })?;
     std::fs::create_dir_all(dir).at(dir)?;
 
     let hd = config.head_dim();

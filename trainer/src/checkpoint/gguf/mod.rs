@@ -38,6 +38,8 @@ pub use convert::{Imported, import};
 use dequant::dequantize;
 
 pub(super) const MAGIC: &[u8; 4] = b"GGUF";
+/// Arrays of arrays the reader accepts (llama.cpp writes flat arrays only).
+const MAX_ARRAY_DEPTH: usize = 4;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +235,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn value(&mut self, kind: u32, what: &str) -> Result<Meta> {
+        self.value_at(kind, what, 0)
+    }
+
+    /// A value of `kind`; `depth` counts the arrays around it (GGUF writers nest none: a
+    /// bound keeps a corrupt type chain from recursing until the stack runs out).
+    fn value_at(&mut self, kind: u32, what: &str, depth: usize) -> Result<Meta> {
         Ok(match kind {
             0 => Meta::UInt(u64::from(self.take(1, what)?[0])),
             1 => Meta::Int(i64::from(self.take(1, what)?[0] as i8)),
@@ -246,13 +254,18 @@ impl<'a> Cursor<'a> {
             9 => {
                 let inner = self.u32(what)?;
                 let n = self.u64(what)?;
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.err(&format!("{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}")));
+                }
                 // Every element takes at least one byte: a count beyond the file is corrupt.
                 if n > (self.bytes.len() - self.at) as u64 {
                     return Err(self.err(&format!("{what}: an array of {n} elements")));
                 }
-                let mut out = Vec::with_capacity(n as usize);
+                // Grown as elements are read, not sized from the count: a `Meta` is 32 bytes,
+                // so a corrupt count could otherwise ask for 32 times the file.
+                let mut out = Vec::with_capacity((n as usize).min(1 << 16));
                 for _ in 0..n {
-                    out.push(self.value(inner, what)?);
+                    out.push(self.value_at(inner, what, depth + 1)?);
                 }
                 Meta::Array(out)
             }

@@ -1,0 +1,188 @@
+//! Writers killed mid-write, on the real binary: SFT (checkpoints, `--resume`), publish,
+//! optimize and gc. Each is SIGKILLed at an exact point it reports on stderr (`kill_at`: a
+//! folder written but not yet renamed, one table of several optimized, one file of many
+//! deleted), never after a sleep; then resumed or rerun, and what it leaves is checked against
+//! an uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::*;
+
+/// A repository of toolworld tasks with engine RoT rows, snapshotted as `s1`.
+fn repo_with_rot(dir: &Path, tasks: &str) -> PathBuf {
+    let repo = dir.join("r");
+    ok(&["init", s(&repo)]);
+    ok(&["toolworld", "generate", s(&repo), "--tasks", tasks, "--seed", "5"]);
+    ok(&["engine", "run", s(&repo), "--seed", "1"]);
+    ok(&["snapshot", "create", s(&repo), "s1"]);
+    repo
+}
+
+/// Names in a folder, sorted (hidden ones included).
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn refs(a: &[String]) -> Vec<&str> {
+    a.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn sigkill_mid_sft_then_resume_ends_with_the_uninterrupted_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with_rot(dir.path(), "40");
+    let sft = |out: &Path, resume: bool| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "sft",
+            s(&repo),
+            "--snapshot",
+            "s1",
+            "--model",
+            "tiny",
+            "--out",
+            s(out),
+            "--steps",
+            "12",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "1",
+            "--checkpoint-every",
+            "2",
+            "--seed",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let clean = dir.path().join("clean");
+    ok(&refs(&sft(&clean, false)));
+
+    // Killed with step 4's checkpoint written but not yet renamed into place, and then,
+    // resumed (from step 2), with step 8's in the same state (resumed from step 6).
+    let killed = dir.path().join("killed");
+    let checkpoints = killed.join("checkpoints");
+    for (resume, step) in [(false, 4), (true, 8)] {
+        kill_at(&refs(&sft(&killed, resume)), &format!("write_folder:step-{step:06}"));
+        assert!(checkpoints.join(format!(".step-{step:06}.tmp")).is_dir());
+        assert!(!checkpoints.join(format!("step-{step:06}")).exists());
+        assert!(!killed.join("model").exists(), "a killed run exported a model");
+    }
+    ok(&refs(&sft(&killed, true)));
+
+    // Every checkpoint is whole, no temporary folder is left, and the run ends at step 12 with
+    // the model the uninterrupted run ended with, byte for byte.
+    let want: Vec<String> = (1..=6).map(|i| format!("step-{:06}", 2 * i)).collect();
+    assert_eq!(names(&checkpoints), want);
+    for c in &want {
+        assert_eq!(names(&checkpoints.join(c)), ["model.mpk", "optim.mpk", "state.json"], "{c}");
+    }
+    assert!(names(&killed).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(&killed));
+    assert_eq!(tree(&killed.join("model")), tree(&clean.join("model")));
+}
+
+#[test]
+fn sigkill_mid_publish_leaves_no_half_folder_and_a_rerun_publishes_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with_rot(dir.path(), "40");
+    let publish = |out: &Path| -> Vec<String> {
+        ["publish", s(&repo), "--snapshot", "s1", "--out", s(out), "--format", "regrpo-json", "--include-unverified"]
+            .map(String::from)
+            .to_vec()
+    };
+    let clean = dir.path().join("clean");
+    ok(&refs(&publish(&clean)));
+
+    let out = dir.path().join("pub");
+    let tmp = dir.path().join(".pub.tmp");
+    // Killed with every file written (into the temporary folder) but the folder not renamed.
+    kill_at(&refs(&publish(&out)), "write_folder:pub");
+    assert_eq!(names(&tmp), names(&clean));
+    assert!(!out.exists(), "a killed publish left {:?}", names(&out));
+    ok(&refs(&publish(&out)));
+    assert!(!tmp.exists());
+    assert_eq!(tree(&out), tree(&clean));
+}
+
+/// Data files of every table (relative paths), and the rows each snapshot reads.
+fn state_of(repo: &Path) -> (Vec<String>, Vec<String>) {
+    let counts = sql(
+        repo,
+        Some("s1"),
+        "SELECT (SELECT count(*) FROM rot) AS r, (SELECT count(*) FROM near_misses) AS n, (SELECT count(*) FROM trajectories) AS t",
+    );
+    let rows = sql(repo, Some("s1"), "SELECT rot_id FROM rot ORDER BY rot_id");
+    (counts, rows)
+}
+
+fn parquet_files(repo: &Path) -> usize {
+    tree(&repo.join("tables")).keys().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count()
+}
+
+#[test]
+fn sigkill_mid_optimize_and_mid_gc_keeps_every_snapshot_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    ok(&["init", s(&repo)]);
+    ok(&["toolworld", "generate", s(&repo), "--tasks", "300", "--seed", "5"]);
+    // Many small commits (20 trajectories each): many files for optimize to compact.
+    ok(&["engine", "run", s(&repo), "--seed", "1", "--batch", "20"]);
+    ok(&["snapshot", "create", s(&repo), "s1"]);
+    let before = state_of(&repo);
+    // optimize, killed after its first table (near_misses) is rewritten and before the rest.
+    kill_at(&["optimize", s(&repo)], "optimize:near_misses");
+    assert!(ok(&["snapshot", "verify", s(&repo), "s1"]).contains("verified"));
+    assert_eq!(state_of(&repo), before);
+    ok(&["optimize", s(&repo)]);
+    assert!(ok(&["snapshot", "verify", s(&repo), "s1"]).contains("verified"));
+    assert_eq!(state_of(&repo), before);
+
+    // More small commits after s1, then optimize: their small files are read by no snapshot
+    // and no latest version, so gc (files of any age) removes them; it is killed after its
+    // first deletion.
+    ok(&["engine", "run", s(&repo), "--seed", "2", "--batch", "20"]);
+    ok(&["optimize", s(&repo)]);
+    ok(&["snapshot", "create", s(&repo), "s2"]);
+    let s2 = sql(&repo, Some("s2"), "SELECT rot_id FROM rot ORDER BY rot_id");
+    let files = parquet_files(&repo);
+    kill_at(&["gc", s(&repo), "--min-age", "0"], "gc:deleted");
+    assert_eq!(parquet_files(&repo), files - 1);
+    for snap in ["s1", "s2"] {
+        assert!(ok(&["snapshot", "verify", s(&repo), snap]).contains("verified"), "{snap}");
+    }
+    assert_eq!(state_of(&repo), before);
+    ok(&["gc", s(&repo), "--min-age", "0"]);
+    assert!(parquet_files(&repo) < files - 1);
+    for snap in ["s1", "s2"] {
+        assert!(ok(&["snapshot", "verify", s(&repo), snap]).contains("verified"), "{snap}");
+    }
+    assert_eq!(sql(&repo, Some("s2"), "SELECT rot_id FROM rot ORDER BY rot_id"), s2);
+    assert_eq!(state_of(&repo), before);
+}
