@@ -51,7 +51,11 @@ impl ChatTokenizer {
             }));
         }
         let named = |e: &dyn std::fmt::Display| Error::Tokenizer(format!("{}: {e}", path.display()));
-        let inner = Tokenizer::from_file(path).map_err(|e| named(&e))?;
+        // tokenizers 0.22 panics (`expect("Helper")` in its decoder's deserializer) on a
+        // `decoder` section it cannot parse, e.g. a file cut short there: a clear error instead.
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_file(path))
+            .map_err(|_| named(&"not a readable tokenizer.json (its `decoder` section does not parse)"))?
+            .map_err(|e| named(&e))?;
         Self::wrap(inner).map_err(|e| match e {
             Error::Tokenizer(reason) => named(&reason),
             other => other,

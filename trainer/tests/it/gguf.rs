@@ -324,6 +324,15 @@ fn model_file_regressions() {
     let e = hf::load::<B>(folder.path(), &device).err().unwrap().to_string();
     assert!(e.contains("config.json") && e.contains("overflows"), "{e}");
 
+    // A tokenizer.json cut inside its `decoder` section: the tokenizers crate panics there
+    // (`expect("Helper")`); loading it is an error naming the file.
+    let tok = std::fs::read_to_string(folder.path().join("tokenizer.json")).unwrap();
+    let cut = tok.find("\"decoder\"").unwrap() + 20;
+    let path = written.path().join("cut-tokenizer.json");
+    std::fs::write(&path, &tok[..cut]).unwrap();
+    let e = ChatTokenizer::load(&path).err().unwrap().to_string();
+    assert!(e.contains("cut-tokenizer.json"), "{e}");
+
     // Metadata typed as arrays of arrays 100,000 deep used to recurse until the stack ran out.
     let mut bytes = b"GGUF".to_vec();
     bytes.extend(3u32.to_le_bytes());
