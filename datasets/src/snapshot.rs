@@ -14,7 +14,7 @@ use regrpo_schemas::{Split, SplitSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result, StoreContext};
+use crate::error::{DeltaContext, Error, Result, StoreContext};
 use crate::repo::{Repository, active_files};
 use crate::store::object_path;
 
@@ -315,7 +315,10 @@ pub struct GcReport {
 }
 
 /// Deletes data files that neither the latest version of their table nor any snapshot
-/// references. Files younger than `min_age` are kept. Delta log files are never touched.
+/// references. Files written, or removed from their table, less than `min_age` ago are kept: a
+/// writer may be committing the first, a reader that opened an earlier version may still be
+/// reading the second (a file written long ago and compacted away by `optimize` a second ago is
+/// not free yet). Delta log files are never touched.
 pub async fn gc(repo: &Repository, min_age: std::time::Duration, dry_run: bool) -> Result<GcReport> {
     let snaps = list(repo).await?;
     let mut report = GcReport::default();
@@ -324,6 +327,18 @@ pub async fn gc(repo: &Repository, min_age: std::time::Duration, dry_run: bool) 
         let latest = repo.load(table_name, None).await?;
         let mut keep: BTreeSet<String> =
             active_files(&latest)?.into_iter().map(|(p, _, _)| file_key(table_name, &p)).collect();
+        let removed_after = chrono::Duration::from_std(min_age)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .map_or(i64::MIN, |t| t.timestamp_millis());
+        let log_store = latest.log_store();
+        let state = latest.snapshot().table(table_name)?;
+        let mut tombstones = state.all_tombstones(log_store.as_ref());
+        while let Some(t) = tombstones.try_next().await.table(table_name)? {
+            if t.deletion_timestamp().is_none_or(|at| at > removed_after) {
+                keep.insert(file_key(table_name, &t.path()));
+            }
+        }
         for s in &snaps {
             if let Some(t) = s.tables.get(table_name) {
                 keep.extend(t.files.iter().map(|f| file_key(table_name, &f.path)));

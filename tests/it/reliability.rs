@@ -186,3 +186,28 @@ fn sigkill_mid_optimize_and_mid_gc_keeps_every_snapshot_whole() {
     assert_eq!(sql(&repo, Some("s2"), "SELECT rot_id FROM rot ORDER BY rot_id"), s2);
     assert_eq!(state_of(&repo), before);
 }
+
+#[test]
+fn gc_keeps_a_file_that_optimize_removed_moments_ago_however_old_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    ok(&["init", s(&repo)]);
+    ok(&["ingest", s(&repo), "-f", "mat", &fixture("mat/trajectories.json")]);
+    ok(&["ingest", s(&repo), "-f", "openai", &fixture("openai/chat.jsonl")]);
+    // Written two hours ago, by their clocks: older than gc's default one hour.
+    let tables = repo.join("tables");
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    for p in tree(&tables).keys().filter(|p| p.extension().is_some_and(|e| e == "parquet")) {
+        std::fs::File::options().write(true).open(tables.join(p)).unwrap().set_modified(old).unwrap();
+    }
+    ok(&["optimize", s(&repo)]);
+    // optimize has just compacted them away, but a reader that opened the previous version may
+    // still be reading them: gc (default --min-age, 3600 s) keeps them.
+    let files = parquet_files(&repo);
+    let out = ok(&["gc", s(&repo)]);
+    assert!(out.contains("gc: 0 unreferenced file(s) removed"), "{out}");
+    assert_eq!(parquet_files(&repo), files);
+    let out = ok(&["gc", s(&repo), "--min-age", "0"]);
+    assert!(!out.contains("gc: 0 unreferenced"), "{out}");
+    assert!(parquet_files(&repo) < files);
+}
