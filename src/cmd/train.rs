@@ -245,6 +245,12 @@ pub struct RegrpoArgs {
     /// Groups per forward/backward pass of the update (bounds memory; same gradient).
     #[arg(long, default_value_t = RegrpoConfig::default().update_groups)]
     update_groups: usize,
+    /// Write a checkpoint every N steps and after the last (0: never).
+    #[arg(long, default_value_t = RegrpoConfig::default().checkpoint_every)]
+    checkpoint_every: u64,
+    /// Go on from the run folder's latest checkpoint (with the same flags; --steps may grow).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     lora: LoraArgs,
     #[command(flatten)]
@@ -291,6 +297,7 @@ impl RegrpoArgs {
             derivable_only: !a.all_failures,
             warmup_steps: a.warmup_steps,
             update_groups: a.update_groups,
+            checkpoint_every: a.checkpoint_every,
             ..Default::default()
         };
         RegrpoJob {
@@ -301,6 +308,7 @@ impl RegrpoArgs {
             sources: a.source,
             device: a.device.device,
             lora: a.lora.config(),
+            resume: a.resume,
         }
     }
 }

@@ -151,6 +151,7 @@ impl Jobs<'_> {
             sources: toolworld(),
             device: self.cfg.device,
             lora: None,
+            resume: false,
         }
     }
 }

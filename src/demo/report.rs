@@ -14,7 +14,7 @@ use regrpo_trainer::regrpo::RegrpoConfig;
 use regrpo_trainer::regrpo::RegrpoStep;
 use regrpo_trainer::regrpo::rollout::{SelfCheck, StateKind};
 use regrpo_trainer::text::window::{Truncations, WindowConfig};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::DemoConfig;
 use super::arm::{Arm, PerArm};
@@ -48,7 +48,6 @@ pub struct DemoReport {
     /// What the context window cut.
     pub truncations: TruncationReport,
     /// Each ReGRPO arm's record of its steps.
-    #[serde(deserialize_with = "steps_nan_if_null")]
     pub regrpo_steps: BTreeMap<Arm, Vec<RegrpoStep>>,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
@@ -419,52 +418,6 @@ fn finite(v: f64) -> Option<f64> {
 /// `0.009999999776482582`, not `0.01`.
 fn through_json_value<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     serde_json::to_value(v).map_err(serde::ser::Error::custom)?.serialize(s)
-}
-
-/// The ReGRPO steps, a NaN (a KL not measured, a loss of no kept group) read back from `null`.
-fn steps_nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Arm, Vec<RegrpoStep>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Step(#[serde(deserialize_with = "StepDef::deserialize")] RegrpoStep);
-    let steps = BTreeMap::<Arm, Vec<Step>>::deserialize(d)?;
-    Ok(steps.into_iter().map(|(arm, v)| (arm, v.into_iter().map(|s| s.0).collect())).collect())
-}
-
-/// [`RegrpoStep`]'s fields, each float read as NaN from `null` (its own `Deserialize` rejects
-/// `null`). A field added to `RegrpoStep` fails to compile here until it is added.
-#[derive(Deserialize)]
-#[serde(remote = "RegrpoStep")]
-struct StepDef {
-    step: u64,
-    #[serde(deserialize_with = "nan_if_null")]
-    mean_reward: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    success_rate: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    failure_success_rate: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    clean_success_rate: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    clean_reflection_tokens: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    failure_reflection_tokens: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    parse_rate: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    kl: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    loss: f64,
-    groups: usize,
-    skipped_groups: usize,
-    #[serde(deserialize_with = "nan_if_null")]
-    sample_s: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    exec_s: f64,
-    #[serde(deserialize_with = "nan_if_null")]
-    update_s: f64,
-}
-
-fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 #[cfg(test)]

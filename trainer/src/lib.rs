@@ -17,7 +17,8 @@
 //!                                                          rollouts, policy near-misses, runs, metrics
 //! ```
 //!
-//! The rooms, lowest first (a room uses only those above it in this list, and [`error`]):
+//! The rooms, lowest first (a room uses only those above it in this list, [`error`] and
+//! [`json`]):
 //!
 //! | room | holds |
 //! | --- | --- |
@@ -37,6 +38,7 @@ pub mod decode;
 pub mod error;
 pub mod eval;
 pub mod jobs;
+pub mod json;
 pub mod model;
 pub mod regrpo;
 pub mod sft;

@@ -9,21 +9,21 @@
 //! - evaluation on the held-out split, checkpoints (Burn records + optimizer state) and an exact
 //!   resume: the next step after a resume has the loss the uninterrupted run had.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::training::{self, latest_checkpoint};
 use crate::data::batch::{Batcher, ROT_SEED};
 use crate::data::stream::{InMemory, Source};
 use crate::data::{Batch, collate};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::CausalLm;
 use crate::text::window::Encoded;
 
@@ -201,29 +201,6 @@ struct CheckpointState {
     config: SftConfig,
 }
 
-type Recorder_ = NamedMpkFileRecorder<FullPrecisionSettings>;
-
-/// The folder of checkpoint `step`.
-pub fn checkpoint_dir(run: &Path, step: u64) -> PathBuf {
-    run.join("checkpoints").join(format!("step-{step:06}"))
-}
-
-/// The latest checkpoint of a run, if any.
-pub fn latest_checkpoint(run: &Path) -> Option<(u64, PathBuf)> {
-    let dir = run.join("checkpoints");
-    let mut best = None;
-    for e in std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok()) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<u64>().ok())
-            && e.path().join("state.json").exists()
-            && best.as_ref().is_none_or(|(b, _)| step > *b)
-        {
-            best = Some((step, e.path()));
-        }
-    }
-    best
-}
-
 /// Mean masked loss over the first `batches` batches of `eval`.
 pub fn evaluate<B: Backend>(
     model: &CausalLm<B>,
@@ -305,16 +282,9 @@ pub fn train<B: AutodiffBackend>(
         .with_epsilon(cfg.eps)
         .with_weight_decay(cfg.weight_decay);
     let mut optim = adamw.init::<B, CausalLm<B>>();
-    let recorder = Recorder_::new();
     let mut start = 0;
     if resume && let Some((step, dir)) = latest_checkpoint(run) {
-        model = model
-            .load_file(dir.join("model"), &recorder, &device)
-            .map_err(|e| Error::Checkpoint { path: dir.clone(), reason: e.to_string() })?;
-        let record = recorder
-            .load(dir.join("optim"), &device)
-            .map_err(|e| Error::Checkpoint { path: dir.clone(), reason: e.to_string() })?;
-        optim = optim.load_record(record);
+        (model, optim) = training::load(&dir, model, optim, &device)?;
         start = step;
     }
     let batcher =
@@ -360,19 +330,7 @@ pub fn train<B: AutodiffBackend>(
         on_step(&log);
         logs.push(log);
         if cfg.checkpoint_every > 0 && (done % cfg.checkpoint_every == 0 || done == cfg.steps) {
-            let state = CheckpointState { step: done, config: cfg.clone() };
-            regrpo_schemas::write_folder(&checkpoint_dir(run, done), |tmp| -> Result<()> {
-                model
-                    .clone()
-                    .save_file(tmp.join("model"), &recorder)
-                    .map_err(|e| Error::Checkpoint { path: tmp.to_path_buf(), reason: e.to_string() })?;
-                recorder
-                    .record(optim.to_record(), tmp.join("optim"))
-                    .map_err(|e| Error::Checkpoint { path: tmp.to_path_buf(), reason: e.to_string() })?;
-                let path = tmp.join("state.json");
-                std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap_or_default()).at(&path)?;
-                Ok(())
-            })?;
+            training::save(run, done, &model, &optim, &CheckpointState { step: done, config: cfg.clone() })?;
         }
     }
     Ok((model, logs))

@@ -42,6 +42,7 @@ use crate::error::Result;
 use crate::eval::agent::{AgentConfig, run_episode};
 use crate::eval::scoring::gaia_score;
 use crate::eval::stats::wilson;
+use crate::json::{nan_if_null, nan_pair_if_null};
 use crate::model::CausalLm;
 use crate::regrpo::rollout::{State, StateKind, States, clean_states, failure_states, score, spread_list};
 use crate::text::window::{Truncations, WindowConfig};
@@ -147,16 +148,6 @@ pub struct Rate {
     pub rate: f64,
     #[serde(deserialize_with = "nan_pair_if_null")]
     pub ci: (f64, f64),
-}
-
-/// JSON has no NaN: serde_json writes it as `null`, and a report read back gets NaN again.
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
-fn nan_pair_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(f64, f64), D::Error> {
-    let (a, b) = <(Option<f64>, Option<f64>)>::deserialize(d)?;
-    Ok((a.unwrap_or(f64::NAN), b.unwrap_or(f64::NAN)))
 }
 
 impl Rate {

@@ -420,6 +420,9 @@ pub struct RegrpoJob {
     /// it started from.
     #[serde(default)]
     pub lora: Option<LoraConfig>,
+    /// Go on from the latest checkpoint in `out` (from the start when there is none).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// What a ReGRPO job did.
@@ -481,8 +484,15 @@ async fn run_regrpo_on<B: AutodiffBackend>(
         versions,
         json!({"job": job, "init_params": config.num_params(), "trainable_params": trainable}),
     )?;
+    let resume = if job.resume { crate::regrpo::Checkpoint::latest(&job.out)? } else { None };
+    if let Some((_, ck)) = &resume {
+        // A resumed run keeps its id: its rollouts, metrics and row are one run's.
+        log.run_id = ck.run_id.clone();
+    }
     let run_id = log.run_id.clone();
-    let result = crate::regrpo::train(policy, &decoder, suite, &states, &job.cfg, &run_id, |s| on_step(s)).await?;
+    let checkpoints = crate::regrpo::Checkpoints { dir: job.out.clone(), resume };
+    let result =
+        crate::regrpo::train(policy, &decoder, suite, &states, &job.cfg, &run_id, checkpoints, |s| on_step(s)).await?;
     for s in &result.steps {
         let st = s.step as i64;
         for (name, v) in [

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use regrpo_datasets::Repository;
+use regrpo_datasets::{AppTransaction, Repository};
 use regrpo_formats::plot::{Series, line_chart};
-use regrpo_schemas::{Metric, Run};
+use regrpo_schemas::{Metric, Record, Run};
 use serde_json::{Value, json};
 
 use crate::error::{IoContext, Result};
@@ -128,8 +128,14 @@ impl RunLog {
         });
         std::fs::write(&run_json, serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n").at(&run_json)?;
         written.push(run_json);
+        // The metrics land once per run, marked by an application transaction (a run resumed
+        // after it finished, or killed between these two commits, finishes again without doubling
+        // them); the run's row comes last and says the run finished.
+        let mark = AppTransaction { app_id: format!("run {}", self.run_id), version: 1 };
+        if repo.transaction_version(Metric::TABLE, &mark.app_id).await?.is_none() {
+            repo.commit_as(&self.metrics, &format!("{} metrics", self.kind), Some(&mark)).await?;
+        }
         repo.appender::<Run>().await?.append(vec![run], &format!("{} run", self.kind)).await?;
-        repo.commit(&self.metrics, &format!("{} metrics", self.kind)).await?;
         Ok(written)
     }
 }

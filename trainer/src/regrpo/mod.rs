@@ -18,7 +18,8 @@ mod record;
 pub mod rollout;
 mod update;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,9 +34,11 @@ use regrpo_engine::ToolSuite;
 use regrpo_schemas::{NearMiss, Rollout};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::training;
 use crate::decode::sampling::{Completion, Draws, SampleConfig};
 use crate::decode::turn::{Turn, TurnDecoder};
 use crate::error::{Error, Result};
+use crate::json::nan_if_null;
 use crate::model::CausalLm;
 use crate::regrpo::objective::{AdvantageConfig, LossConfig, RewardConfig};
 use crate::regrpo::rollout::{Scored, SelfCheck, State, StateKind, StatePool, score};
@@ -97,6 +100,14 @@ pub struct RegrpoConfig {
     /// hundred steps would not use more.
     #[serde(default = "default_max_rows")]
     pub max_rows: usize,
+    /// Write a checkpoint (the model, the optimizer, and the loop's state) every this many steps
+    /// and after the last (0: never); a run started again with `resume` goes on from the latest.
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+fn default_checkpoint_every() -> u64 {
+    25
 }
 
 fn default_update_groups() -> usize {
@@ -140,32 +151,45 @@ impl Default for RegrpoConfig {
             warmup_steps: 0,
             update_groups: default_update_groups(),
             max_rows: default_max_rows(),
+            checkpoint_every: default_checkpoint_every(),
         }
     }
 }
 
-/// One step's figures.
+/// One step's figures (a float that is not a number is `null` in JSON, and read back as NaN).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegrpoStep {
     pub step: u64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean_reward: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub success_rate: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub failure_success_rate: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub clean_success_rate: f64,
     /// Mean reflection tokens per completion on clean states (what η pushes down).
+    #[serde(deserialize_with = "nan_if_null")]
     pub clean_reflection_tokens: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub failure_reflection_tokens: f64,
     /// Share of completions that parsed into an action.
+    #[serde(deserialize_with = "nan_if_null")]
     pub parse_rate: f64,
     /// Mean sequence k1 estimate of KL(π‖ref) over the completions of groups with signal (NaN
     /// when β = 0, where the reference is not run, or when no group was kept).
+    #[serde(deserialize_with = "nan_if_null")]
     pub kl: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     pub groups: usize,
     /// Groups drawn without signal ([`GroupFilter`]): skipped, and refilled when draws remain.
     pub skipped_groups: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub sample_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub exec_s: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub update_s: f64,
 }
 
@@ -236,6 +260,49 @@ pub struct RegrpoResult<B: AutodiffBackend> {
     pub self_check: SelfCheck,
 }
 
+/// What a ReGRPO checkpoint holds besides the model's and the optimizer's records: everything
+/// the loop carries from one step to the next, so that a resumed run draws, samples and updates
+/// exactly as the uninterrupted run did, and ends with the same rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Steps done.
+    pub step: u64,
+    /// The run's id: a resumed run keeps it, so its rows are one run's.
+    pub run_id: String,
+    pub config: RegrpoConfig,
+    /// Where the run's ChaCha8 stream stands (a `u128`, as decimal text: JSON numbers are not
+    /// that wide).
+    rng_word_pos: String,
+    steps: Vec<RegrpoStep>,
+    rollouts: Vec<Rollout>,
+    near_misses: Vec<NearMiss>,
+    truncations: Truncations,
+    self_check: SelfCheck,
+    /// The self-check verdict of each state drawn so far, by state id.
+    checked: BTreeMap<String, bool>,
+}
+
+impl Checkpoint {
+    /// The latest checkpoint of the run folder `run` (its folder and state), if any.
+    pub fn latest(run: &Path) -> Result<Option<(PathBuf, Checkpoint)>> {
+        match training::latest_checkpoint(run) {
+            Some((_, dir)) => {
+                let state = training::read_state(&dir)?;
+                Ok(Some((dir, state)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Where a run writes its checkpoints, and the checkpoint it goes on from (see
+/// [`Checkpoint::latest`]).
+#[derive(Debug)]
+pub struct Checkpoints {
+    pub dir: PathBuf,
+    pub resume: Option<(PathBuf, Checkpoint)>,
+}
+
 /// Running sums of a step's figures.
 #[derive(Default)]
 struct Tally {
@@ -283,7 +350,9 @@ fn lr_at(cfg: &RegrpoConfig, step: u64) -> f64 {
     }
 }
 
-/// Trains `model` (starting from the SFT policy, also the frozen reference) on the states.
+/// Trains `model` (starting from the SFT policy, also the frozen reference) on the states,
+/// writing checkpoints into `checkpoints.dir` and going on from `checkpoints.resume` when set.
+#[allow(clippy::too_many_arguments)]
 pub async fn train<B: AutodiffBackend>(
     mut model: CausalLm<B>,
     decoder: &TurnDecoder,
@@ -291,6 +360,7 @@ pub async fn train<B: AutodiffBackend>(
     states: &StatePool,
     cfg: &RegrpoConfig,
     run_id: &str,
+    checkpoints: Checkpoints,
     mut on_step: impl FnMut(&RegrpoStep),
 ) -> Result<RegrpoResult<B>> {
     let tk = decoder.tokenizer();
@@ -318,7 +388,30 @@ pub async fn train<B: AutodiffBackend>(
     let mut rollouts = Vec::new();
     let mut near_misses = Vec::new();
     let mut truncations = Truncations::default();
-    for step in 0..cfg.steps {
+    let mut start = 0;
+    if let Some((dir, ck)) = checkpoints.resume {
+        // The reference above is the starting policy; the policy and its optimizer go on from
+        // the checkpoint.
+        if (RegrpoConfig { steps: cfg.steps, ..ck.config.clone() }) != *cfg {
+            return Err(Error::Checkpoint {
+                path: dir,
+                reason: "it was written with other settings than this run's (only the step count may change on a \
+                         resume): resume with the same flags, or train into a new folder"
+                    .into(),
+            });
+        }
+        let device = model.embed_tokens.weight.device();
+        (model, optim) = training::load(&dir, model, optim, &device)?;
+        let pos = ck.rng_word_pos.parse::<u128>().map_err(|e| Error::Checkpoint {
+            path: dir.clone(),
+            reason: format!("rng_word_pos {:?}: {e}", ck.rng_word_pos),
+        })?;
+        rng.set_word_pos(pos);
+        seen.resume(ck.checked, ck.self_check);
+        (steps, rollouts, near_misses, truncations) = (ck.steps, ck.rollouts, ck.near_misses, ck.truncations);
+        start = ck.step;
+    }
+    for step in start..cfg.steps {
         let mut log = RegrpoStep { step: step + 1, ..Default::default() };
         let (mut sample_t, mut exec_t) = (Duration::ZERO, Duration::ZERO);
         let policy = model.valid();
@@ -548,6 +641,22 @@ pub async fn train<B: AutodiffBackend>(
         log.update_s = (t_update.elapsed() - t_exec_records).as_secs_f64();
         on_step(&log);
         steps.push(log);
+        let done = step + 1;
+        if cfg.checkpoint_every > 0 && (done % cfg.checkpoint_every == 0 || done == cfg.steps) {
+            let state = Checkpoint {
+                step: done,
+                run_id: run_id.into(),
+                config: cfg.clone(),
+                rng_word_pos: rng.get_word_pos().to_string(),
+                steps: steps.clone(),
+                rollouts: rollouts.clone(),
+                near_misses: near_misses.clone(),
+                truncations,
+                self_check: seen.check,
+                checked: seen.checked(),
+            };
+            training::save(&checkpoints.dir, done, &model, &optim, &state)?;
+        }
     }
     Ok(RegrpoResult { model, steps, rollouts, near_misses, truncations, self_check: seen.check })
 }

@@ -1,7 +1,7 @@
 //! What a run learns about the states it draws, and what it writes: a `rollouts` row per
 //! completion and a `near_misses` row (source = policy) per classifiable failure.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use regrpo_datasets::Repository;
@@ -28,6 +28,18 @@ pub(super) struct Seen<'a> {
 impl<'a> Seen<'a> {
     pub(super) fn new(suite: &'a ToolSuite) -> Self {
         Seen { suite, checked: HashMap::new(), gold: HashMap::new(), check: SelfCheck::default() }
+    }
+
+    /// Takes up where a checkpoint left off: the verdicts of the states drawn so far, and their
+    /// tally.
+    pub(super) fn resume(&mut self, checked: BTreeMap<String, bool>, check: SelfCheck) {
+        self.checked = checked.into_iter().collect();
+        self.check = check;
+    }
+
+    /// The verdicts of the states drawn so far, for a checkpoint.
+    pub(super) fn checked(&self) -> BTreeMap<String, bool> {
+        self.checked.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     pub(super) async fn passes(&mut self, state: &State) -> bool {

@@ -185,6 +185,7 @@ async fn regrpo_learns_from_execution_and_the_reflection_cost_shortens_needless_
         sources: None,
         device: Default::default(),
         lora: None,
+        resume: false,
     };
     // Learning from execution: on a few failure states, groups where some completions execute
     // successfully and some do not carry the signal (with constrained decoding every completion
