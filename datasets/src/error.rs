@@ -76,6 +76,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Attaches a path to an I/O error.
 pub(crate) use regrpo_schemas::IoContext;
 
+impl Error {
+    /// Whether a commit lost a race with another append to its table (both carried the
+    /// appenders' application transaction): the loser re-reads and commits again.
+    pub(crate) fn is_concurrent_append(&self) -> bool {
+        use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+        matches!(
+            self,
+            Error::Delta { source, .. } if matches!(
+                source.as_ref(),
+                deltalake::DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+                }
+            )
+        )
+    }
+}
+
 /// Attaches a table name to a Delta error.
 pub(crate) trait DeltaContext<T> {
     fn table(self, table: &str) -> Result<T>;

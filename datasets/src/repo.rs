@@ -489,12 +489,25 @@ impl Repository {
         txn: Option<&AppTransaction>,
     ) -> Result<i64> {
         let table = self.load(name, None).await?;
+        self.commit_to(table, name, batches, operation, txn.into_iter().collect()).await
+    }
+
+    /// Appends batches to `table` as loaded (its version is the commit's read version: Delta
+    /// checks the commits after it for conflicts), with these application transactions.
+    async fn commit_to(
+        &self,
+        table: DeltaTable,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        operation: &str,
+        txns: Vec<&AppTransaction>,
+    ) -> Result<i64> {
         let mut meta = serde_json::Map::new();
         meta.insert("regrpo.operation".into(), operation.into());
-        let mut props = CommitProperties::default().with_metadata(meta).with_max_retries(COMMIT_RETRIES);
-        if let Some(t) = txn {
-            props = props.with_application_transaction(Transaction::new(&t.app_id, t.version));
-        }
+        let props = CommitProperties::default()
+            .with_metadata(meta)
+            .with_max_retries(COMMIT_RETRIES)
+            .with_application_transactions(txns.iter().map(|t| Transaction::new(&t.app_id, t.version)).collect());
         let batches = batches.iter().map(|b| cluster(name, b)).collect::<Result<Vec<_>>>()?;
         let table = table
             .write(batches)
@@ -514,11 +527,19 @@ impl Repository {
         state.transaction_version(table.log_store().as_ref(), app_id).await.table(name)
     }
 
-    /// An appender that skips rows already in the table (or already appended through it).
+    /// An appender that skips rows already in the table (or already appended through it), by
+    /// any writer: see [`Appender::append`].
     pub async fn appender<R: Record>(&self) -> Result<Appender<R>> {
+        let version = self.load(R::TABLE, None).await?.version().unwrap_or(0) as i64;
+        let seen = self.id_fingerprints::<R>(version).await?;
+        Ok(Appender { repo: self.clone(), seen, version, _rows: std::marker::PhantomData })
+    }
+
+    /// Fingerprints of the ids of a record table at `version`.
+    async fn id_fingerprints<R: Record>(&self, version: i64) -> Result<HashSet<u128>> {
         let mut seen = HashSet::new();
         if !R::ID.is_empty() {
-            for batch in self.read_batches(R::TABLE, None, Some(&[R::ID])).await? {
+            for batch in self.read_batches(R::TABLE, Some(version), Some(&[R::ID])).await? {
                 let col = cast(batch.column(0), &DataType::Utf8)?;
                 let col = col
                     .as_any()
@@ -527,7 +548,7 @@ impl Repository {
                 seen.extend(col.iter().flatten().map(fingerprint));
             }
         }
-        Ok(Appender { repo: self.clone(), seen, _rows: std::marker::PhantomData })
+        Ok(seen)
     }
 
     /// Rewrites a table's small files into large ones — clustered by `error_type` and `tool`
@@ -713,8 +734,10 @@ fn fingerprint(id: &str) -> u128 {
 /// Appends records, skipping any whose id the table already holds.
 pub struct Appender<R: Record> {
     repo: Repository,
-    /// Fingerprints of the ids in the table and appended since.
+    /// Fingerprints of the ids in the table (at `version`) and appended since.
     seen: HashSet<u128>,
+    /// The table version `seen` holds every id of.
+    version: i64,
     _rows: std::marker::PhantomData<R>,
 }
 
@@ -733,6 +756,11 @@ impl<R: Record> Appender<R> {
     }
 
     /// Appends the rows not seen before, as one commit.
+    ///
+    /// Every append to a table of ids carries one application transaction ([`APPEND_APP_ID`]),
+    /// so two appends that race (two ingests, engine shards) are a conflict to Delta: the one that
+    /// lands second re-reads the table's ids as the first left them, drops the rows now there,
+    /// and commits again. A row added by both lands once, whichever process adds it.
     pub async fn append(&mut self, records: Vec<R>, operation: &str) -> Result<Appended> {
         self.append_as(records, operation, None).await
     }
@@ -746,24 +774,54 @@ impl<R: Record> Appender<R> {
         txn: Option<&AppTransaction>,
     ) -> Result<Appended> {
         let total = records.len();
-        let fresh: Vec<R> = if R::ID.is_empty() {
-            records
-        } else {
-            let mut fresh = Vec::with_capacity(records.len());
-            let mut batch_ids = HashSet::new();
-            for r in records {
-                let f = fingerprint(r.id());
-                if !self.seen.contains(&f) && batch_ids.insert(f) {
-                    fresh.push(r);
-                }
+        if R::ID.is_empty() {
+            let version = self.repo.commit_as(&records, operation, txn).await?;
+            return Ok(Appended { added: total, duplicates: 0, version });
+        }
+        let mut batch_ids = HashSet::new();
+        let mut fresh: Vec<R> = records.into_iter().filter(|r| batch_ids.insert(fingerprint(r.id()))).collect();
+        for attempt in 0.. {
+            let table = self.repo.load(R::TABLE, None).await?;
+            let read = table.version().unwrap_or(0) as i64;
+            if read != self.version {
+                // Another writer committed since: its ids count too.
+                self.seen.extend(self.repo.id_fingerprints::<R>(read).await?);
+                self.version = read;
             }
-            fresh
-        };
-        let version = self.repo.commit_as(&fresh, operation, txn).await?;
-        self.seen.extend(fresh.iter().map(|r| fingerprint(r.id())));
-        Ok(Appended { added: fresh.len(), duplicates: total - fresh.len(), version })
+            fresh.retain(|r| !self.seen.contains(&fingerprint(r.id())));
+            if fresh.is_empty() {
+                return Ok(Appended { added: 0, duplicates: total, version: None });
+            }
+            regrpo_schemas::pause_point(&format!("append:{}", R::TABLE));
+            let mark = AppTransaction { app_id: APPEND_APP_ID.into(), version: read + 1 };
+            let batch = regrpo_schemas::to_batch(&fresh)?;
+            let txns = std::iter::once(&mark).chain(txn).collect();
+            match self.repo.commit_to(table, R::TABLE, vec![batch], operation, txns).await {
+                Ok(version) => {
+                    self.seen.extend(fresh.iter().map(|r| fingerprint(r.id())));
+                    // With no commit between the read and this one, `seen` is the table's.
+                    if version == read + 1 {
+                        self.version = version;
+                    }
+                    return Ok(Appended {
+                        added: fresh.len(),
+                        duplicates: total - fresh.len(),
+                        version: Some(version),
+                    });
+                }
+                Err(e) if attempt < APPEND_ATTEMPTS && e.is_concurrent_append() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
     }
 }
+
+/// The application id every [`Appender`] commit carries (see [`Appender::append`]).
+pub const APPEND_APP_ID: &str = "regrpo.append";
+
+/// How often an append re-reads the ids and commits again after losing a race.
+const APPEND_ATTEMPTS: usize = 50;
 
 /// The active data files of a loaded table version: `(relative path, size, rows)`.
 pub(crate) fn active_files(table: &DeltaTable) -> Result<Vec<(String, i64, i64)>> {

@@ -69,17 +69,18 @@ pub fn write_folder<T, E: From<IoError>>(dir: &Path, fill: impl FnOnce(&Path) ->
     Ok(out)
 }
 
-/// A named point where a crash test can stop a writer: when the environment variable
+/// A named point where a test can stop a writer: when the environment variable
 /// `REGRPO_PAUSE_AT` holds `name`, the process writes `regrpo: paused at NAME` to stderr and
-/// waits there for good, for the test to SIGKILL it. Tests kill at exact points of a write
-/// (a folder filled but not renamed, one file of many deleted) instead of guessing with sleeps.
-/// Unset, it costs one environment lookup.
+/// waits there until a line (or the end of input) arrives on its stdin. A crash test SIGKILLs
+/// it there; a concurrency test lets another writer run meanwhile and then sends the line. Tests
+/// stop at exact points of a write (a folder filled but not renamed, one file of many deleted,
+/// an append about to commit) instead of guessing with sleeps. Unset, it costs one environment
+/// lookup.
 pub fn pause_point(name: &str) {
     if std::env::var_os("REGRPO_PAUSE_AT").is_some_and(|v| v == name) {
         eprintln!("regrpo: paused at {name}");
-        loop {
-            std::thread::park();
-        }
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
     }
 }
 

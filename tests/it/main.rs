@@ -196,10 +196,15 @@ fn snapshot_commands_pin_and_verify() {
 
 /// A JSON Lines corpus of `n` distinct chat records, about 1.5 kB each.
 fn chat_corpus(path: &Path, n: usize) {
+    chat_records(path, 0..n);
+}
+
+/// Chat records number `range` of the corpus [`chat_corpus`] writes.
+fn chat_records(path: &Path, range: std::ops::Range<usize>) {
     use std::io::Write;
     let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let filler = "lorem ipsum dolor sit amet ".repeat(40);
-    for i in 0..n {
+    for i in range {
         let rec = serde_json::json!({
             "id": format!("rec-{i}"),
             "messages": [
@@ -278,26 +283,81 @@ pub(crate) fn kill_when(
     child.wait().unwrap();
 }
 
-/// Runs `regrpo ARGS` until it reaches the pause point `point` (it says so on stderr, see
-/// `regrpo_schemas::pause_point`), then SIGKILLs it: a kill at an exact point of a write.
-/// Fails when the run ends without reaching the point.
-pub(crate) fn kill_at(args: &[&str], point: &str) {
-    use std::io::BufRead;
-    let mut child =
-        bin().args(args).env("REGRPO_PAUSE_AT", point).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut said = Vec::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        if line == format!("regrpo: paused at {point}") {
-            child.kill().unwrap(); // SIGKILL on Unix
-            child.wait().unwrap();
-            return;
-        }
-        said.push(line);
+/// A `regrpo` process stopped at a pause point (see `regrpo_schemas::pause_point`): it waits
+/// for a line on its stdin, which [`Paused::go_on`] sends.
+pub(crate) struct Paused {
+    child: std::process::Child,
+    stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    said: Vec<String>,
+    point: String,
+    args: Vec<String>,
+}
+
+impl Paused {
+    /// Runs `regrpo ARGS` until it reaches the pause point `point`. Fails when the run ends
+    /// without reaching it.
+    pub(crate) fn start(args: &[&str], point: &str) -> Paused {
+        use std::io::BufRead;
+        let mut child = bin()
+            .args(args)
+            .env("REGRPO_PAUSE_AT", point)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut p = Paused {
+            child,
+            stderr,
+            said: Vec::new(),
+            point: point.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        assert!(p.wait_pause(), "regrpo {:?} ended without reaching {point}: {}", p.args, p.said.join("\n"));
+        p
     }
-    let status = child.wait().unwrap();
-    panic!("regrpo {args:?} ended ({status}) without reaching {point}: {}", said.join("\n"));
+
+    /// Reads stderr until the next pause (true) or the end of the run (false).
+    fn wait_pause(&mut self) -> bool {
+        let want = format!("regrpo: paused at {}", self.point);
+        for line in self.stderr.by_ref() {
+            let line = line.unwrap();
+            if line == want {
+                return true;
+            }
+            self.said.push(line);
+        }
+        false
+    }
+
+    /// SIGKILLs it where it waits.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+
+    /// Lets it go on, through every later pass of the same point, to its end; fails unless it
+    /// succeeds.
+    pub(crate) fn go_on(mut self) {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().unwrap();
+        loop {
+            stdin.write_all(b"\n").unwrap();
+            if !self.wait_pause() {
+                break;
+            }
+        }
+        drop(stdin);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "regrpo {:?} failed ({status}): {}", self.args, self.said.join("\n"));
+    }
+}
+
+/// Runs `regrpo ARGS` until it reaches the pause point `point`, then SIGKILLs it: a kill at an
+/// exact point of a write. Fails when the run ends without reaching the point.
+pub(crate) fn kill_at(args: &[&str], point: &str) {
+    Paused::start(args, point).kill();
 }
 
 fn table_commits(repo: &Path, table: &str) -> usize {

@@ -108,6 +108,134 @@ fn sigkill_mid_sft_then_resume_ends_with_the_uninterrupted_model() {
     assert_eq!(tree(&killed.join("model")), tree(&clean.join("model")));
 }
 
+/// A run's id, from its `run.json`.
+fn run_id(run: &Path) -> String {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    doc["run_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn sigkill_mid_regrpo_then_resume_ends_with_the_uninterrupted_model_and_rollouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with_rot(dir.path(), "40");
+    let sft = dir.path().join("sft");
+    ok(&[
+        "train",
+        "sft",
+        s(&repo),
+        "--snapshot",
+        "s1",
+        "--model",
+        "tiny",
+        "--out",
+        s(&sft),
+        "--steps",
+        "12",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "1",
+        "--seed",
+        "3",
+    ]);
+    let rl = |out: &Path, resume: bool| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "train",
+            "regrpo",
+            s(&repo),
+            "--snapshot",
+            "s1",
+            "--model",
+            s(&sft),
+            "--out",
+            s(out),
+            "--steps",
+            "6",
+            "--checkpoint-every",
+            "2",
+            "--states",
+            "2",
+            "--group-size",
+            "4",
+            "--max-new-tokens",
+            "96",
+            // Groups whose rewards differ are trained on (partial credit and the reflection cost
+            // tell apart the failures of a barely trained policy), so every step updates.
+            "--filter",
+            "reward",
+            "--partial-credit",
+            "0.5",
+            "--lr",
+            "1e-3",
+            "--seed",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let clean = dir.path().join("clean");
+    ok(&refs(&rl(&clean, false)));
+
+    // Killed with step 4's checkpoint written but not renamed; resumed (from step 2) and killed
+    // the same way at step 6; resumed (from 4) and killed while exporting the model; resumed
+    // (from 6, the last step: nothing left to train) to the end.
+    let killed = dir.path().join("killed");
+    let checkpoints = killed.join("checkpoints");
+    for (resume, point) in
+        [(false, "write_folder:step-000004"), (true, "write_folder:step-000006"), (true, "write_folder:model")]
+    {
+        kill_at(&refs(&rl(&killed, resume)), point);
+        assert!(!killed.join("model").exists(), "a killed run exported a model");
+        assert!(!killed.join("run.json").exists(), "a killed run wrote its run row");
+    }
+    ok(&refs(&rl(&killed, true)));
+
+    let want: Vec<String> = (1..=3).map(|i| format!("step-{:06}", 2 * i)).collect();
+    assert_eq!(names(&checkpoints), want);
+    for c in &want {
+        assert_eq!(names(&checkpoints.join(c)), ["model.mpk", "optim.mpk", "state.json"], "{c}");
+    }
+    assert!(names(&killed).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(&killed));
+    // The policy moved, and the resumed run ends where the uninterrupted one did, byte for byte.
+    let weights = |run: &Path| std::fs::read(run.join("model").join("model.safetensors")).unwrap();
+    assert_ne!(weights(&clean), weights(&sft.join("model")), "ReGRPO did not update the policy");
+    assert_eq!(tree(&killed.join("model")), tree(&clean.join("model")));
+
+    // Same rollouts, step by step, under one run id per run; six steps of metrics each.
+    let rollouts = |run: &Path| {
+        let q = format!(
+            "SELECT step, state_id, group_index, completion, reward, advantage FROM rollouts WHERE run_id = '{}' \
+             ORDER BY step, state_id, group_index",
+            run_id(run)
+        );
+        sql(&repo, None, &q)
+    };
+    let (a, b) = (rollouts(&clean), rollouts(&killed));
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+    let steps = |run: &Path| {
+        sql(&repo, None, &format!("SELECT max(step), count(*) FROM metrics WHERE run_id = '{}'", run_id(run)))
+    };
+    assert_eq!(steps(&killed), steps(&clean));
+    assert!(steps(&clean)[0].starts_with("6,"), "{:?}", steps(&clean));
+
+    // Resuming the finished run again adds nothing: no rollout, metric or run row twice.
+    let count = || {
+        sql(
+            &repo,
+            None,
+            "SELECT (SELECT count(*) FROM rollouts), (SELECT count(*) FROM metrics), (SELECT count(*) FROM runs)",
+        )
+    };
+    let before = count();
+    ok(&refs(&rl(&killed, true)));
+    assert_eq!(count(), before);
+}
+
 #[test]
 fn sigkill_mid_publish_leaves_no_half_folder_and_a_rerun_publishes_it_whole() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,4 +338,106 @@ fn gc_keeps_a_file_that_optimize_removed_moments_ago_however_old_it_is() {
     let out = ok(&["gc", s(&repo), "--min-age", "0"]);
     assert!(!out.contains("gc: 0 unreferenced"), "{out}");
     assert!(parquet_files(&repo) < files);
+}
+
+// Concurrent writers. Each race is made exact with pause points: one writer stops where it is
+// about to commit (its table read, its rows chosen), another runs to its end meanwhile, and then
+// the first goes on — the interleaving that loses or doubles rows when a writer trusts what it
+// read.
+
+/// Rows of a table and its distinct ids, through SQL.
+fn rows_and_ids(repo: &Path, table: &str, id: &str) -> (usize, usize) {
+    let r = sql(repo, None, &format!("SELECT count(*), count(DISTINCT {id}) FROM {table}"));
+    let (a, b) = r[0].split_once(',').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[test]
+fn two_ingests_of_overlapping_files_at_once_land_every_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    ok(&["init", s(&repo)]);
+    // `more` holds every record of `some` and 300 others.
+    let (some, more) = (dir.path().join("some.jsonl"), dir.path().join("more.jsonl"));
+    chat_corpus(&some, 500);
+    chat_corpus(&more, 800);
+    let ingest = |file: &Path| ["ingest", s(&repo), "-f", "openai", "--chunk-rows", "200", s(file)].map(String::from);
+
+    // The first ingest stops before its first commit, its ids read; the second runs to its end;
+    // the first's commit then races the second's and loses (both carry the appenders' mark), so
+    // it re-reads the ids and adds only what is still missing: nothing.
+    let first = Paused::start(&refs(&ingest(&some)), "append:trajectories");
+    ok(&refs(&ingest(&more)));
+    first.go_on();
+    assert_eq!(rows_and_ids(&repo, "trajectories", "trajectory_id"), (800, 800));
+
+    // Two different files racing the same way both land whole.
+    let other = dir.path().join("other.jsonl");
+    chat_records(&other, 2000..2300);
+    let mixed = dir.path().join("mixed.jsonl");
+    chat_corpus(&mixed, 900); // 100 new records beside the 800
+    let first = Paused::start(&refs(&ingest(&other)), "append:trajectories");
+    ok(&refs(&ingest(&mixed)));
+    first.go_on();
+    assert_eq!(rows_and_ids(&repo, "trajectories", "trajectory_id"), (1200, 1200));
+    ok(&["snapshot", "create", s(&repo), "s1"]);
+    assert!(ok(&["snapshot", "verify", s(&repo), "s1"]).contains("verified"));
+}
+
+#[test]
+fn ingest_during_optimize_and_engine_during_gc_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("r");
+    ok(&["init", s(&repo)]);
+    ok(&["toolworld", "generate", s(&repo), "--tasks", "200", "--seed", "5"]);
+    ok(&["engine", "run", s(&repo), "--seed", "1", "--batch", "20"]);
+    ok(&["snapshot", "create", s(&repo), "s1"]);
+    let before = state_of(&repo);
+    let corpus = dir.path().join("chat.jsonl");
+    chat_corpus(&corpus, 400);
+    let trajectories = rows_and_ids(&repo, "trajectories", "trajectory_id").0;
+
+    // An ingest stopped before its first commit while optimize rewrites every table; then
+    // optimize stopped after its first table while an ingest runs to its end.
+    let ingest =
+        Paused::start(&["ingest", s(&repo), "-f", "openai", "--chunk-rows", "100", s(&corpus)], "append:trajectories");
+    ok(&["optimize", s(&repo)]);
+    ingest.go_on();
+    assert_eq!(rows_and_ids(&repo, "trajectories", "trajectory_id"), (trajectories + 400, trajectories + 400));
+    let more = dir.path().join("more.jsonl");
+    chat_corpus(&more, 600);
+    let optimize = Paused::start(&["optimize", s(&repo)], "optimize:trajectories");
+    ok(&["ingest", s(&repo), "-f", "openai", "--chunk-rows", "100", s(&more)]);
+    optimize.go_on();
+    assert_eq!(rows_and_ids(&repo, "trajectories", "trajectory_id"), (trajectories + 600, trajectories + 600));
+    assert!(ok(&["snapshot", "verify", s(&repo), "s1"]).contains("verified"));
+    assert_eq!(state_of(&repo), before);
+
+    // An engine run (a new seed: new near-misses) stopped before its first RoT commit while gc
+    // deletes every file nothing reads; then gc stopped after its first deletion while an engine
+    // run goes to its end. Every row stays readable and each id is there once.
+    ok(&["engine", "run", s(&repo), "--seed", "2", "--batch", "20"]);
+    ok(&["optimize", s(&repo)]);
+    let engine = Paused::start(&["engine", "run", s(&repo), "--seed", "3", "--batch", "20"], "append:rot");
+    ok(&["gc", s(&repo), "--min-age", "0"]);
+    engine.go_on();
+    ok(&["engine", "run", s(&repo), "--seed", "4", "--batch", "20"]);
+    ok(&["optimize", s(&repo)]);
+    let gc = Paused::start(&["gc", s(&repo), "--min-age", "0"], "gc:deleted");
+    ok(&["engine", "run", s(&repo), "--seed", "5", "--batch", "20"]);
+    gc.go_on();
+    let (rot, rot_ids) = rows_and_ids(&repo, "rot", "rot_id");
+    assert_eq!(rot, rot_ids);
+    let (near, near_ids) = rows_and_ids(&repo, "near_misses", "near_miss_id");
+    assert_eq!(near, near_ids);
+    // A rerun of every seed adds nothing: all of it landed.
+    for seed in ["2", "3", "4", "5"] {
+        ok(&["engine", "run", s(&repo), "--seed", seed, "--batch", "20"]);
+    }
+    assert_eq!(rows_and_ids(&repo, "rot", "rot_id"), (rot, rot));
+    ok(&["snapshot", "create", s(&repo), "s2"]);
+    for snap in ["s1", "s2"] {
+        assert!(ok(&["snapshot", "verify", s(&repo), snap]).contains("verified"), "{snap}");
+    }
+    assert_eq!(state_of(&repo), before);
 }
