@@ -8,8 +8,12 @@
 //!   `Handshake` with the bearer header answers the same token, for clients that start with it.
 //! - **Read-only**: statements are planned with DDL, DML (which includes COPY) and `SET`
 //!   refused; updates, ingests and transactions are refused.
+//! - **TLS** when given a certificate and key (`--tls-cert`, `--tls-key`, PEM; rustls).
 //! - **Limits**: each query gets its own memory pool of `memory_limit` bytes (DataFusion fails
-//!   the query, not the server, when it runs out) and a deadline of `timeout`. At most
+//!   the query, not the server, when it runs out) and a deadline of `timeout`, which holds
+//!   whether or not the client reads: a query runs a few batches ahead of its client in its own
+//!   task and ends at the deadline, so a client that stops reading cannot keep its turn. A
+//!   statement longer than `max_sql_bytes` is refused before it is parsed. At most
 //!   `max_concurrent_queries` run at once (one per core by default); the others wait their turn
 //!   in arrival order, so under load each query runs at full speed instead of all of them
 //!   crawling together. Queries share the session's caches (Parquet footers, statistics).
@@ -24,6 +28,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -54,8 +59,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::session::{Session, read_only};
@@ -71,6 +76,24 @@ pub struct ServeConfig {
     pub timeout: Duration,
     /// Queries executing at once; the rest wait in arrival order.
     pub max_concurrent_queries: usize,
+    /// Longest statement taken, in bytes.
+    pub max_sql_bytes: usize,
+    /// Serve over TLS with this certificate chain and key (PEM).
+    pub tls: Option<Tls>,
+}
+
+/// A TLS identity: a certificate chain and its private key, PEM.
+#[derive(Clone)]
+pub struct Tls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Tls").field("cert_pem", &format!("{} bytes", self.cert_pem.len())).finish_non_exhaustive()
+    }
 }
 
 impl ServeConfig {
@@ -80,6 +103,8 @@ impl ServeConfig {
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(60),
             max_concurrent_queries: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_sql_bytes: 1 << 20,
+            tls: None,
         }
     }
 }
@@ -130,8 +155,13 @@ impl FlightSqlServer {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let token = self.cfg.token.clone();
+        let mut server = Server::builder();
+        if let Some(tls) = &self.cfg.tls {
+            server =
+                server.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)))?;
+        }
         let service = FlightServiceServer::with_interceptor(self, move |req: Request<()>| check_token(&token, req));
-        Server::builder().add_service(service).serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown).await
+        server.add_service(service).serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown).await
     }
 
     /// Binds `addr` (port 0 picks a free one) and returns the listener and its address.
@@ -202,6 +232,13 @@ impl FlightSqlServer {
 
     /// Plans a read-only statement.
     async fn plan(&self, sql: &str) -> Result<DataFrame, Status> {
+        if sql.len() > self.cfg.max_sql_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the statement is {} bytes; this server takes at most {}",
+                sql.len(),
+                self.cfg.max_sql_bytes
+            )));
+        }
         let ctx = self.query_context()?;
         let planned = tokio::time::timeout(self.cfg.timeout, ctx.sql_with_options(sql, read_only()))
             .await
@@ -232,22 +269,39 @@ impl FlightSqlServer {
             .map_err(|_| Status::deadline_exceeded(format!("the query waited longer than {timeout:?} for its turn")))?
             .map_err(internal)?;
         let schema = plan.schema();
-        let batches = execute_stream(plan, task).map_err(internal)?;
-        let deadline = Box::pin(tokio::time::sleep_until(deadline));
-        let state = (batches, deadline, permit, false);
-        let batches = futures::stream::unfold(state, move |(mut s, mut d, permit, done)| async move {
-            if done {
-                return None;
-            }
-            tokio::select! {
-                item = s.next() => item.map(|i| (i.map_err(|e| FlightError::ExternalError(Box::new(e))), (s, d, permit, false))),
-                _ = &mut d => Some((
-                    Err(FlightError::Tonic(Box::new(Status::deadline_exceeded(format!("query ran longer than {timeout:?}"))))),
-                    (s, d, permit, true),
-                )),
+        let mut batches = execute_stream(plan, task).map_err(internal)?;
+        // The query runs in its own task, at most two batches ahead of the client, and ends at
+        // the deadline whether or not the client reads (a client that stops reading would
+        // otherwise keep the turn for good); what the client had not read by then ends in
+        // DeadlineExceeded after the batches it had.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch, FlightError>>(2);
+        let late = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&late);
+        tokio::spawn(async move {
+            let _turn = permit;
+            loop {
+                let item = match tokio::time::timeout_at(deadline, batches.next()).await {
+                    Ok(Some(item)) => item.map_err(|e| FlightError::ExternalError(Box::new(e))),
+                    Ok(None) => return,
+                    Err(_) => return flag.store(true, Ordering::Release),
+                };
+                match tokio::time::timeout_at(deadline, tx.send(item)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => return flag.store(true, Ordering::Release),
+                }
             }
         });
-        Ok(Response::new(encode(schema, batches)))
+        let received = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let overran =
+            futures::stream::once(async move { late.load(Ordering::Acquire) }).filter_map(move |late| async move {
+                late.then(|| {
+                    Err(FlightError::Tonic(Box::new(Status::deadline_exceeded(format!(
+                        "query ran longer than {timeout:?}"
+                    )))))
+                })
+            });
+        Ok(Response::new(encode(schema, received.chain(overran))))
     }
 
     fn schema_info(

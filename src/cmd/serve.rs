@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use regrpo_datasets::Repository;
-use regrpo_queries::flight::{FlightSqlServer, ServeConfig};
+use regrpo_queries::flight::{FlightSqlServer, ServeConfig, Tls};
 use regrpo_queries::{At, Session};
 
 /// Serve the tables over Flight SQL (ADBC, JDBC/DBeaver, any Flight SQL client), read-only.
@@ -21,11 +21,20 @@ pub struct Args {
     #[arg(long)]
     token_file: PathBuf,
     /// Memory each query may use, in MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, alias = "max-query-memory", default_value_t = 1024)]
     memory_limit_mb: usize,
-    /// Wall-clock limit of each query, in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Wall-clock limit of each query, in seconds (a client that stops reading is cut off too).
+    #[arg(long, alias = "query-timeout", default_value_t = 60)]
     timeout_s: u64,
+    /// Longest statement taken, in KiB.
+    #[arg(long, default_value_t = 1024)]
+    max_sql_kb: usize,
+    /// Serve over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Run every query on a Ballista cluster (`regrpo cluster`) at df://HOST:PORT.
     #[arg(long, value_name = "df://HOST:PORT")]
     cluster: Option<String>,
@@ -43,14 +52,26 @@ pub async fn run(a: Args) -> Result<()> {
     let at = At::from_option(a.snapshot.as_deref());
     let session = Session::open_on(&repo, at, a.cluster.as_deref()).await?;
     let versions: Vec<String> = session.versions().iter().map(|(t, v)| format!("{t}@{v}")).collect();
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf, what: &str| {
+                std::fs::read(p).with_context(|| format!("reading the TLS {what} {}", p.display()))
+            };
+            Some(Tls { cert_pem: read(cert, "certificate")?, key_pem: read(key, "key")? })
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "grpc+tls" } else { "grpc" };
     let cfg = ServeConfig {
         memory_limit: a.memory_limit_mb << 20,
         timeout: Duration::from_secs(a.timeout_s),
+        max_sql_bytes: a.max_sql_kb << 10,
+        tls,
         ..ServeConfig::new(token)
     };
     let (listener, local) = FlightSqlServer::bind(a.addr).await.with_context(|| format!("binding {}", a.addr))?;
     eprintln!(
-        "serving {} ({}) over Flight SQL at grpc://{local}{}, read-only; {} MiB and {}s per query; Ctrl-C stops",
+        "serving {} ({}) over Flight SQL at {scheme}://{local}{}, read-only; {} MiB and {}s per query; Ctrl-C stops",
         repo.location(),
         a.snapshot.map_or_else(|| format!("latest: {}", versions.join(" ")), |s| format!("snapshot {s}")),
         a.cluster.map(|c| format!(" (plans run on {c})")).unwrap_or_default(),

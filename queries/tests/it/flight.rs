@@ -14,9 +14,9 @@ use futures::TryStreamExt;
 use prost::Message;
 use regrpo_datasets::{Repository, snapshot};
 use regrpo_formats::ingest::{self, Format, IngestOptions};
-use regrpo_queries::flight::{FlightSqlServer, ServeConfig};
+use regrpo_queries::flight::{FlightSqlServer, ServeConfig, Tls};
 use regrpo_queries::{At, Session};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 const TOKEN: &str = "test-token-7f3a";
 
@@ -280,5 +280,180 @@ async fn a_ticket_runs_the_statement_it_names_and_queries_past_the_limit_wait_th
     for (i, t) in tasks.into_iter().enumerate() {
         assert!(t.await.unwrap().contains(&format!("{}", i * 1000 + 4)));
     }
+    stop.send(()).unwrap();
+}
+
+fn tls_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls").join(name)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_client_that_trusts_the_ca_is_answered_and_others_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(&dir.path().join("r")).await;
+    let tls = Tls { cert_pem: tls_fixture("server.pem"), key_pem: tls_fixture("server.key") };
+    let (addr, stop) = start(&repo, ServeConfig { tls: Some(tls), ..ServeConfig::new(TOKEN) }).await;
+    let over_tls = |ca: Option<Vec<u8>>| async move {
+        let mut cfg = ClientTlsConfig::new().domain_name("localhost");
+        if let Some(ca) = ca {
+            cfg = cfg.ca_certificate(Certificate::from_pem(ca));
+        }
+        let channel = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(cfg).unwrap();
+        let mut c = FlightSqlServiceClient::new(channel.connect().await.map_err(|e| format!("{e:?}"))?);
+        c.set_token(TOKEN.into());
+        run(&mut c, "SELECT count(*) FROM trajectories").await
+    };
+    let n = over_tls(Some(tls_fixture("ca.pem"))).await.unwrap();
+    assert!(text(&n).contains("| 4 "), "{}", text(&n));
+    // A client that does not trust the CA, and one that speaks plaintext, get an error and no rows.
+    assert!(over_tls(None).await.is_err());
+    let plain = match Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {
+        Ok(channel) => {
+            let mut c = FlightSqlServiceClient::new(channel);
+            c.set_token(TOKEN.into());
+            run(&mut c, "SELECT 1").await.map(|_| ())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(plain.is_err());
+    // The server goes on.
+    assert!(over_tls(Some(tls_fixture("ca.pem"))).await.is_ok());
+    stop.send(()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_oversized_and_stalled_requests_get_errors_and_never_hold_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(&dir.path().join("r")).await;
+    let cfg = ServeConfig {
+        max_concurrent_queries: 1,
+        timeout: Duration::from_secs(2),
+        max_sql_bytes: 4096,
+        ..ServeConfig::new(TOKEN)
+    };
+    let (addr, stop) = start(&repo, cfg).await;
+    let mut c = client(addr, Some(TOKEN)).await;
+    // Tickets that are not Flight SQL commands, not UTF-8, or name no statement.
+    for bytes in [b"garbage".to_vec(), vec![0xff; 64], Vec::new()] {
+        let e = c.do_get(Ticket::new(bytes.clone())).await.map(drop);
+        assert!(e.is_err(), "{bytes:?}");
+    }
+    let e = c.do_get(ticket("regrpo-plan:not-a-number")).await.map(drop);
+    assert!(e.is_err());
+    let bad = Ticket::new(TicketStatementQuery { statement_handle: vec![0xc3, 0x28].into() }.as_any().encode_to_vec());
+    assert!(c.do_get(bad).await.unwrap_err().to_string().contains("UTF-8"));
+    // A statement over the limit is refused before it is parsed.
+    let long = format!("SELECT 1 {}", " ".repeat(5000));
+    let e = run(&mut c, &long).await.unwrap_err();
+    assert!(e.contains("at most 4096"), "{e}");
+    // An unknown command (an Any of a type the server does not know).
+    let unknown =
+        arrow_flight::FlightDescriptor::new_cmd(prost_types_any("type.googleapis.com/regrpo.NoSuchCommand", b"x"));
+    let mut req = tonic::Request::new(unknown);
+    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let e = c.inner_mut().get_flight_info(req).await.unwrap_err();
+    assert_ne!(e.code(), tonic::Code::Unauthenticated, "{e}");
+
+    // A client that starts a large result and stops reading keeps the one turn only until the
+    // deadline: another client's query is answered after it, and the stalled one, reading at
+    // last, gets the batches it had and then DeadlineExceeded (never a result cut short).
+    let info =
+        c.execute("SELECT v, repeat('x', 1000) AS s FROM generate_series(1, 200000) t(v)".into(), None).await.unwrap();
+    let mut stalled = c.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+    let first = stalled.try_next().await.unwrap();
+    assert!(first.is_some());
+    let started = std::time::Instant::now();
+    let mut other = client(addr, Some(TOKEN)).await;
+    assert!(text(&run(&mut other, "SELECT count(*) FROM rot").await.unwrap()).contains('4'));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let mut rows = first.map_or(0, |b| b.num_rows());
+    let end = loop {
+        match stalled.try_next().await {
+            Ok(Some(b)) => rows += b.num_rows(),
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    assert!(rows < 200_000, "the stalled query was not cut off");
+    assert!(end.as_deref().is_some_and(|e| e.contains("longer than")), "{end:?} after {rows} rows");
+    stop.send(()).unwrap();
+}
+
+/// A `google.protobuf.Any` of `type_url` wrapping `value`, encoded.
+fn prost_types_any(type_url: &str, value: &[u8]) -> Vec<u8> {
+    arrow_flight::sql::Any { type_url: type_url.into(), value: value.to_vec().into() }.encode_to_vec()
+}
+
+/// Under a bounded load — 64 clients at once for a few seconds, mixing the named queries with
+/// queries past the memory limit and past the deadline — every answer is right or a clean error
+/// of the kind its query asked for, and the server answers afterwards. (The timed version with
+/// p50 / p99 and the server's RSS is `bench/serve_load.sh`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_clients_mixing_good_and_abusive_queries_get_right_answers_or_clean_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repository(&dir.path().join("r")).await;
+    let cfg = ServeConfig { memory_limit: 8 << 20, timeout: Duration::from_secs(2), ..ServeConfig::new(TOKEN) };
+    let (addr, stop) = start(&repo, cfg).await;
+    let good = [
+        "SELECT error_type, count(*) AS n FROM rot GROUP BY 1 ORDER BY 1",
+        "SELECT count(*) AS n FROM trajectories",
+        "SELECT tool, count(*) AS n FROM rot GROUP BY 1 ORDER BY 1",
+    ];
+    let local = Session::open(&repo, At::Snapshot("s1".into())).await.unwrap();
+    let mut want = Vec::new();
+    for q in good {
+        want.push(text(&local.query(q).await.unwrap()));
+    }
+    let want = std::sync::Arc::new(want);
+    let until = std::time::Instant::now() + Duration::from_secs(4);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let want = want.clone();
+            tokio::spawn(async move {
+                let mut c = client(addr, Some(TOKEN)).await;
+                let (mut right, mut refused) = (0, 0);
+                let mut k = i;
+                while std::time::Instant::now() < until {
+                    k += 1;
+                    match k % 8 {
+                        6 => {
+                            let e = run(&mut c, "SELECT v, count(*) FROM generate_series(1, 50000000) t(v) GROUP BY v ORDER BY 2 DESC LIMIT 1").await.unwrap_err();
+                            assert!(e.to_lowercase().contains("resources exhausted") || e.contains("longer than"), "{e}");
+                            refused += 1;
+                        }
+                        7 => {
+                            let e = run(&mut c, "SELECT count(*) FROM generate_series(1, 20000000000) a").await.unwrap_err();
+                            assert!(e.contains("longer than"), "{e}");
+                            refused += 1;
+                        }
+                        j => {
+                            let q = j % 3;
+                            match run(&mut c, good[q]).await {
+                                Ok(b) => {
+                                    assert_eq!(text(&b), want[q]);
+                                    right += 1;
+                                }
+                                // Waiting its turn behind the abusive queries may pass the deadline.
+                                Err(e) => {
+                                    assert!(e.contains("longer than"), "{e}");
+                                    refused += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+                (right, refused)
+            })
+        })
+        .collect();
+    let (mut right, mut refused) = (0, 0);
+    for t in tasks {
+        let (r, e) = t.await.unwrap();
+        right += r;
+        refused += e;
+    }
+    assert!(right > 0 && refused > 0, "{right} right, {refused} refused");
+    let mut c = client(addr, Some(TOKEN)).await;
+    assert_eq!(text(&run(&mut c, good[1]).await.unwrap()), want[1]);
     stop.send(()).unwrap();
 }
