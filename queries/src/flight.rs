@@ -157,6 +157,9 @@ impl FlightSqlServer {
         let token = self.cfg.token.clone();
         let mut server = Server::builder();
         if let Some(tls) = &self.cfg.tls {
+            // Two rustls providers are built in (ring, and aws-lc-rs for the object stores'
+            // HTTPS); the server's TLS takes ring, as the clients tonic builds do.
+            let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
             server =
                 server.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)))?;
         }

@@ -201,8 +201,11 @@ fn sigkill_mid_regrpo_then_resume_ends_with_the_uninterrupted_model_and_rollouts
     }
     assert!(names(&killed).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(&killed));
     // The policy moved, and the resumed run ends where the uninterrupted one did, byte for byte.
-    let weights = |run: &Path| std::fs::read(run.join("model").join("model.safetensors")).unwrap();
-    assert_ne!(weights(&clean), weights(&sft.join("model")), "ReGRPO did not update the policy");
+    let weights = |run: &Path| {
+        let f = run.join("model").join("model.safetensors");
+        std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e} (the run folder holds {:?})", f.display(), names(run)))
+    };
+    assert_ne!(weights(&clean), weights(&sft), "ReGRPO did not update the policy");
     assert_eq!(tree(&killed.join("model")), tree(&clean.join("model")));
 
     // Same rollouts, step by step, under one run id per run; six steps of metrics each.
@@ -228,7 +231,7 @@ fn sigkill_mid_regrpo_then_resume_ends_with_the_uninterrupted_model_and_rollouts
         sql(
             &repo,
             None,
-            "SELECT (SELECT count(*) FROM rollouts), (SELECT count(*) FROM metrics), (SELECT count(*) FROM runs)",
+            "SELECT (SELECT count(*) FROM rollouts) AS r, (SELECT count(*) FROM metrics) AS m, (SELECT count(*) FROM runs) AS n",
         )
     };
     let before = count();
