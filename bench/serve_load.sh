@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # The Flight SQL server under load and abuse: `regrpo serve` over TLS (the test certificate in
 # fixtures/tls) on a 2,000-task toolworld repository, 64 clients for 30 s (examples/serve_load.rs),
-# each running the library's named queries without parameters and, one query in eight, a group-by
-# past the server's memory limit or a scan past its deadline. Every answer is checked (named
+# each running the library's named queries without parameters and, two queries in eight, a hash
+# join past the server's memory limit and a scan past its deadline. Every answer is checked (named
 # queries against one client's answer before the load, abusive ones for a clean error of their
 # kind); the run fails on a wrong answer or an unexpected error. Prints the example's JSON line
-# (latency p50 / p99 by kind, queries/s, outcomes by kind) and the server's peak RSS.
+# (latency p50 / p99 by kind, queries/s, outcomes by kind), the same load without the abusive
+# queries, and the server's peak RSS over both.
 #
 #   bash bench/serve_load.sh [CLIENTS] [SECONDS]      (defaults 64 and 30)
+#
+# SERVE_LOAD_CLIENT=path runs a client built elsewhere (a debug build of the example, when the
+# release build of the examples' dev-dependencies is not at hand); the server is always release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-64}
 seconds=${2:-30}
 work=${BENCH_DIR:-/tmp/regrpo-bench-serve}
 target=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet --bin regrpo --example serve_load
+if [ -n "${SERVE_LOAD_CLIENT:-}" ]; then
+  cargo build --release --quiet --bin regrpo
+  client=$SERVE_LOAD_CLIENT
+else
+  cargo build --release --quiet --bin regrpo --example serve_load
+  client=$target/release/examples/serve_load
+fi
 bin=$target/release/regrpo
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 if [ ! -f "$work/.done" ]; then
@@ -34,6 +44,8 @@ server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q "serving" "$work/serve.log" && break; sleep 0.1; done
 echo "server: $(head -1 "$work/serve.log")"
-"$target/release/examples/serve_load" "127.0.0.1:$port" "$(cat "$work/token")" "$clients" "$seconds" fixtures/tls/ca.pem
+"$client" "127.0.0.1:$port" "$(cat "$work/token")" "$clients" "$seconds" fixtures/tls/ca.pem
+echo "the same load without the abusive queries:"
+"$client" "127.0.0.1:$port" "$(cat "$work/token")" "$clients" "$seconds" fixtures/tls/ca.pem --no-abuse
 kill -0 "$server" || { echo "the server died"; cat "$work/serve.log"; exit 1; }
 echo "server peak RSS: $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$server/status), now $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$server/status); still serving: yes"
