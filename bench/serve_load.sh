@@ -6,7 +6,8 @@
 # queries against one client's answer before the load, abusive ones for a clean error of their
 # kind); the run fails on a wrong answer or an unexpected error. Prints the example's JSON line
 # (latency p50 / p99 by kind, queries/s, outcomes by kind), the same load without the abusive
-# queries, and the server's peak RSS over both.
+# queries, and the server's peak RSS over both, which must stay under SERVE_LOAD_MAX_RSS_MIB
+# (default 1024).
 #
 #   bash bench/serve_load.sh [CLIENTS] [SECONDS]      (defaults 64 and 30)
 #
@@ -48,4 +49,9 @@ echo "server: $(head -1 "$work/serve.log")"
 echo "the same load without the abusive queries:"
 "$client" "127.0.0.1:$port" "$(cat "$work/token")" "$clients" "$seconds" fixtures/tls/ca.pem --no-abuse
 kill -0 "$server" || { echo "the server died"; cat "$work/serve.log"; exit 1; }
-echo "server peak RSS: $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' /proc/$server/status), now $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$server/status); still serving: yes"
+# The bound the server promises under this load: its caches, plus two queries (one per core) at
+# their 64 MiB limit each, far inside 1 GiB.
+bound_mib=${SERVE_LOAD_MAX_RSS_MIB:-1024}
+peak_mib=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$server/status)
+echo "server peak RSS: $peak_mib MiB (bound $bound_mib MiB), now $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$server/status); still serving: yes"
+[ "$peak_mib" -le "$bound_mib" ] || { echo "the server's peak RSS passed its bound"; exit 1; }

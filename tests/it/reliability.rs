@@ -1,8 +1,9 @@
-//! Writers killed mid-write, on the real binary: SFT (checkpoints, `--resume`), publish,
-//! optimize and gc. Each is SIGKILLed at an exact point it reports on stderr (`kill_at`: a
-//! folder written but not yet renamed, one table of several optimized, one file of many
-//! deleted), never after a sleep; then resumed or rerun, and what it leaves is checked against
-//! an uninterrupted run.
+//! Writers killed mid-write and writers side by side, on the real binary. SFT and ReGRPO
+//! (checkpoints, `--resume`), publish, optimize and gc are SIGKILLed at an exact point they
+//! report on stderr (`kill_at`: a folder written but not yet renamed, one table of several
+//! optimized, one file of many deleted), never after a sleep; then resumed or rerun, and what
+//! they leave is checked against an uninterrupted run. Concurrent writers are held at such a
+//! point (`Paused`) while another runs, then let go on.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,38 +50,56 @@ fn refs(a: &[String]) -> Vec<&str> {
     a.iter().map(String::as_str).collect()
 }
 
+/// `args`, with `--resume` when `resume`.
+fn resuming(args: &[&str], resume: bool) -> Vec<String> {
+    let mut a: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if resume {
+        a.push("--resume".into());
+    }
+    a
+}
+
+/// The run folder's checkpoints are exactly those of `steps`, each whole, and no temporary
+/// folder is left beside them or the run's exports.
+fn assert_checkpoints_whole(run: &Path, steps: impl IntoIterator<Item = u64>) {
+    let checkpoints = run.join("checkpoints");
+    let want: Vec<String> = steps.into_iter().map(|s| format!("step-{s:06}")).collect();
+    assert_eq!(names(&checkpoints), want);
+    for c in &want {
+        assert_eq!(names(&checkpoints.join(c)), ["model.mpk", "optim.mpk", "state.json"], "{c}");
+    }
+    assert!(names(run).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(run));
+}
+
 #[test]
 fn sigkill_mid_sft_then_resume_ends_with_the_uninterrupted_model() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo_with_rot(dir.path(), "40");
     let sft = |out: &Path, resume: bool| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "train",
-            "sft",
-            s(&repo),
-            "--snapshot",
-            "s1",
-            "--model",
-            "tiny",
-            "--out",
-            s(out),
-            "--steps",
-            "12",
-            "--batch-size",
-            "2",
-            "--warmup",
-            "1",
-            "--checkpoint-every",
-            "2",
-            "--seed",
-            "3",
-        ]
-        .map(String::from)
-        .to_vec();
-        if resume {
-            a.push("--resume".into());
-        }
-        a
+        resuming(
+            &[
+                "train",
+                "sft",
+                s(&repo),
+                "--snapshot",
+                "s1",
+                "--model",
+                "tiny",
+                "--out",
+                s(out),
+                "--steps",
+                "12",
+                "--batch-size",
+                "2",
+                "--warmup",
+                "1",
+                "--checkpoint-every",
+                "2",
+                "--seed",
+                "3",
+            ],
+            resume,
+        )
     };
     let clean = dir.path().join("clean");
     ok(&refs(&sft(&clean, false)));
@@ -99,12 +118,7 @@ fn sigkill_mid_sft_then_resume_ends_with_the_uninterrupted_model() {
 
     // Every checkpoint is whole, no temporary folder is left, and the run ends at step 12 with
     // the model the uninterrupted run ended with, byte for byte.
-    let want: Vec<String> = (1..=6).map(|i| format!("step-{:06}", 2 * i)).collect();
-    assert_eq!(names(&checkpoints), want);
-    for c in &want {
-        assert_eq!(names(&checkpoints.join(c)), ["model.mpk", "optim.mpk", "state.json"], "{c}");
-    }
-    assert!(names(&killed).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(&killed));
+    assert_checkpoints_whole(&killed, (1..=6).map(|i| 2 * i));
     assert_eq!(tree(&killed.join("model")), tree(&clean.join("model")));
 }
 
@@ -139,43 +153,40 @@ fn sigkill_mid_regrpo_then_resume_ends_with_the_uninterrupted_model_and_rollouts
         "3",
     ]);
     let rl = |out: &Path, resume: bool| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "train",
-            "regrpo",
-            s(&repo),
-            "--snapshot",
-            "s1",
-            "--model",
-            s(&sft),
-            "--out",
-            s(out),
-            "--steps",
-            "6",
-            "--checkpoint-every",
-            "2",
-            "--states",
-            "2",
-            "--group-size",
-            "4",
-            "--max-new-tokens",
-            "96",
-            // Groups whose rewards differ are trained on (partial credit and the reflection cost
-            // tell apart the failures of a barely trained policy), so every step updates.
-            "--filter",
-            "reward",
-            "--partial-credit",
-            "0.5",
-            "--lr",
-            "1e-3",
-            "--seed",
-            "3",
-        ]
-        .map(String::from)
-        .to_vec();
-        if resume {
-            a.push("--resume".into());
-        }
-        a
+        resuming(
+            &[
+                "train",
+                "regrpo",
+                s(&repo),
+                "--snapshot",
+                "s1",
+                "--model",
+                s(&sft),
+                "--out",
+                s(out),
+                "--steps",
+                "6",
+                "--checkpoint-every",
+                "2",
+                "--states",
+                "2",
+                "--group-size",
+                "4",
+                "--max-new-tokens",
+                "96",
+                // Groups whose rewards differ are trained on (partial credit and the reflection cost
+                // tell apart the failures of a barely trained policy), so every step updates.
+                "--filter",
+                "reward",
+                "--partial-credit",
+                "0.5",
+                "--lr",
+                "1e-3",
+                "--seed",
+                "3",
+            ],
+            resume,
+        )
     };
     let clean = dir.path().join("clean");
     ok(&refs(&rl(&clean, false)));
@@ -184,7 +195,6 @@ fn sigkill_mid_regrpo_then_resume_ends_with_the_uninterrupted_model_and_rollouts
     // the same way at step 6; resumed (from 4) and killed while exporting the model; resumed
     // (from 6, the last step: nothing left to train) to the end.
     let killed = dir.path().join("killed");
-    let checkpoints = killed.join("checkpoints");
     for (resume, point) in
         [(false, "write_folder:step-000004"), (true, "write_folder:step-000006"), (true, "write_folder:model")]
     {
@@ -194,12 +204,7 @@ fn sigkill_mid_regrpo_then_resume_ends_with_the_uninterrupted_model_and_rollouts
     }
     ok(&refs(&rl(&killed, true)));
 
-    let want: Vec<String> = (1..=3).map(|i| format!("step-{:06}", 2 * i)).collect();
-    assert_eq!(names(&checkpoints), want);
-    for c in &want {
-        assert_eq!(names(&checkpoints.join(c)), ["model.mpk", "optim.mpk", "state.json"], "{c}");
-    }
-    assert!(names(&killed).iter().all(|n| !n.ends_with(".tmp")), "{:?}", names(&killed));
+    assert_checkpoints_whole(&killed, (1..=3).map(|i| 2 * i));
     // The policy moved, and the resumed run ends where the uninterrupted one did, byte for byte.
     let weights = |run: &Path| {
         let f = run.join("model").join("model.safetensors");
