@@ -653,7 +653,7 @@ pub async fn train<B: AutodiffBackend>(
                 near_misses: near_misses.clone(),
                 truncations,
                 self_check: seen.check,
-                checked: seen.checked(),
+                checked: seen.checked().clone(),
             };
             training::save(&checkpoints.dir, done, &model, &optim, &state)?;
         }

@@ -20,26 +20,27 @@ use crate::regrpo::rollout::{SelfCheck, State, check_state};
 /// action's execution is kept for judging the failures sampled there.
 pub(super) struct Seen<'a> {
     suite: &'a ToolSuite,
-    checked: HashMap<String, bool>,
+    /// Each drawn state's verdict, by id (ordered: a checkpoint writes it as it is).
+    checked: BTreeMap<String, bool>,
     gold: HashMap<String, Execution>,
     pub(super) check: SelfCheck,
 }
 
 impl<'a> Seen<'a> {
     pub(super) fn new(suite: &'a ToolSuite) -> Self {
-        Seen { suite, checked: HashMap::new(), gold: HashMap::new(), check: SelfCheck::default() }
+        Seen { suite, checked: BTreeMap::new(), gold: HashMap::new(), check: SelfCheck::default() }
     }
 
     /// Takes up where a checkpoint left off: the verdicts of the states drawn so far, and their
     /// tally.
     pub(super) fn resume(&mut self, checked: BTreeMap<String, bool>, check: SelfCheck) {
-        self.checked = checked.into_iter().collect();
+        self.checked = checked;
         self.check = check;
     }
 
     /// The verdicts of the states drawn so far, for a checkpoint.
-    pub(super) fn checked(&self) -> BTreeMap<String, bool> {
-        self.checked.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    pub(super) fn checked(&self) -> &BTreeMap<String, bool> {
+        &self.checked
     }
 
     pub(super) async fn passes(&mut self, state: &State) -> bool {
