@@ -11,14 +11,36 @@ use regrpo_engine::{CallContext, EngineConfig, ToolSuite};
 use regrpo_schemas::{Action, NearMiss, Rot};
 use serde_json::{Value, json};
 
-/// Serves `router` on an ephemeral loopback port; returns the base URL and the server task.
-async fn serve(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+/// A server on loopback that [`stop`](Server::stop) shuts down with its open connections.
+struct Server {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, closes idle keep-alive connections and waits for requests in flight.
+    /// (Aborting the serve task alone left its connection tasks answering on the client's
+    /// pooled connection, so "the server is down" raced with the next request.)
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+/// Serves `router` on an ephemeral loopback port; returns the base URL and the server.
+async fn serve(router: axum::Router) -> (String, Server) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
     });
-    (format!("http://{addr}"), task)
+    (format!("http://{addr}"), Server { stop, task })
 }
 
 fn openapi() -> Value {
@@ -74,8 +96,7 @@ async fn remote_tools_answer_and_failures_become_observations() {
     assert_eq!((e.status, e.error_code.as_deref()), (ExecStatus::ToolError, Some("malformed_response")));
 
     // The server goes down: connection errors are retried, then observed.
-    server.abort();
-    let _ = server.await;
+    server.stop().await;
     let e = call(&suite, "Echo(text='hi')").await;
     assert_eq!((e.status, e.error_code.as_deref()), (ExecStatus::ToolError, Some("connection_error")), "{}", e.text);
 }
@@ -121,7 +142,7 @@ async fn teacher_reflections_pass_the_same_gates() {
             assert_eq!(report.rot_added, 0, "invented quotes must not pass: {report:?}");
             assert!(report.rejected.keys().any(|r| r.contains("evidence_quote")), "{:?}", report.rejected);
         }
-        server.abort();
+        server.stop().await;
     }
     let rots = repo.read::<Rot>(None).await.unwrap();
     assert!(rots.iter().all(|r| r.generator == "teacher:test-teacher"));
